@@ -1,0 +1,5 @@
+"""CPU decoding with FFmpeg through PyAV."""
+
+from framefeed.cpu_fallback.backend import CpuBackend
+
+__all__ = ["CpuBackend"]

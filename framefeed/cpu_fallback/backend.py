@@ -1,0 +1,73 @@
+"""The CPU backend: FFmpeg's software decoders through PyAV.
+
+It only turns packets into frames and frames into RGB; which packets to send
+and which frames to keep is the decode plan's business (`framefeed.session`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import av
+import torch
+
+from framefeed.cpu_fallback.rgb import RgbConverter
+from framefeed.errors import DecodingError
+
+
+class CpuBackend:
+    """Decodes one stream's packets with the stream's own PyAV codec context.
+
+    Frames are `av.VideoFrame`s; they own their pixels, so `retain` is free.
+    """
+
+    name = "cpu"
+    output_device = torch.device("cpu")
+
+    def __init__(self, stream: Any, *, num_threads: int, rotation_quarter_turns: int) -> None:
+        self._codec = stream.codec_context
+        self._codec.thread_count = num_threads
+        # Frame and slice threading together, as FFmpeg's own tools use.
+        self._codec.thread_type = "AUTO"
+        self._converter = RgbConverter(rotation_quarter_turns)
+        self.frames_decoded = 0
+        self.packets_sent = 0
+
+    def reset(self) -> None:
+        """Forget all decoder state (after a seek)."""
+        self._codec.flush_buffers()
+
+    def send(self, packet: Any) -> Sequence[Any]:
+        """Decode one packet; returns the frames it completed, in display order."""
+        self.packets_sent += 1
+        try:
+            frames = self._codec.decode(packet)
+        except av.error.FFmpegError as error:
+            raise DecodingError(f"FFmpeg could not decode a packet (pts {packet.pts}): {error}") from error
+        self.frames_decoded += len(frames)
+        return frames
+
+    def drain(self) -> Sequence[Any]:
+        """End of stream: the frames still held by the decoder."""
+        try:
+            frames = self._codec.decode(None)
+        except av.error.FFmpegError as error:
+            raise DecodingError(f"FFmpeg failed while draining the decoder: {error}") from error
+        self.frames_decoded += len(frames)
+        return frames
+
+    @staticmethod
+    def pts_of(frame: Any) -> int | None:
+        return frame.pts
+
+    @staticmethod
+    def duration_of(frame: Any) -> int | None:
+        return frame.duration or None
+
+    def retain(self, frame: Any) -> Any:
+        return frame
+
+    def write_rgb(self, frame: Any, dst: torch.Tensor) -> None:
+        """Convert `frame` to RGB into `dst`, a `(H, W, 3)` uint8 CPU view."""
+        self._converter.write(frame, dst)

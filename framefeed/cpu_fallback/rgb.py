@@ -1,0 +1,153 @@
+"""YUV -> RGB24 on the CPU with FFmpeg's swscale, written into our tensors.
+
+Pixels equal `ffmpeg -pix_fmt rgb24` (swscale, bicubic flags), using the
+frame's colour matrix (unspecified -> BT.601) and range. We call the libswscale
+that PyAV itself loaded, through ctypes, so swscale writes straight into the
+destination tensor: PyAV's `reformat` would allocate a new frame per call and
+cost one more copy of every output frame. If that library cannot be located
+(an unusual PyAV build), we fall back to `VideoFrame.to_ndarray` plus a copy.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+from functools import lru_cache
+from typing import Any
+
+import av
+import numpy as np
+import torch
+
+_SWS_BICUBIC = 4
+_AVCOL_RANGE_JPEG = 2
+_P4 = ctypes.c_void_p * 4
+_I4 = ctypes.c_int * 4
+
+
+class _Libs:
+    def __init__(self, swscale: ctypes.CDLL, avutil: ctypes.CDLL) -> None:
+        self.sws = swscale
+        self.avutil = avutil
+        vp, i = ctypes.c_void_p, ctypes.c_int
+        swscale.sws_getCachedContext.restype = vp
+        swscale.sws_getCachedContext.argtypes = [vp, i, i, i, i, i, i, i, vp, vp, vp]
+        swscale.sws_getCoefficients.restype = ctypes.POINTER(i)
+        swscale.sws_getCoefficients.argtypes = [i]
+        swscale.sws_setColorspaceDetails.restype = i
+        swscale.sws_setColorspaceDetails.argtypes = [
+            vp, ctypes.POINTER(i), i, ctypes.POINTER(i), i, i, i, i]
+        swscale.sws_scale.restype = i
+        swscale.sws_scale.argtypes = [vp, vp, vp, i, i, vp, vp]
+        swscale.sws_freeContext.restype = None
+        swscale.sws_freeContext.argtypes = [vp]
+        avutil.av_get_pix_fmt.restype = i
+        avutil.av_get_pix_fmt.argtypes = [ctypes.c_char_p]
+        self.rgb24 = avutil.av_get_pix_fmt(b"rgb24")
+
+
+def _loaded_library_paths(stem: str) -> list[str]:
+    """Paths of `stem` libraries: the ones bundled with the PyAV wheel first,
+    then whatever this process has already mapped."""
+    package_dir = os.path.dirname(av.__file__)
+    candidates = []
+    for libs_dir in (os.path.join(package_dir, os.pardir, "av.libs"), os.path.join(package_dir, ".dylibs")):
+        candidates += sorted(glob.glob(os.path.join(libs_dir, f"{stem}*")))
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                if os.path.basename(path).startswith(stem) and path not in candidates:
+                    candidates.append(path)
+    except OSError:
+        pass
+    return candidates
+
+
+@lru_cache(maxsize=1)
+def _libs() -> _Libs | None:
+    for sws_path in _loaded_library_paths("libswscale"):
+        for util_path in _loaded_library_paths("libavutil"):
+            try:
+                return _Libs(ctypes.CDLL(sws_path), ctypes.CDLL(util_path))
+            except (OSError, AttributeError):
+                continue
+    return None
+
+
+def native_swscale_available() -> bool:
+    """Whether frames are converted by direct swscale calls (the fast path)."""
+    return _libs() is not None
+
+
+class RgbConverter:
+    """Converts decoded `av.VideoFrame`s to RGB24 into `(H, W, 3)` uint8 views.
+
+    `rotation_quarter_turns` (0-3, counter-clockwise) is applied after
+    conversion, so the destination has the post-rotation shape. One converter
+    per decoder: its swscale context is not thread-safe.
+    """
+
+    def __init__(self, rotation_quarter_turns: int = 0, force_pyav: bool = False) -> None:
+        self.turns = rotation_quarter_turns % 4
+        self._libs = None if force_pyav else _libs()
+        self._ctx: int | None = None
+        self._ctx_key: tuple | None = None
+        self._scratch: torch.Tensor | None = None
+        self._pix_fmts: dict[str, int] = {}
+
+    def __del__(self) -> None:
+        if self._libs is not None and self._ctx:
+            self._libs.sws.sws_freeContext(self._ctx)
+            self._ctx = None
+
+    def write(self, frame: Any, dst: torch.Tensor) -> None:
+        """Convert `frame` into `dst`, a CPU uint8 tensor of shape `(H, W, 3)`
+        (after rotation) whose pixels are contiguous within each row."""
+        if self.turns == 0 and self._libs is not None and dst.stride(1) == 3 and dst.stride(2) == 1:
+            self._scale_into(frame, dst)
+            return
+        if self._libs is not None:
+            height, width = frame.height, frame.width
+            if self._scratch is None or tuple(self._scratch.shape) != (height, width, 3):
+                self._scratch = torch.empty((height, width, 3), dtype=torch.uint8)
+            self._scale_into(frame, self._scratch)
+            upright = self._scratch
+        else:
+            array = frame.to_ndarray(format="rgb24", interpolation="BICUBIC")
+            upright = torch.from_numpy(np.ascontiguousarray(array))
+        if self.turns:
+            upright = torch.rot90(upright, self.turns, dims=(0, 1))
+        dst.copy_(upright)
+
+    def _scale_into(self, frame: Any, dst: torch.Tensor) -> None:
+        libs = self._libs
+        assert libs is not None
+        width, height = frame.width, frame.height
+        name = frame.format.name
+        pix_fmt = self._pix_fmts.get(name)
+        if pix_fmt is None:
+            pix_fmt = self._pix_fmts[name] = libs.avutil.av_get_pix_fmt(name.encode())
+        full_range = frame.color_range == _AVCOL_RANGE_JPEG or name.startswith("yuvj")
+        key = (width, height, pix_fmt, frame.colorspace, full_range)
+        if key != self._ctx_key:
+            ctx = libs.sws.sws_getCachedContext(
+                self._ctx, width, height, pix_fmt, width, height, libs.rgb24, _SWS_BICUBIC, None, None, None)
+            if not ctx:
+                raise ValueError(f"swscale cannot convert {name} {width}x{height} to rgb24")
+            self._ctx = ctx
+            # sws_getCoefficients takes FFmpeg's colour-space numbers; unknown ones mean BT.601.
+            coefficients = libs.sws.sws_getCoefficients(frame.colorspace)
+            libs.sws.sws_setColorspaceDetails(
+                ctx, coefficients, int(full_range), coefficients, 1, 0, 1 << 16, 1 << 16)
+            self._ctx_key = key
+        planes = frame.planes
+        count = len(planes)
+        sources = _P4(*(plane.buffer_ptr for plane in planes), *([None] * (4 - count)))
+        strides = _I4(*(plane.line_size for plane in planes), *([0] * (4 - count)))
+        targets = _P4(dst.data_ptr(), None, None, None)
+        target_strides = _I4(dst.stride(0), 0, 0, 0)
+        written = libs.sws.sws_scale(self._ctx, sources, strides, 0, height, targets, target_strides)
+        if written != height:
+            raise ValueError(f"swscale wrote {written} of {height} rows converting {name} to rgb24")

@@ -1,0 +1,385 @@
+"""`VideoDecoder`: the public entry point (torchcodec-compatible).
+
+It wires the pipeline together: source -> demuxer (+ frame index in exact
+mode) -> timeline -> decode plan -> backend -> output tensors.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from framefeed.backend_selection import open_backend, resolve_device
+from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
+from framefeed.demux.demuxer import STREAM_START, Demuxer
+from framefeed.demux.frame_index import build_frame_index
+from framefeed.demux.metadata import VideoStreamMetadata, header_metadata, with_content
+from framefeed.errors import FrameTimeOutOfRangeError, VideoOpenError
+from framefeed.frames import Frame, FrameBatch
+from framefeed.session import DecodeSession, OutputBuffer
+from framefeed.source import resolve_source
+from framefeed.timeline import ApproximateTimeline, ExactTimeline
+
+_SEEK_MODES = ("exact", "approximate")
+_DIMENSION_ORDERS = ("NCHW", "NHWC")
+
+
+class VideoDecoder:
+    """Decodes one video stream into uint8 RGB tensors.
+
+    Args:
+        source: a path or URL (`str`), `pathlib.Path`, `bytes`, a contiguous
+            uint8 CPU tensor of file bytes, or a binary file-like object with
+            `read` and `seek`.
+        stream_index: absolute index of the video stream; None picks the best one.
+        dimension_order: "NCHW" (frames `(C, H, W)`) or "NHWC" (`(H, W, C)`).
+        num_ffmpeg_threads: CPU decoding threads; 0 lets FFmpeg choose. No
+            effect on NVDEC.
+        device: None (torch's default device), "cpu", "cuda", "cuda:N" or a
+            `torch.device`.
+        seek_mode: "exact" indexes every packet at construction (no decoding)
+            so index access is exact; "approximate" reads only the header.
+
+    Raises:
+        TypeError: unsupported source kind, text-mode file, wrong argument types.
+        ValueError: invalid `dimension_order`, `seek_mode`, `num_ffmpeg_threads`,
+            `device` or `stream_index`.
+        FileNotFoundError: a path that does not exist.
+        VideoOpenError (a ValueError and RuntimeError): data FFmpeg cannot
+            open, or no video stream.
+        CudaUnavailableError (a RuntimeError): CUDA requested but unusable.
+    """
+
+    def __init__(
+        self,
+        source: str | Path | bytes | Tensor | Any,
+        *,
+        stream_index: int | None = None,
+        dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
+        num_ffmpeg_threads: int = 1,
+        device: str | torch.device | None = None,
+        seek_mode: Literal["exact", "approximate"] = "exact",
+    ) -> None:
+        if seek_mode not in _SEEK_MODES:
+            raise ValueError(f"Invalid seek mode ({seek_mode!r}). Supported values are {', '.join(_SEEK_MODES)}.")
+        if dimension_order not in _DIMENSION_ORDERS:
+            raise ValueError(
+                f"Invalid dimension order ({dimension_order!r}). "
+                f"Supported values are {', '.join(_DIMENSION_ORDERS)}."
+            )
+        if isinstance(num_ffmpeg_threads, bool) or not isinstance(num_ffmpeg_threads, numbers.Integral):
+            raise TypeError(f"num_ffmpeg_threads must be an int, got {num_ffmpeg_threads!r}")
+        if num_ffmpeg_threads < 0:
+            raise ValueError(f"Invalid num_ffmpeg_threads ({num_ffmpeg_threads}): use 0 (FFmpeg chooses) or more")
+        self._device = resolve_device(device)
+        self._dimension_order = dimension_order
+        self._seek_mode = seek_mode
+
+        self._demuxer = Demuxer(resolve_source(source), stream_index)
+        try:
+            self._open(seek_mode, int(num_ffmpeg_threads))
+        except BaseException:
+            self._demuxer.close()
+            raise
+
+    def _open(self, seek_mode: str, num_threads: int) -> None:
+        demuxer = self._demuxer
+        rotation = _stream_rotation(demuxer)
+        metadata = header_metadata(demuxer.stream, demuxer.container, rotation)
+        if seek_mode == "exact":
+            index = build_frame_index(demuxer)
+            metadata = with_content(metadata, len(index), index.begin_seconds, index.end_seconds)
+            self._timeline: ExactTimeline | ApproximateTimeline = ExactTimeline(index)
+        else:
+            if not metadata.num_frames or metadata.end_stream_seconds is None:
+                raise VideoOpenError(
+                    f"The header of {demuxer.source.description} gives neither a frame count nor a "
+                    "duration and frame rate; use seek_mode='exact'"
+                )
+            self._timeline = ApproximateTimeline(metadata, demuxer)
+        self.metadata: VideoStreamMetadata = metadata
+        self.stream_index: int = demuxer.stream.index
+        turns = round((rotation or 0.0) / 90.0) % 4
+        selection = open_backend(demuxer, metadata, self._device, num_threads=num_threads, rotation_quarter_turns=turns)
+        self._backend = selection.backend
+        self._cpu_fallback: CpuFallbackStatus = selection.status
+        self._session = DecodeSession(demuxer, self._backend, self._timeline, fps_hint=metadata.average_fps or 0.0)
+        self._num_frames = int(metadata.num_frames or 0)
+        self._begin = float(metadata.begin_stream_seconds or 0.0)
+        self._end = float(metadata.end_stream_seconds or 0.0)
+        self._height = int(metadata.height or 0)
+        self._width = int(metadata.width or 0)
+
+    # -- attributes -----------------------------------------------------------
+
+    @property
+    def cpu_fallback(self) -> CpuFallbackStatus:
+        """Whether this decoder decodes on the CPU although a CUDA device was asked for."""
+        return self._cpu_fallback
+
+    def __len__(self) -> int:
+        return self._num_frames
+
+    def __getitem__(self, key: numbers.Integral | slice) -> Tensor:
+        """`decoder[i]`: frame i's data; `decoder[a:b:c]`: stacked frames (Python
+        slice semantics, empty slices give an empty batch).
+
+        Raises:
+            IndexError: an int index outside `[-len, len)`.
+            TypeError: any other key type.
+        """
+        if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+            return self.get_frame_at(int(key)).data
+        if isinstance(key, slice):
+            return self.get_frames_in_range(*key.indices(self._num_frames)).data
+        raise TypeError(f"Unsupported key type: {type(key).__name__}. Supported types are int and slice.")
+
+    def __iter__(self) -> Iterator[Tensor]:
+        for index in range(self._num_frames):
+            yield self[index]
+
+    # -- index-based access -------------------------------------------------------
+
+    def get_frame_at(self, index: int) -> Frame:
+        """Frame at `index` (negative counts from the end).
+
+        Raises:
+            IndexError: `index` outside `[-len, len)`.
+        """
+        position = self._check_index(index)
+        batch = self._decode_indices([position])
+        return Frame(self._frame_view(batch.frames[0]), float(batch.pts_seconds[0]), float(batch.duration_seconds[0]))
+
+    def get_frames_at(self, indices: Sequence[int] | Tensor) -> FrameBatch:
+        """Frames at `indices`, in the order given; duplicates allowed.
+
+        Raises:
+            IndexError: an index outside `[-len, len)`.
+            TypeError: indices that are not integers.
+        """
+        positions = [self._check_index(i) for i in _as_int_list(indices, "indices")]
+        return self._batch(self._decode_indices(positions))
+
+    def get_frames_in_range(self, start: int, stop: int, step: int = 1) -> FrameBatch:
+        """Frames `start, start+step, ...` before `stop` (half-open, Python
+        slice clamping, so out-of-range bounds are clipped, never an error).
+
+        Raises:
+            ValueError: `step` is 0.
+            TypeError: non-integer bounds.
+        """
+        for name, value in (("start", start), ("stop", stop), ("step", step)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+        if step == 0:
+            raise ValueError("Invalid step 0: step must be a non-zero int")
+        positions = list(range(*slice(int(start), int(stop), int(step)).indices(self._num_frames)))
+        return self._batch(self._decode_indices(positions))
+
+    def get_all_frames(self, fps: float | None = None) -> FrameBatch:
+        """Every frame of the stream (at `fps` if given: the frames displayed at
+        `begin + k / fps`)."""
+        if fps is None and self._timeline.exact:
+            return self.get_frames_in_range(0, self._num_frames)
+        return self.get_frames_played_in_range(self._begin, self._end, fps=fps)
+
+    # -- time-based access ---------------------------------------------------------
+
+    def get_frame_played_at(self, seconds: float) -> Frame:
+        """The frame displayed at `seconds`: `pts <= seconds < next pts`.
+
+        Raises:
+            IndexError: `seconds` outside `[begin_stream_seconds, end_stream_seconds)`.
+        """
+        when = _as_seconds(seconds, "seconds")
+        if not self._begin <= when < self._end:
+            raise IndexError(
+                f"Invalid pts in seconds: {seconds}. It must be greater than or equal to "
+                f"{self._begin} and less than {self._end}."
+            )
+        batch = self._decode_times([when])
+        return Frame(self._frame_view(batch.frames[0]), float(batch.pts_seconds[0]), float(batch.duration_seconds[0]))
+
+    def get_frames_played_at(self, seconds: Sequence[float] | Tensor) -> FrameBatch:
+        """Frames displayed at each of `seconds`, in the order given.
+
+        Raises:
+            FrameTimeOutOfRangeError (IndexError and RuntimeError): a time
+                outside `[begin_stream_seconds, end_stream_seconds)`.
+        """
+        times = _as_float_list(seconds, "seconds")
+        for when in times:
+            if not self._begin <= when < self._end:
+                raise FrameTimeOutOfRangeError(
+                    f"Invalid pts in seconds: {when}. It must be greater than or equal to "
+                    f"{self._begin} and less than {self._end}."
+                )
+        return self._batch(self._decode_times(times))
+
+    def get_frames_played_in_range(
+        self, start_seconds: float, stop_seconds: float, fps: float | None = None
+    ) -> FrameBatch:
+        """Every frame whose display interval `[pts_i, pts_{i+1})` intersects
+        `[start_seconds, stop_seconds)`; with `fps`, the frames displayed at
+        `start_seconds + k / fps` before `stop_seconds` instead.
+
+        Raises:
+            ValueError: `start_seconds > stop_seconds`, `start_seconds` outside
+                `[begin, end)` or `stop_seconds > end` (unless start == stop), bad `fps`.
+        """
+        start = _as_seconds(start_seconds, "start_seconds")
+        stop = _as_seconds(stop_seconds, "stop_seconds")
+        if not start <= stop:
+            raise ValueError(
+                f"Invalid start seconds: {start_seconds}. It must be less than or equal to stop seconds ({stop_seconds})."
+            )
+        if start == stop:
+            return self._batch(self._allocate(0))
+        if not self._begin <= start < self._end:
+            raise ValueError(
+                f"Invalid start seconds: {start_seconds}. It must be greater than or equal to "
+                f"{self._begin} and less than {self._end}."
+            )
+        if not stop <= self._end:
+            raise ValueError(f"Invalid stop seconds: {stop_seconds}. It must be less than or equal to {self._end}.")
+        if fps is not None:
+            rate = _as_seconds(fps, "fps")
+            if not rate > 0:
+                raise ValueError(f"Invalid fps {fps}: it must be positive")
+            count = max(math.ceil((stop - start) * rate - 1e-9), 0)
+            times = [start + k / rate for k in range(count)]
+            return self._batch(self._decode_times([t for t in times if t < stop]))
+        if self._timeline.exact:
+            index = self._timeline.index
+            first = max(index.index_played_at(start), 0)
+            last = int(np.searchsorted(index.pts_seconds, stop, side="left"))  # frames with pts < stop
+            return self._batch(self._decode_indices(list(range(first, max(last, first + 1)))))
+        return self._batch(self._decode_time_range(start, stop))
+
+    # -- internals -------------------------------------------------------------------
+
+    def _check_index(self, index: Any) -> int:
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+            if isinstance(index, Tensor) and index.numel() == 1 and not index.is_floating_point():
+                index = int(index.item())
+            else:
+                raise TypeError(f"Frame indices must be ints, got {index!r}")
+        position = int(index)
+        if position < 0:
+            position += self._num_frames
+        if not 0 <= position < self._num_frames:
+            raise IndexError(
+                f"Invalid frame index={index}: it must be in [-{self._num_frames}, {self._num_frames}) "
+                f"(the stream has {self._num_frames} frames)"
+            )
+        return position
+
+    def _allocate(self, count: int) -> OutputBuffer:
+        return OutputBuffer.allocate(count, self._height, self._width, self._backend.output_device)
+
+    def _decode_indices(self, positions: list[int]) -> OutputBuffer:
+        out = self._allocate(len(positions))
+        if positions:
+            self._session.decode(self._timeline.targets_for_indices(positions), out)
+        return out
+
+    def _decode_times(self, times: list[float]) -> OutputBuffer:
+        out = self._allocate(len(times))
+        if times:
+            self._session.decode(self._timeline.targets_for_times(times), out)
+        return out
+
+    def _decode_time_range(self, start: float, stop: float) -> OutputBuffer:
+        """Approximate mode: the frame displayed at `start` and every later frame
+        with pts < `stop`, found by decoding (there is no index to count them)."""
+        return self._session.decode_time_range(start, stop, self._allocate)
+
+    def _frame_view(self, hwc: Tensor) -> Tensor:
+        if hwc.device != self._device:
+            hwc = hwc.to(self._device, non_blocking=True)
+        return hwc.permute(2, 0, 1) if self._dimension_order == "NCHW" else hwc
+
+    def _batch(self, out: OutputBuffer) -> FrameBatch:
+        frames = out.frames
+        if frames.device != self._device:
+            frames = frames.to(self._device, non_blocking=True)
+        data = frames.permute(0, 3, 1, 2) if self._dimension_order == "NCHW" else frames
+        return FrameBatch(data, torch.from_numpy(out.pts_seconds), torch.from_numpy(out.duration_seconds))
+
+    def __repr__(self) -> str:
+        return (
+            f"VideoDecoder({self._demuxer.source.description}, stream {self.stream_index}, "
+            f"{self._num_frames} frames, {self._seek_mode}, device={self._device})"
+        )
+
+
+def _stream_rotation(demuxer: Demuxer) -> float | None:
+    """Counter-clockwise display rotation in degrees, None when there is none.
+
+    MP4/MOV: from the track header, without decoding. Other containers: PyAV
+    does not expose stream side data, so decode the first frame and read the
+    display matrix FFmpeg attached to it.
+    """
+    if demuxer.is_isobmff:
+        tables = demuxer.track_tables()
+        if tables is not None:
+            return tables.rotation_degrees
+    codec = demuxer.stream.codec_context
+    try:
+        for packet in demuxer.packets():
+            frames = codec.decode(packet)
+            if frames:
+                rotation = frames[0].rotation
+                return float(rotation) if rotation else None
+        return None
+    except Exception as error:  # undecodable first frame: no rotation known
+        if type(error).__module__.startswith("av"):
+            return None
+        raise
+    finally:
+        demuxer.seek(STREAM_START)
+
+
+def _as_int_list(values: Any, name: str) -> list[int]:
+    if isinstance(values, Tensor):
+        if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integers, got a tensor of {values.dtype}")
+        return [int(v) for v in values.reshape(-1).tolist()]
+    if isinstance(values, np.ndarray):
+        if not np.issubdtype(values.dtype, np.integer):
+            raise TypeError(f"{name} must hold integers, got an array of {values.dtype}")
+        return [int(v) for v in values.reshape(-1)]
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{name} must be a list of ints or an integer tensor, got {type(values).__name__}")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must hold ints, got {value!r}")
+    return [int(v) for v in values]
+
+
+def _as_float_list(values: Any, name: str) -> list[float]:
+    if isinstance(values, Tensor):
+        return [float(v) for v in values.reshape(-1).tolist()]
+    if isinstance(values, np.ndarray):
+        return [float(v) for v in values.reshape(-1)]
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{name} must be a list of floats or a tensor, got {type(values).__name__}")
+    return [_as_seconds(v, name) for v in values]
+
+
+def _as_seconds(value: Any, name: str) -> float:
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    result = float(value)
+    if math.isnan(result):
+        raise ValueError(f"Invalid {name}: NaN")
+    return result

@@ -1,0 +1,1 @@
+"""Demuxing: containers, streams, header metadata and the exact frame index."""

@@ -1,0 +1,134 @@
+"""The demuxer: one opened container, its selected video stream, and packets.
+
+Backends never touch the container: they receive the packets this module
+reads, after the decode plan has positioned it with `seek`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from fractions import Fraction
+from typing import Any
+
+import av
+
+from framefeed.demux import isobmff
+from framefeed.errors import VideoOpenError
+from framefeed.source import VideoSource
+
+# Far before any real timestamp: seeking here rewinds to the first keyframe.
+STREAM_START = -(1 << 62)
+
+
+class Demuxer:
+    """Reads one video stream's packets from a container.
+
+    Attributes:
+        container: the PyAV input container.
+        stream: the selected PyAV video stream.
+        time_base: the stream's time base (seconds per pts unit).
+        is_isobmff: whether the container is MP4/MOV (sample tables available).
+    """
+
+    def __init__(self, source: VideoSource, stream_index: int | None) -> None:
+        self.source = source
+        self.container = _open_container(source)
+        try:
+            self.stream = _select_stream(self.container, stream_index, source.description)
+        except BaseException:
+            self.container.close()
+            raise
+        for other in self.container.streams:
+            if other.index != self.stream.index:
+                other.discard = "all"  # no need to read other streams' payloads
+        self.time_base: Fraction = self.stream.time_base or Fraction(1, 1)
+        self.time_base_seconds = self.time_base.numerator / self.time_base.denominator
+        self._tb_num, self._tb_den = self.time_base.numerator, self.time_base.denominator
+        format_name = self.container.format.name if self.container.format else ""
+        self.is_isobmff = "mov" in format_name or "mp4" in format_name
+        self._tables: isobmff.TrackTables | None | bool = False  # False: not read yet
+
+    @property
+    def codec_name(self) -> str:
+        return self.stream.codec.canonical_name if self.stream.codec else ""
+
+    def seconds(self, pts: int) -> float:
+        """Seconds of a pts: the exact rational pts * time_base, rounded once.
+
+        Rounding once means a time computed any other exact way (`i / fps`,
+        `pts / timescale`, PyAV's `frame.time`) compares equal at frame
+        boundaries; `pts * float(time_base)` can be one ulp off.
+        """
+        return pts * self._tb_num / self._tb_den
+
+    def packets(self) -> Iterator[av.Packet]:
+        """Packets of the selected stream from the current position to the end.
+        The flush packets PyAV appends at end of file are left out."""
+        for packet in self.container.demux(self.stream):
+            if packet.size:
+                yield packet
+
+    def seek(self, pts: int) -> None:
+        """Position before the keyframe at or before `pts` (stream time base).
+        `STREAM_START` rewinds to the beginning."""
+        self.container.seek(int(pts), stream=self.stream, backward=True, any_frame=False)
+
+    def track_tables(self) -> isobmff.TrackTables | None:
+        """The MP4/MOV sample tables of this stream's track, read once; None
+        when the container is not ISO-BMFF or the tables cannot be read."""
+        if self._tables is False:
+            self._tables = None
+            if self.is_isobmff:
+                reader = self.source.open_reader()
+                if reader is not None:
+                    position = reader.tell() if self.source.kind == "filelike" else 0
+                    try:
+                        self._tables = isobmff.read_track_tables(reader, self.stream.id, self.source.size)
+                    except (ValueError, OSError, IndexError):
+                        self._tables = None
+                    finally:
+                        if self.source.kind == "filelike":
+                            reader.seek(position)
+                        else:
+                            reader.close()
+        return self._tables or None
+
+    def close(self) -> None:
+        self.container.close()
+
+
+def _open_container(source: VideoSource) -> Any:
+    try:
+        return av.open(source.open_for_av(), mode="r", metadata_errors="ignore")
+    except av.error.FileNotFoundError:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise VideoOpenError(
+            f"Could not open {source.description} as a video container: {reason}. "
+            "Expected a media file FFmpeg can read (e.g. MP4, MKV, WebM, MOV)"
+        ) from error
+
+
+def _select_stream(container: Any, stream_index: int | None, description: str) -> Any:
+    video_indices = [s.index for s in container.streams if s.type == "video"]
+    if stream_index is None:
+        if not video_indices:
+            kinds = ", ".join(f"{s.index}: {s.type}" for s in container.streams) or "none"
+            raise VideoOpenError(f"No video stream in {description} (streams: {kinds})")
+        best = container.streams.best("video")
+        return best if best is not None else container.streams[video_indices[0]]
+    if isinstance(stream_index, bool) or not isinstance(stream_index, int):
+        raise TypeError(f"stream_index must be an int or None, got {type(stream_index).__name__}")
+    if not 0 <= stream_index < len(container.streams):
+        raise ValueError(
+            f"Invalid stream_index {stream_index}: the file has {len(container.streams)} streams; "
+            f"video streams are at {video_indices}"
+        )
+    if stream_index not in video_indices:
+        kind = container.streams[stream_index].type
+        raise ValueError(
+            f"Invalid stream_index {stream_index}: stream {stream_index} is a {kind} stream, "
+            f"not video; video streams are at {video_indices}"
+        )
+    return container.streams[stream_index]

@@ -1,0 +1,147 @@
+"""`VideoStreamMetadata`: what the header says, what a scan found, and the
+values derived from both.
+
+Header fields are None when the container does not carry them. Content fields
+are filled only in exact mode (after the packet index is built).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+# FFmpeg's names for the colour enums (libavutil/pixdesc.c); the unspecified
+# value (2) maps to None.
+_COLOR_SPACES = {
+    0: "gbr", 1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "ycgco",
+    9: "bt2020nc", 10: "bt2020c", 11: "smpte2085", 12: "chroma-derived-nc",
+    13: "chroma-derived-c", 14: "ictcp", 15: "ipt-c2", 16: "ycgco-re", 17: "ycgco-ro",
+}
+_COLOR_PRIMARIES = {
+    1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "film",
+    9: "bt2020", 10: "smpte428", 11: "smpte431", 12: "smpte432", 22: "ebu3213",
+}
+_COLOR_TRANSFERS = {
+    1: "bt709", 4: "gamma22", 5: "gamma28", 6: "smpte170m", 7: "smpte240m", 8: "linear",
+    9: "log100", 10: "log316", 11: "iec61966-2-4", 12: "bt1361e", 13: "iec61966-2-1",
+    14: "bt2020-10", 15: "bt2020-12", 16: "smpte2084", 17: "smpte428", 18: "arib-std-b67",
+}
+
+
+@dataclass
+class VideoStreamMetadata:
+    """Metadata of one video stream. Times in seconds, rates in frames/s.
+
+    `width`/`height` are the dimensions of the frames framefeed returns, i.e.
+    after the display-matrix rotation (`rotation`, counter-clockwise degrees).
+    """
+
+    duration_seconds_from_header: float | None
+    begin_stream_seconds_from_header: float | None
+    bit_rate: float | None
+    codec: str | None
+    stream_index: int
+    width: int | None
+    height: int | None
+    num_frames_from_header: int | None
+    average_fps_from_header: float | None
+    pixel_aspect_ratio: Fraction | None
+    rotation: float | None
+    color_primaries: str | None
+    color_space: str | None
+    color_transfer_characteristic: str | None
+    pixel_format: str | None
+    num_frames_from_content: int | None = None
+    begin_stream_seconds_from_content: float | None = None
+    end_stream_seconds_from_content: float | None = None
+    # Computed from the fields above (see `finalize`).
+    duration_seconds: float | None = None
+    begin_stream_seconds: float | None = None
+    end_stream_seconds: float | None = None
+    num_frames: int | None = None
+    average_fps: float | None = None
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}:"]
+        lines += [f"  {f.name}: {getattr(self, f.name)}" for f in dataclasses.fields(self)]
+        return "\n".join(lines) + "\n"
+
+
+def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
+    if value is None or time_base is None:
+        return None
+    return float(value * time_base)
+
+
+def header_metadata(stream: Any, container: Any, rotation: float | None) -> VideoStreamMetadata:
+    """Metadata from the container header alone (no packets read)."""
+    ctx = stream.codec_context
+    time_base = stream.time_base
+    width, height = ctx.width or None, ctx.height or None
+    if rotation is not None and round(rotation / 90) % 2 == 1 and width and height:
+        width, height = height, width
+    base_rate = stream.base_rate
+    sar = getattr(stream, "sample_aspect_ratio", None) or getattr(ctx, "sample_aspect_ratio", None)
+    bit_rate = ctx.bit_rate or None
+    fmt = ctx.format
+    meta = VideoStreamMetadata(
+        duration_seconds_from_header=_seconds(stream.duration, time_base),
+        begin_stream_seconds_from_header=_seconds(stream.start_time, time_base),
+        bit_rate=float(bit_rate) if bit_rate else None,
+        codec=stream.codec.canonical_name if stream.codec else None,
+        stream_index=stream.index,
+        width=width,
+        height=height,
+        num_frames_from_header=stream.frames or None,
+        average_fps_from_header=float(base_rate) if base_rate else None,
+        pixel_aspect_ratio=Fraction(sar) if sar else None,
+        rotation=rotation,
+        color_primaries=_COLOR_PRIMARIES.get(ctx.color_primaries),
+        color_space=_COLOR_SPACES.get(ctx.colorspace),
+        color_transfer_characteristic=_COLOR_TRANSFERS.get(ctx.color_trc),
+        pixel_format=fmt.name if fmt is not None else None,
+    )
+    container_duration = container.duration / 1_000_000 if container.duration else None
+    return finalize_approximate(meta, container_duration)
+
+
+def finalize_approximate(meta: VideoStreamMetadata, container_duration: float | None) -> VideoStreamMetadata:
+    """Fill the computed fields from the header fields (approximate mode)."""
+    fps = meta.average_fps_from_header
+    duration = meta.duration_seconds_from_header
+    if duration is None and meta.num_frames_from_header and fps:
+        duration = meta.num_frames_from_header / fps
+    if duration is None:
+        duration = container_duration
+    num_frames = meta.num_frames_from_header
+    if num_frames is None and fps and duration is not None:
+        num_frames = int(fps * duration)
+    begin = meta.begin_stream_seconds_from_header or 0.0
+    return dataclasses.replace(
+        meta,
+        duration_seconds=duration,
+        begin_stream_seconds=begin,
+        end_stream_seconds=begin + duration if duration is not None else None,
+        num_frames=num_frames,
+        average_fps=fps,
+    )
+
+
+def with_content(
+    meta: VideoStreamMetadata, num_frames: int, begin_seconds: float, end_seconds: float
+) -> VideoStreamMetadata:
+    """Add what a packet scan found and recompute the derived fields (exact mode)."""
+    span = end_seconds - begin_seconds
+    return dataclasses.replace(
+        meta,
+        num_frames_from_content=num_frames,
+        begin_stream_seconds_from_content=begin_seconds,
+        end_stream_seconds_from_content=end_seconds,
+        num_frames=num_frames,
+        begin_stream_seconds=begin_seconds,
+        end_stream_seconds=end_seconds,
+        duration_seconds=span,
+        average_fps=num_frames / span if span > 0 else meta.average_fps_from_header,
+    )

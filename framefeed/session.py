@@ -1,0 +1,317 @@
+"""Executes decode plans: demuxer -> backend -> output slots.
+
+A `DecodeSession` owns the decoder's position between calls, so sequential
+access (`for frame in decoder`) continues where the last call stopped instead
+of seeking. For each run of the plan it seeks (or continues), feeds packets
+to the backend, and matches the frames coming out in display order against
+the run's targets:
+
+- exact targets (the frame index knows their pts) match on pts equality;
+- time targets take the last frame whose pts is at or before the time, which
+  is known once the next frame (or the end of the stream) shows up.
+
+A seek can land after the wanted frame: the container's seek landed on a
+later keyframe, or the decoder dropped leading pictures of an open GOP that
+reference frames before the keyframe. Then the session seeks again before
+the keyframe it landed on, instead of returning a neighbouring frame.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from framefeed.demux.demuxer import STREAM_START, Demuxer
+from framefeed.demux.disposable import disposable_packet_test
+from framefeed.errors import DecodingError
+from framefeed.plan import Target, plan_runs
+
+# Seeks tried for one target before giving up.
+_MAX_RETRIES = 24
+
+
+class FrameBackend(Protocol):
+    """What a backend provides (see `cpu_fallback.CpuBackend`, `gpu_decode.NvdecBackend`)."""
+
+    output_device: torch.device
+
+    def reset(self) -> None:
+        """Drop decoder state after a seek."""
+
+    def send(self, packet: Any) -> list[Any]:
+        """Decode a packet; frames completed, in display order. They stay valid
+        until the next `send`/`drain`/`reset` unless passed through `retain`."""
+
+    def drain(self) -> list[Any]:
+        """End of stream: remaining frames."""
+
+    def pts_of(self, frame: Any) -> int | None: ...
+
+    def duration_of(self, frame: Any) -> int | None: ...
+
+    def retain(self, frame: Any) -> Any:
+        """A version of `frame` that survives later decode calls."""
+
+    def write_rgb(self, frame: Any, dst: torch.Tensor) -> None:
+        """Convert into `dst`, a `(H, W, 3)` uint8 view on `output_device`."""
+
+
+@dataclass
+class OutputBuffer:
+    """Preallocated outputs: pixels `(N, H, W, 3)` and CPU timestamps."""
+
+    frames: torch.Tensor
+    pts_seconds: np.ndarray
+    duration_seconds: np.ndarray
+
+    @classmethod
+    def allocate(cls, count: int, height: int, width: int, device: torch.device) -> OutputBuffer:
+        return cls(
+            torch.empty((count, height, width, 3), dtype=torch.uint8, device=device),
+            np.zeros(count, dtype=np.float64),
+            np.zeros(count, dtype=np.float64),
+        )
+
+
+@dataclass
+class SessionStats:
+    seeks: int = 0
+    packets_skipped: int = 0
+    decode_errors: int = 0
+
+
+class DecodeSession:
+    """Runs decode plans for one stream on one backend. Thread-safe (calls
+    are serialised); one session per decoder."""
+
+    def __init__(self, demuxer: Demuxer, backend: FrameBackend, timeline: Any, *, fps_hint: float) -> None:
+        self.demuxer = demuxer
+        self.backend = backend
+        self.timeline = timeline
+        self.stats = SessionStats()
+        self._fps_hint = fps_hint
+        self._disposable = disposable_packet_test(demuxer.stream) if timeline.exact else None
+        self._lock = threading.Lock()
+        self._packets: Iterator[Any] | None = None
+        self._pending: deque[Any] = deque()
+        self._eof = False
+        self._cursor: float | None = None  # seconds of the last frame handed out
+        self._current: Any = None  # that frame, retained (time targets only)
+        self._landing: int | None = None  # first timestamp demuxed after the last seek
+        self._wanted: set[int] = set()
+        self._skip_before: int | None = None  # disposable packets are skippable below this pts
+
+    # -- public -------------------------------------------------------------
+
+    def decode(self, targets: list[Target], out: OutputBuffer) -> None:
+        """Produce every target into its slots of `out`."""
+        with self._lock:
+            try:
+                self._wanted = {t.pts for t in targets if t.pts is not None}
+                # Frames after this call's last target may be wanted by the next
+                # call (sequential access continues), so only earlier ones are skippable.
+                self._skip_before = max(self._wanted) if self._wanted else None
+                for run in plan_runs(targets, self.timeline, self._cursor):
+                    if run.seek_pts is not None:
+                        self._seek(run.seek_pts)
+                    for target in run.targets:
+                        if target.pts is not None:
+                            self._serve_exact(target, out)
+                        else:
+                            self._serve_time(target, out)
+            except BaseException:
+                self._forget_position()
+                raise
+            finally:
+                self._wanted = set()
+                self._skip_before = None
+
+    # -- positioning --------------------------------------------------------
+
+    def _seek(self, pts: int) -> None:
+        self.stats.seeks += 1
+        self.demuxer.seek(pts)
+        self.backend.reset()
+        self._pending.clear()
+        self._packets = self.demuxer.packets()
+        self._eof = False
+        self._cursor = None
+        self._current = None
+        self._landing = None
+
+    def _forget_position(self) -> None:
+        self._packets = None
+        self._pending.clear()
+        self._cursor = None
+        self._current = None
+
+    def _retry_seek_pts(self) -> int | None:
+        """A seek target strictly before the keyframe the last seek landed on."""
+        if self._landing is None or self._landing <= STREAM_START:
+            return None
+        return self._landing - 1
+
+    # -- frame supply ---------------------------------------------------------
+
+    def _peek(self) -> Any:
+        """The next frame in display order without consuming it; None at end of stream."""
+        while not self._pending:
+            if self._eof:
+                return None
+            self._decode_more()
+        return self._pending[0]
+
+    def _decode_more(self) -> None:
+        if self._packets is None:
+            self._seek(STREAM_START)
+        assert self._packets is not None
+        skip_test = self._disposable if self._skip_before is not None else None
+        skip_before = self._skip_before
+        wanted = self._wanted
+        for packet in self._packets:
+            if self._landing is None:
+                stamps = [t for t in (packet.dts, packet.pts) if t is not None]
+                self._landing = min(stamps) if stamps else STREAM_START
+            if (
+                skip_test is not None
+                and packet.pts is not None
+                and packet.pts < skip_before
+                and packet.pts not in wanted
+                and skip_test(packet)
+            ):
+                self.stats.packets_skipped += 1
+                continue
+            try:
+                frames = self.backend.send(packet)
+            except DecodingError:
+                self.stats.decode_errors += 1
+                continue
+            if frames:
+                self._pending.extend(frames)
+                return
+        try:
+            self._pending.extend(self.backend.drain())
+        except DecodingError:
+            self.stats.decode_errors += 1
+        self._eof = True
+
+    # -- serving targets ------------------------------------------------------
+
+    def _serve_exact(self, target: Target, out: OutputBuffer) -> None:
+        backend = self.backend
+        for _ in range(_MAX_RETRIES):
+            frame = self._peek()
+            while frame is not None:
+                pts = backend.pts_of(frame)
+                if pts is None or pts < target.pts:
+                    self._pending.popleft()
+                    if pts is not None:
+                        self._cursor = self.demuxer.seconds(pts)
+                    frame = self._peek()
+                    continue
+                break
+            if frame is not None and backend.pts_of(frame) == target.pts:
+                self._pending.popleft()
+                self._cursor = target.seconds
+                self._wanted.discard(target.pts)
+                pts_seconds, duration = self.timeline.frame_times(target.frame_index)
+                self._write(frame, target, out, pts_seconds, duration)
+                return
+            # The frame did not come out: we started too late, or the decoder
+            # dropped it. Start again from an earlier keyframe.
+            earlier = self._retry_seek_pts()
+            if earlier is None:
+                break
+            self._seek(earlier)
+        raise DecodingError(
+            f"Frame {target.frame_index} (pts {target.pts}, {target.seconds:.6f} s) was not produced "
+            f"by the decoder; the stream may be corrupt or truncated"
+        )
+
+    def _serve_time(self, target: Target, out: OutputBuffer) -> None:
+        chosen, following = self._frame_at_time(target.seconds)
+        pts_seconds = self.demuxer.seconds(self.backend.pts_of(chosen))
+        self._write(chosen, target, out, pts_seconds, self._duration(chosen, following))
+
+    def _frame_at_time(self, when: float) -> tuple[Any, Any]:
+        """Consume frames up to the one displayed at `when`; returns it (retained)
+        and the next frame (left pending; None at end of stream)."""
+        backend = self.backend
+        for _ in range(_MAX_RETRIES):
+            chosen = self._current if self._cursor is not None and self._cursor <= when else None
+            frame = self._peek()
+            while frame is not None:
+                pts = backend.pts_of(frame)
+                if pts is None:
+                    self._pending.popleft()
+                elif self.demuxer.seconds(pts) <= when:
+                    self._pending.popleft()
+                    chosen = self._current = backend.retain(frame)
+                    self._cursor = self.demuxer.seconds(pts)
+                else:
+                    break
+                frame = self._peek()
+            if chosen is not None:
+                return chosen, frame
+            if frame is None:
+                raise DecodingError(f"No frame could be decoded at or after {when:.6f} s")
+            earlier = self._retry_seek_pts()
+            if earlier is not None:
+                self._seek(earlier)  # landed after `when`: start before this keyframe
+                continue
+            # Nothing precedes this frame in the stream: it is the first one.
+            self._pending.popleft()
+            chosen = self._current = backend.retain(frame)
+            self._cursor = self.demuxer.seconds(backend.pts_of(frame))
+            return chosen, self._peek()
+        raise DecodingError(f"Could not position the decoder before {when:.6f} s")
+
+    def _duration(self, frame: Any, following: Any) -> float:
+        backend = self.backend
+        if following is not None:
+            return self.demuxer.seconds(backend.pts_of(following) - backend.pts_of(frame))
+        own = backend.duration_of(frame)
+        if own:
+            return self.demuxer.seconds(own)
+        return 1.0 / self._fps_hint if self._fps_hint else 0.0
+
+    def decode_time_range(self, start: float, stop: float, allocate: Any) -> OutputBuffer:
+        """The frame displayed at `start` and every later frame with pts < `stop`,
+        written into a buffer from `allocate(count)`."""
+        with self._lock:
+            try:
+                target = Target(start)
+                run = plan_runs([target], self.timeline, self._cursor)[0]
+                if run.seek_pts is not None:
+                    self._seek(run.seek_pts)
+                chosen, frame = self._frame_at_time(start)
+                frames = [chosen]
+                while frame is not None and self.demuxer.seconds(self.backend.pts_of(frame)) < stop:
+                    self._pending.popleft()
+                    frames.append(self.backend.retain(frame))
+                    self._current = frames[-1]
+                    self._cursor = self.demuxer.seconds(self.backend.pts_of(frame))
+                    frame = self._peek()
+                out = allocate(len(frames))
+                for slot, (current, following) in enumerate(zip(frames, [*frames[1:], frame], strict=True)):
+                    pts_seconds = self.demuxer.seconds(self.backend.pts_of(current))
+                    self._write(current, Target(pts_seconds, slots=[slot]), out, pts_seconds,
+                                self._duration(current, following))
+                return out
+            except BaseException:
+                self._forget_position()
+                raise
+
+    def _write(self, frame: Any, target: Target, out: OutputBuffer, pts_seconds: float, duration: float) -> None:
+        first, *others = target.slots
+        self.backend.write_rgb(frame, out.frames[first])
+        for slot in others:
+            out.frames[slot].copy_(out.frames[first])
+        out.pts_seconds[target.slots] = pts_seconds
+        out.duration_seconds[target.slots] = duration

@@ -1,0 +1,124 @@
+"""How each seek mode maps indices and times to targets and keyframes.
+
+`ExactTimeline` reads everything off the frame index. `ApproximateTimeline`
+knows only the header: an index maps to the middle of its frame's interval on
+the nominal frame grid, and the frame displayed at that time is found by
+decoding (so the answer is the true frame at that time, never a neighbour).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+from framefeed.demux.demuxer import Demuxer
+from framefeed.demux.frame_index import FrameIndex
+from framefeed.demux.metadata import VideoStreamMetadata
+from framefeed.plan import Target, exact_targets, time_targets
+
+
+class ExactTimeline:
+    """Timeline of a fully indexed stream."""
+
+    exact = True
+
+    def __init__(self, index: FrameIndex) -> None:
+        self.index = index
+        self._pts = index.pts.tolist()
+        self._pts_seconds = index.pts_seconds.tolist()
+        # Display position of the keyframe each frame decodes from.
+        first_frame_at_seek_point = np.searchsorted(index.pts, index.seek_points, side="left")
+        where = index.seek_point_of_frame
+        self._keyframe_position = np.where(where >= 0, first_frame_at_seek_point[np.maximum(where, 0)], -1)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def targets_for_indices(self, indices: list[int]) -> list[Target]:
+        return exact_targets(indices, self._pts, self._pts_seconds)
+
+    def targets_for_times(self, seconds: list[float]) -> list[Target]:
+        """Frames displayed at the given times (already range-checked)."""
+        positions = np.searchsorted(self.index.pts_seconds, np.asarray(seconds, dtype=np.float64), side="right") - 1
+        return exact_targets(np.maximum(positions, 0).tolist(), self._pts, self._pts_seconds)
+
+    def position(self, seconds: float) -> float:
+        return float(self.index.index_played_at(seconds))
+
+    def keyframe_position(self, target: Target) -> float:
+        return float(self._keyframe_position[target.frame_index])
+
+    def seek_pts(self, target: Target) -> int:
+        return self.index.seek_pts(target.frame_index)
+
+    def frame_times(self, frame_index: int) -> tuple[float, float]:
+        return self._pts_seconds[frame_index], float(self.index.duration_seconds[frame_index])
+
+
+class ApproximateTimeline:
+    """Timeline from the header alone.
+
+    Index `i` maps to the middle of frame i's interval on the nominal grid,
+    `begin + (i + 0.5) / fps`. On a constant-frame-rate stream that lands
+    inside frame i's display interval, so index access is exact. When the
+    header's average and base rates differ (variable frame rate), the average
+    rate is used and a warning says indices are estimates.
+    """
+
+    exact = False
+
+    def __init__(self, metadata: VideoStreamMetadata, demuxer: Demuxer) -> None:
+        self.metadata = metadata
+        self.demuxer = demuxer
+        stream = demuxer.stream
+        base, average = stream.base_rate, stream.average_rate
+        self.variable_rate = bool(base and average and base != average)
+        rate = average if self.variable_rate else (base or average)
+        self.fps = float(rate) if rate else (metadata.average_fps or 0.0)
+        self.begin = metadata.begin_stream_seconds or 0.0
+        self._warned = False
+
+    def __len__(self) -> int:
+        return self.metadata.num_frames or 0
+
+    def index_to_seconds(self, index: int) -> float:
+        if self.fps <= 0:
+            raise ValueError("the header gives no frame rate: index access needs seek_mode='exact'")
+        return self.begin + (index + 0.5) / self.fps
+
+    def targets_for_indices(self, indices: list[int]) -> list[Target]:
+        if self.variable_rate and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"The stream's average frame rate ({float(self.demuxer.stream.average_rate):.4g} fps) "
+                f"differs from its base rate ({float(self.demuxer.stream.base_rate):.4g} fps): the frame "
+                "rate is variable, so in seek_mode='approximate' frame indices are estimates. "
+                "Use seek_mode='exact' for exact indices; time-based methods stay exact.",
+                stacklevel=4,
+            )
+        return time_targets(self.index_to_seconds(i) for i in indices)
+
+    def targets_for_times(self, seconds: list[float]) -> list[Target]:
+        return time_targets(seconds)
+
+    def position(self, seconds: float) -> float:
+        return (seconds - self.begin) * self.fps if self.fps else 0.0
+
+    def keyframe_position(self, target: Target) -> float:
+        # The container's own index (MP4 sample tables, Matroska cues) is read
+        # at open anyway; for MP4 its times are decode times, a slight
+        # underestimate that only steers the seek-or-continue choice.
+        entries: Any = self.demuxer.stream.index_entries
+        if not len(entries):
+            return self.position(target.seconds)  # unknown: assume a seek is needed
+        at = entries.search_timestamp(self.seek_pts(target), backward=True)
+        if at < 0:
+            return -math.inf
+        return self.position(self.demuxer.seconds(entries[at].timestamp))
+
+    def seek_pts(self, target: Target) -> int:
+        time_base = self.demuxer.time_base
+        return math.floor(target.seconds * time_base.denominator / time_base.numerator)
