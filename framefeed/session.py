@@ -40,6 +40,7 @@ class FrameBackend(Protocol):
     """What a backend provides (see `cpu_fallback.CpuBackend`, `gpu_decode.NvdecBackend`)."""
 
     output_device: torch.device
+    channels_first_output: bool  # whether it writes best into (N, 3, H, W) buffers
 
     def reset(self) -> None:
         """Drop decoder state after a seek."""
@@ -64,19 +65,40 @@ class FrameBackend(Protocol):
 
 @dataclass
 class OutputBuffer:
-    """Preallocated outputs: pixels `(N, H, W, 3)` and CPU timestamps."""
+    """Preallocated outputs: pixels on the backend's device, CPU timestamps.
+
+    `frames` is `(N, H, W, 3)` (channels last) or `(N, 3, H, W)` (channels
+    first), contiguous; backends write through `slot(i)`, an `(H, W, 3)` view
+    of frame i whatever the layout.
+    """
 
     frames: torch.Tensor
     pts_seconds: np.ndarray
     duration_seconds: np.ndarray
+    channels_first: bool = False
 
     @classmethod
-    def allocate(cls, count: int, height: int, width: int, device: torch.device) -> OutputBuffer:
+    def allocate(
+        cls, count: int, height: int, width: int, device: torch.device, channels_first: bool = False
+    ) -> OutputBuffer:
+        shape = (count, 3, height, width) if channels_first else (count, height, width, 3)
         return cls(
-            torch.empty((count, height, width, 3), dtype=torch.uint8, device=device),
+            torch.empty(shape, dtype=torch.uint8, device=device),
             np.zeros(count, dtype=np.float64),
             np.zeros(count, dtype=np.float64),
+            channels_first,
         )
+
+    def slot(self, index: int) -> torch.Tensor:
+        frame = self.frames[index]
+        return frame.permute(1, 2, 0) if self.channels_first else frame
+
+    def as_order(self, dimension_order: str) -> torch.Tensor:
+        """All frames in `dimension_order` ("NCHW" or "NHWC"), a view when possible."""
+        want_first = dimension_order == "NCHW"
+        if want_first == self.channels_first:
+            return self.frames
+        return self.frames.permute(0, 3, 1, 2) if want_first else self.frames.permute(0, 2, 3, 1)
 
 
 @dataclass
@@ -310,7 +332,7 @@ class DecodeSession:
 
     def _write(self, frame: Any, target: Target, out: OutputBuffer, pts_seconds: float, duration: float) -> None:
         first, *others = target.slots
-        self.backend.write_rgb(frame, out.frames[first])
+        self.backend.write_rgb(frame, out.slot(first))
         for slot in others:
             out.frames[slot].copy_(out.frames[first])
         out.pts_seconds[target.slots] = pts_seconds

@@ -24,6 +24,7 @@ class CpuBackend:
 
     name = "cpu"
     output_device = torch.device("cpu")
+    channels_first_output = False  # swscale writes packed RGB rows
 
     def __init__(self, stream: Any, *, num_threads: int, rotation_quarter_turns: int) -> None:
         self._codec = stream.codec_context

@@ -154,8 +154,7 @@ class VideoDecoder:
             IndexError: `index` outside `[-len, len)`.
         """
         position = self._check_index(index)
-        batch = self._decode_indices([position])
-        return Frame(self._frame_view(batch.frames[0]), float(batch.pts_seconds[0]), float(batch.duration_seconds[0]))
+        return self._single(self._decode_indices([position]))
 
     def get_frames_at(self, indices: Sequence[int] | Tensor) -> FrameBatch:
         """Frames at `indices`, in the order given; duplicates allowed.
@@ -204,8 +203,7 @@ class VideoDecoder:
                 f"Invalid pts in seconds: {seconds}. It must be greater than or equal to "
                 f"{self._begin} and less than {self._end}."
             )
-        batch = self._decode_times([when])
-        return Frame(self._frame_view(batch.frames[0]), float(batch.pts_seconds[0]), float(batch.duration_seconds[0]))
+        return self._single(self._decode_times([when]))
 
     def get_frames_played_at(self, seconds: Sequence[float] | Tensor) -> FrameBatch:
         """Frames displayed at each of `seconds`, in the order given.
@@ -282,7 +280,8 @@ class VideoDecoder:
         return position
 
     def _allocate(self, count: int) -> OutputBuffer:
-        return OutputBuffer.allocate(count, self._height, self._width, self._backend.output_device)
+        channels_first = self._backend.channels_first_output and self._dimension_order == "NCHW"
+        return OutputBuffer.allocate(count, self._height, self._width, self._backend.output_device, channels_first)
 
     def _decode_indices(self, positions: list[int]) -> OutputBuffer:
         out = self._allocate(len(positions))
@@ -301,17 +300,17 @@ class VideoDecoder:
         with pts < `stop`, found by decoding (there is no index to count them)."""
         return self._session.decode_time_range(start, stop, self._allocate)
 
-    def _frame_view(self, hwc: Tensor) -> Tensor:
-        if hwc.device != self._device:
-            hwc = hwc.to(self._device, non_blocking=True)
-        return hwc.permute(2, 0, 1) if self._dimension_order == "NCHW" else hwc
-
-    def _batch(self, out: OutputBuffer) -> FrameBatch:
-        frames = out.frames
+    def _pixels(self, out: OutputBuffer) -> Tensor:
+        frames = out.as_order(self._dimension_order)
         if frames.device != self._device:
             frames = frames.to(self._device, non_blocking=True)
-        data = frames.permute(0, 3, 1, 2) if self._dimension_order == "NCHW" else frames
-        return FrameBatch(data, torch.from_numpy(out.pts_seconds), torch.from_numpy(out.duration_seconds))
+        return frames
+
+    def _single(self, out: OutputBuffer) -> Frame:
+        return Frame(self._pixels(out)[0], float(out.pts_seconds[0]), float(out.duration_seconds[0]))
+
+    def _batch(self, out: OutputBuffer) -> FrameBatch:
+        return FrameBatch(self._pixels(out), torch.from_numpy(out.pts_seconds), torch.from_numpy(out.duration_seconds))
 
     def __repr__(self) -> str:
         return (
