@@ -66,7 +66,6 @@ def open_backend(
     metadata: VideoStreamMetadata,
     device: torch.device,
     *,
-    num_threads: int,
     rotation_quarter_turns: int,
 ) -> BackendSelection:
     """The backend that decodes `demuxer`'s stream for `device`."""
@@ -78,7 +77,7 @@ def open_backend(
         backend, reason = open_nvdec_backend(demuxer, metadata, device, rotation_quarter_turns)
         if backend is not None:
             return BackendSelection(backend, CpuFallbackStatus(str(device)))
-        cpu = CpuBackend(demuxer.stream, num_threads=num_threads, rotation_quarter_turns=rotation_quarter_turns)
+        cpu = CpuBackend(demuxer.stream, rotation_quarter_turns=rotation_quarter_turns)
         return BackendSelection(cpu, CpuFallbackStatus(str(device), True, reason))
-    cpu = CpuBackend(demuxer.stream, num_threads=num_threads, rotation_quarter_turns=rotation_quarter_turns)
+    cpu = CpuBackend(demuxer.stream, rotation_quarter_turns=rotation_quarter_turns)
     return BackendSelection(cpu, CpuFallbackStatus("cpu"))

@@ -16,6 +16,15 @@ from framefeed.cpu_fallback.rgb import RgbConverter
 from framefeed.errors import DecodingError
 
 
+def configure_decoder_threads(stream: Any, num_threads: int) -> None:
+    """Set the stream decoder's threads; must run before its first decode
+    (PyAV refuses once the codec is open). 0 lets FFmpeg choose."""
+    codec = stream.codec_context
+    codec.thread_count = num_threads
+    # Frame and slice threading together, as FFmpeg's own tools use.
+    codec.thread_type = "AUTO"
+
+
 class CpuBackend:
     """Decodes one stream's packets with the stream's own PyAV codec context.
 
@@ -26,11 +35,9 @@ class CpuBackend:
     output_device = torch.device("cpu")
     channels_first_output = False  # swscale writes packed RGB rows
 
-    def __init__(self, stream: Any, *, num_threads: int, rotation_quarter_turns: int) -> None:
+    def __init__(self, stream: Any, *, rotation_quarter_turns: int) -> None:
+        # Threads were set by `configure_decoder_threads` before the codec opened.
         self._codec = stream.codec_context
-        self._codec.thread_count = num_threads
-        # Frame and slice threading together, as FFmpeg's own tools use.
-        self._codec.thread_type = "AUTO"
         self._converter = RgbConverter(rotation_quarter_turns)
         self.frames_decoded = 0
         self.packets_sent = 0

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from framefeed.backend_selection import open_backend, resolve_device
+from framefeed.cpu_fallback.backend import configure_decoder_threads
 from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
 from framefeed.demux.demuxer import STREAM_START, Demuxer
 from framefeed.demux.frame_index import build_frame_index
@@ -91,6 +92,7 @@ class VideoDecoder:
 
     def _open(self, seek_mode: str, num_threads: int) -> None:
         demuxer = self._demuxer
+        configure_decoder_threads(demuxer.stream, num_threads)
         rotation = _stream_rotation(demuxer)
         metadata = header_metadata(demuxer.stream, demuxer.container, rotation)
         if seek_mode == "exact":
@@ -107,7 +109,7 @@ class VideoDecoder:
         self.metadata: VideoStreamMetadata = metadata
         self.stream_index: int = demuxer.stream.index
         turns = round((rotation or 0.0) / 90.0) % 4
-        selection = open_backend(demuxer, metadata, self._device, num_threads=num_threads, rotation_quarter_turns=turns)
+        selection = open_backend(demuxer, metadata, self._device, rotation_quarter_turns=turns)
         self._backend = selection.backend
         self._cpu_fallback: CpuFallbackStatus = selection.status
         self._session = DecodeSession(demuxer, self._backend, self._timeline, fps_hint=metadata.average_fps or 0.0)

@@ -40,7 +40,7 @@ class Demuxer:
             raise
         for other in self.container.streams:
             if other.index != self.stream.index:
-                other.discard = "all"  # no need to read other streams' payloads
+                other.discard = av.stream.Discard.all  # other streams' packets are never needed
         self.time_base: Fraction = self.stream.time_base or Fraction(1, 1)
         self.time_base_seconds = self.time_base.numerator / self.time_base.denominator
         self._tb_num, self._tb_den = self.time_base.numerator, self.time_base.denominator
