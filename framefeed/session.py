@@ -280,9 +280,16 @@ class DecodeSession:
                     break
                 frame = self._peek()
             if chosen is not None:
+                if frame is None:
+                    self._check_not_truncated(chosen, when)
                 return chosen, frame
             if frame is None:
-                raise DecodingError(f"No frame could be decoded at or after {when:.6f} s")
+                promised_end = getattr(self.timeline, "promised_end_seconds", None)
+                hint = (
+                    f" although its header promises frames until {promised_end:.6f} s: the file looks truncated"
+                    if promised_end is not None and when < promised_end else ""
+                )
+                raise DecodingError(f"No frame could be decoded at or after {when:.6f} s{hint}")
             earlier = self._retry_seek_pts()
             if earlier is not None:
                 self._seek(earlier)  # landed after `when`: start before this keyframe
@@ -293,6 +300,21 @@ class DecodeSession:
             self._cursor = self.demuxer.seconds(backend.pts_of(frame))
             return chosen, self._peek()
         raise DecodingError(f"Could not position the decoder before {when:.6f} s")
+
+    def _check_not_truncated(self, last_frame: Any, when: float) -> None:
+        """The stream ended before `when`. Fine if the header does not promise
+        frames there (the last frame stays on screen); an error if it does:
+        the file is cut short, and the last frame would be a wrong answer."""
+        promised_end = getattr(self.timeline, "promised_end_seconds", None)
+        if promised_end is None or when >= promised_end:
+            return
+        last_end = self.demuxer.seconds(self.backend.pts_of(last_frame)) + self._duration(last_frame, None)
+        tolerance = 1.0 / self._fps_hint if self._fps_hint else 0.0
+        if when > last_end + tolerance:
+            raise DecodingError(
+                f"The video stream ends at {last_end:.6f} s, before the requested {when:.6f} s that its "
+                f"header promises (up to {promised_end:.6f} s): the file looks truncated"
+            )
 
     def _duration(self, frame: Any, following: Any) -> float:
         backend = self.backend

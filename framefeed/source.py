@@ -136,7 +136,9 @@ class _FileLikeGuard(io.RawIOBase):
         return self._f.tell() if result is None else result
 
     def tell(self) -> int:
-        return self._f.tell()
+        # Only read/seek are required of the user's object: ask seek for the position.
+        position = self._f.seek(0, io.SEEK_CUR)
+        return self._f.tell() if position is None else position
 
     def close(self) -> None:  # the user owns the file
         pass

@@ -79,6 +79,7 @@ class ApproximateTimeline:
         rate = average if self.variable_rate else (base or average)
         self.fps = float(rate) if rate else (metadata.average_fps or 0.0)
         self.begin = metadata.begin_stream_seconds or 0.0
+        self.promised_end_seconds = metadata.end_stream_seconds
         self._warned = False
 
     def __len__(self) -> int:

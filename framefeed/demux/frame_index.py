@@ -17,6 +17,7 @@ Two builders, same result:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -135,7 +136,11 @@ def _from_packet_scan(demuxer: Demuxer) -> FrameIndex:
     rows = []
     append = rows.append
     missing_pts = 0
+    corrupt = 0
     for packet in demuxer.packets():
+        if packet.is_corrupt:
+            corrupt += 1  # e.g. cut short by the end of a truncated file: no frame to promise
+            continue
         pts = packet.pts
         if pts is None:
             missing_pts += 1
@@ -150,6 +155,12 @@ def _from_packet_scan(demuxer: Demuxer) -> FrameIndex:
         )
     if not rows:
         raise VideoOpenError(f"The video stream of {demuxer.source.description} holds no packets")
+    if corrupt:
+        warnings.warn(
+            f"{demuxer.source.description}: {corrupt} packet(s) of the video stream are corrupt or cut "
+            f"short (truncated file?); indexed the {len(rows)} intact ones",
+            stacklevel=4,
+        )
     table = np.array(rows, dtype=np.int64)
     return _finish(demuxer, table[:, 0], table[:, 1], table[:, 2].astype(bool),
                    table[:, 3].astype(bool), "packet-scan")
