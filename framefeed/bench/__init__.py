@@ -1,0 +1,1 @@
+"""`framefeed bench`: workloads, peers, interleaved timing and reports."""

@@ -1,0 +1,296 @@
+"""The decoders a benchmark compares: framefeed and its peers.
+
+Each contender implements some workload methods (named as in
+`workloads.WORKLOADS`); each method takes `(path, params)`, produces RGB
+frames as the library would hand them to a training loop, and returns how
+many. Peers are imported lazily: a missing one is reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import importlib
+from fractions import Fraction
+from typing import Any
+
+import torch
+
+
+class Contender:
+    """Base: a name, a device, and the workload methods it implements."""
+
+    library = "?"
+
+    def __init__(self, device: str = "cpu", threads: int = 1) -> None:
+        self.device = device
+        self.threads = threads  # CPU decoding threads (0: the library chooses)
+
+    @property
+    def name(self) -> str:
+        return f"{self.library} ({self.device})"
+
+    def unavailable_reason(self) -> str | None:
+        """None when it can run here, else why not (shown as a note)."""
+        return None
+
+    def supports(self, workload: str) -> bool:
+        return callable(getattr(self, workload, None))
+
+    def run(self, workload: str, path: str, params: dict[str, Any]) -> int:
+        produced = getattr(self, workload)(path, params)
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize(self.device)
+        return produced
+
+
+def _import_error(module: str) -> str | None:
+    try:
+        importlib.import_module(module)
+    except Exception as error:  # ImportError, or a broken install raising anything
+        return f"{module} not importable ({type(error).__name__}: {error})".splitlines()[0]
+    return None
+
+
+def _cuda_error(device: str) -> str | None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "no CUDA GPU visible to torch"
+    return None
+
+
+class _TorchcodecLike(Contender):
+    """framefeed and torchcodec share the API, so one implementation serves both."""
+
+    module = ""
+
+    def _decoders(self) -> Any:
+        return importlib.import_module(f"{self.module}.decoders")
+
+    def _samplers(self) -> Any:
+        return importlib.import_module(f"{self.module}.samplers")
+
+    def _open(self, path: str, seek_mode: str = "exact") -> Any:
+        return self._decoders().VideoDecoder(path, seek_mode=seek_mode, device=self.device,
+                                             num_ffmpeg_threads=self.threads)
+
+    def create_exact(self, path: str, params: dict) -> int:
+        len(self._open(path, "exact"))
+        return 0
+
+    def create_approximate(self, path: str, params: dict) -> int:
+        len(self._open(path, "approximate"))
+        return 0
+
+    def sequential(self, path: str, params: dict) -> int:
+        count = 0
+        for _frame in self._open(path):
+            count += 1
+        return count
+
+    def random_access(self, path: str, params: dict) -> int:
+        return len(self._open(path).get_frames_at(params["indices"]).data)
+
+    def _sample(self, sampler: str, decoder: Any, params: dict) -> int:
+        torch.manual_seed(params["seed"])
+        kwargs = {k: v for k, v in params.items() if k not in ("seed", "seek_mode")}
+        batch = getattr(self._samplers(), sampler)(decoder, **kwargs)
+        return batch.data.shape[0] * batch.data.shape[1]
+
+    def clips_at_random_indices(self, path: str, params: dict) -> int:
+        return self._sample("clips_at_random_indices", self._open(path), params)
+
+    def clips_at_regular_indices(self, path: str, params: dict) -> int:
+        return self._sample("clips_at_regular_indices", self._open(path), params)
+
+    def clips_at_random_timestamps(self, path: str, params: dict) -> int:
+        return self._sample("clips_at_random_timestamps", self._open(path), params)
+
+    def clips_at_regular_timestamps(self, path: str, params: dict) -> int:
+        return self._sample("clips_at_regular_timestamps", self._open(path), params)
+
+    def tutorial_exact(self, path: str, params: dict) -> int:
+        return self._sample("clips_at_random_indices", self._open(path, "exact"), params)
+
+    def tutorial_approximate(self, path: str, params: dict) -> int:
+        return self._sample("clips_at_random_indices", self._open(path, "approximate"), params)
+
+
+class Framefeed(_TorchcodecLike):
+    library = "framefeed"
+    module = "framefeed"
+
+    def unavailable_reason(self) -> str | None:
+        return _cuda_error(self.device)
+
+    def supports(self, workload: str) -> bool:
+        if workload.startswith(("clips_", "tutorial_")) and not hasattr(self._samplers(), "clips_at_random_indices"):
+            return False
+        return super().supports(workload)
+
+
+class Torchcodec(_TorchcodecLike):
+    library = "torchcodec"
+    module = "torchcodec"
+
+    def unavailable_reason(self) -> str | None:
+        return _import_error("torchcodec.decoders") or _cuda_error(self.device)
+
+
+class PyAV(Contender):
+    """Plain PyAV, the way a user without a decoding library writes it: decode
+    with FFmpeg, convert each frame to RGB24 with swscale, wrap in a tensor.
+    Index access assumes a constant frame rate (PyAV has no frame index)."""
+
+    library = "pyav"
+
+    def unavailable_reason(self) -> str | None:
+        return _import_error("av")
+
+    @staticmethod
+    def _rgb(frame: Any) -> torch.Tensor:
+        return torch.from_numpy(frame.to_ndarray(format="rgb24", interpolation="BICUBIC"))
+
+    def create_exact(self, path: str, params: dict) -> int:
+        # The closest PyAV equivalent of an exact index: read every packet's timestamps.
+        import av
+
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            sorted(p.pts for p in container.demux(stream) if p.pts is not None)
+        return 0
+
+    def create_approximate(self, path: str, params: dict) -> int:
+        import av
+
+        with av.open(path) as container:
+            container.streams.video[0].frames  # noqa: B018 - the header read is the work
+        return 0
+
+    def sequential(self, path: str, params: dict) -> int:
+        import av
+
+        count = 0
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_count = self.threads
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                self._rgb(frame)
+                count += 1
+        return count
+
+    def _frames_at(self, path: str, indices: list[int]) -> int:
+        """Seek to the keyframe before each wanted frame and decode forward."""
+        import av
+
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_count = self.threads
+            stream.thread_type = "AUTO"
+            rate = stream.average_rate or stream.base_rate
+            start = stream.start_time or 0
+            frame_ticks = 1 / (Fraction(rate) * stream.time_base)
+            produced = 0
+            for index in sorted(set(indices)):
+                target = start + int(index * frame_ticks)
+                container.seek(target, stream=stream, backward=True)
+                for frame in container.decode(stream):
+                    if frame.pts is not None and frame.pts >= target:
+                        self._rgb(frame)
+                        produced += 1
+                        break
+            return produced
+
+    def random_access(self, path: str, params: dict) -> int:
+        return self._frames_at(path, params["indices"])
+
+    def tutorial_exact(self, path: str, params: dict) -> int:
+        return self._tutorial(path, params)
+
+    def tutorial_approximate(self, path: str, params: dict) -> int:
+        return self._tutorial(path, params)
+
+    def _tutorial(self, path: str, params: dict) -> int:
+        """The same clip starts as clips_at_random_indices draws, seek and decode."""
+        import av
+
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            count = stream.frames
+        span = params["num_frames_per_clip"]
+        torch.manual_seed(params["seed"])
+        starts = torch.randint(0, max(count - span + 1, 1), (params["num_clips"],)).tolist()
+        wanted = [s + k for s in starts for k in range(span)]
+        self._frames_at(path, wanted)
+        return len(wanted)
+
+
+class Decord(Contender):
+    library = "decord"
+
+    def unavailable_reason(self) -> str | None:
+        return _import_error("decord") or ("decord has no CUDA build here" if self.device != "cpu" else None)
+
+    def _reader(self, path: str) -> Any:
+        import decord
+
+        return decord.VideoReader(path, ctx=decord.cpu(0), num_threads=self.threads)
+
+    def create_approximate(self, path: str, params: dict) -> int:
+        len(self._reader(path))
+        return 0
+
+    def sequential(self, path: str, params: dict) -> int:
+        reader = self._reader(path)
+        for i in range(len(reader)):
+            torch.from_numpy(reader[i].asnumpy())
+        return len(reader)
+
+    def random_access(self, path: str, params: dict) -> int:
+        return len(torch.from_numpy(self._reader(path).get_batch(params["indices"]).asnumpy()))
+
+
+class PyNvSimpleDecoder(Contender):
+    """PyNvVideoCodec's own high-level decoder (NV12 output, CUDA memory)."""
+
+    library = "pynvvideocodec"
+
+    def __init__(self, device: str = "cuda", threads: int = 1) -> None:
+        super().__init__(device, threads)
+
+    def unavailable_reason(self) -> str | None:
+        return _cuda_error(self.device) or _import_error("PyNvVideoCodec")
+
+    def _decoder(self, path: str) -> Any:
+        import PyNvVideoCodec as nvc
+
+        gpu = torch.device(self.device).index or 0
+        return nvc.SimpleDecoder(path, gpu_id=gpu, use_device_memory=True)
+
+    def create_approximate(self, path: str, params: dict) -> int:
+        len(self._decoder(path))
+        return 0
+
+    def sequential(self, path: str, params: dict) -> int:
+        decoder = self._decoder(path)
+        count = 0
+        for frame in decoder:
+            torch.from_dlpack(frame)
+            count += 1
+        return count
+
+    def random_access(self, path: str, params: dict) -> int:
+        frames = self._decoder(path).get_batch_frames_by_index(params["indices"])
+        for frame in frames:
+            torch.from_dlpack(frame)
+        return len(frames)
+
+
+def all_contenders(devices: list[str], threads: int = 1) -> list[Contender]:
+    """Every contender for the given devices, available or not."""
+    found: list[Contender] = []
+    for device in devices:
+        found += [Framefeed(device, threads), Torchcodec(device, threads)]
+        if device == "cpu":
+            found += [PyAV("cpu", threads), Decord("cpu", threads)]
+        else:
+            found.append(PyNvSimpleDecoder(device, threads))
+    return found

@@ -1,0 +1,192 @@
+"""The `framefeed` command: `info` (stream metadata) and `bench` (speed
+against the installed peers). Bad arguments exit with code 2 and one line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit code 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _usage_error(message: str) -> int:
+    print(f"framefeed: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _parser() -> _Parser:
+    from framefeed.bench.workloads import DEFAULT_WORKLOADS, WORKLOADS
+
+    parser = _Parser(prog="framefeed", description="Frame-exact video decoding into PyTorch tensors.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    info = commands.add_parser("info", help="print a video's stream metadata and decode a few frames")
+    info.add_argument("video", nargs="?", help="video file (default: a generated sample clip)")
+    info.add_argument("--seek-mode", choices=["exact", "approximate"], default="exact")
+    info.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+
+    bench = commands.add_parser(
+        "bench", help="time framefeed against the installed peers",
+        description="Time decoder creation, sequential and random access and the clip samplers on "
+        "framefeed and every installed peer (torchcodec, PyAV, decord, PyNvVideoCodec), "
+        "interleaved, with warm-up, reporting medians. Without VIDEO it generates its default clips.",
+    )
+    bench.add_argument("videos", nargs="*", metavar="VIDEO", help="video files (default: generated clips)")
+    bench.add_argument("--workload", action="append", choices=sorted(WORKLOADS), metavar="NAME",
+                       help=f"workload to run (repeatable; default: {', '.join(DEFAULT_WORKLOADS)}; "
+                       f"all: {', '.join(sorted(WORKLOADS))})")
+    bench.add_argument("--runs", type=_positive_int, default=3, help="timed runs per measurement (default 3)")
+    bench.add_argument("--warmup", type=_non_negative_int, default=1, help="untimed runs first (default 1)")
+    bench.add_argument("--device", action="append", metavar="DEVICE",
+                       help="cpu, cuda or cuda:N (repeatable; default: cpu, plus cuda when available)")
+    bench.add_argument("--threads", type=_non_negative_int, default=1,
+                       help="CPU decoding threads for every CPU contender; 0 lets FFmpeg choose (default 1)")
+    bench.add_argument("--peers", default=None,
+                       help="comma-separated libraries to include (default: all installed), "
+                       "e.g. framefeed,torchcodec")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON (schema framefeed-bench/1)")
+    bench.add_argument("--plot", metavar="FILE.png", help="also write a bar chart (needs matplotlib)")
+    bench.add_argument("--cache-dir", help="where generated clips are kept (default: $FRAMEFEED_CACHE or "
+                       "~/.cache/framefeed)")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "info":
+        return _info(args)
+    return _bench(args)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from framefeed import VideoDecoder
+    from framefeed.samples import sample_video
+
+    video = args.video
+    if video is None:
+        video = sample_video()
+        print(f"(no VIDEO given: using the generated sample {video})")
+    elif not os.path.exists(video):
+        return _usage_error(f"no such video file: {video}")
+    decoder = VideoDecoder(video, seek_mode=args.seek_mode, device=args.device)
+    print(decoder.metadata, end="")
+    print(f"cpu_fallback: {decoder.cpu_fallback}")
+    picks = sorted({0, len(decoder) // 2, len(decoder) - 1})
+    batch = decoder.get_frames_at(picks)
+    print(f"decoded frames {picks}: data {tuple(batch.data.shape)} {batch.data.dtype} on {batch.data.device}, "
+          f"pts {[round(p, 6) for p in batch.pts_seconds.tolist()]} s")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from framefeed.bench import clips as clip_module
+    from framefeed.bench.contenders import all_contenders
+    from framefeed.bench.report import render_table, to_json, write_json, write_plot
+    from framefeed.bench.runner import run_suite, steps_in_suite
+    from framefeed.bench.workloads import DEFAULT_WORKLOADS, WORKLOADS
+
+    for video in args.videos:
+        if not os.path.isfile(video):
+            return _usage_error(f"no such video file: {video}")
+    devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    for device in devices:
+        if device != "cpu" and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+            return _usage_error(f"unknown device {device!r}: use cpu, cuda or cuda:N")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            return _usage_error(f"device {device!r} requested but torch sees no CUDA GPU")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            return _usage_error("--plot needs matplotlib: pip install 'framefeed[bench]'")
+    contenders = all_contenders(devices, threads=args.threads)
+    if args.peers:
+        wanted = {p.strip().lower() for p in args.peers.split(",") if p.strip()}
+        known = {c.library for c in contenders}
+        unknown = wanted - known
+        if unknown:
+            return _usage_error(f"unknown peer(s) {', '.join(sorted(unknown))}: known are {', '.join(sorted(known))}")
+        contenders = [c for c in contenders if c.library in wanted | {"framefeed"}]
+    workloads = [WORKLOADS[name] for name in (args.workload or DEFAULT_WORKLOADS)]
+
+    print("preparing clips...", file=sys.stderr)
+    if args.videos:
+        clips = [clip_module.Clip.from_file(video) for video in args.videos]
+    else:
+        clips = clip_module.default_clips(args.cache_dir)
+
+    total = steps_in_suite(clips, workloads, contenders, args.runs, args.warmup)
+    progress = None if args.no_progress or not sys.stderr.isatty() and not os.environ.get("FRAMEFEED_PROGRESS") \
+        else _Progress(total)
+    try:
+        measurements, skipped = run_suite(
+            clips, workloads, contenders, runs=args.runs, warmup=args.warmup,
+            on_step=progress.step if progress else None,
+        )
+    finally:
+        if progress:
+            progress.close()
+    render_table(measurements, skipped)
+    if args.json:
+        document = to_json(clips, measurements, skipped, runs=args.runs, warmup=args.warmup, devices=devices)
+        write_json(document, args.json)
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.plot:
+        write_plot(measurements, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+class _Progress:
+    """A rich progress bar on stderr."""
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        self._progress.start()
+        self._task = self._progress.add_task("benchmarking", total=total)
+
+    def step(self, label: str) -> None:
+        self._progress.update(self._task, advance=1, description=label[:60])
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
