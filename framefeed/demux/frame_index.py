@@ -181,13 +181,18 @@ def _from_sample_table(demuxer: Demuxer) -> FrameIndex | None:
     size = demuxer.source.size
     if size is not None and int(np.max(positions + sizes)) > size:
         return None  # truncated file: only a scan knows which packets exist
-    pts = dts + tables.composition_offsets
+    try:
+        offsets, deltas = tables.composition_offsets, tables.sample_deltas
+    except ValueError:
+        return None  # tables that disagree with each other: trust only packets
+    pts = dts + offsets
     shift = _verify_against_packets(demuxer, pts, positions, flags)
     if shift is None:
         return None
     pts = pts + shift
     durations = np.zeros(count, dtype=np.int64)
-    durations[int(np.argmax(pts))] = int(tables.sample_deltas[int(np.argmax(pts))])
+    last_shown = int(np.argmax(pts))
+    durations[last_shown] = int(deltas[last_shown])
     return _finish(demuxer, pts, durations, (flags & _AVINDEX_KEYFRAME) != 0,
                    (flags & _AVINDEX_DISCARD) != 0, "sample-table")
 

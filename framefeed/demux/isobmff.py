@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
@@ -22,26 +21,57 @@ _CONTAINER_BOXES = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts"}
 _MAX_MOOV_BYTES = 512 * 1024 * 1024
 
 
-@dataclass
 class TrackTables:
     """What we need from one `trak` box.
 
-    Arrays are in decode (sample) order. `composition_offsets` are in the
-    track's timescale; `sample_deltas` are the `stts` durations.
+    The track header fields are read at once; the sample tables only when
+    first used (approximate mode needs just the display matrix). Arrays are
+    in decode (sample) order: `composition_offsets` (ctts) and
+    `sample_deltas` (stts durations), in the track's timescale.
     """
 
-    track_id: int
-    timescale: int | None
-    sample_count: int
-    sample_deltas: np.ndarray
-    composition_offsets: np.ndarray
-    display_matrix: tuple[int, ...]  # 9 values, FFmpeg's layout (16.16 / 2.30 fixed point)
+    def __init__(self, track_id: int, timescale: int | None, sample_count: int,
+                 display_matrix: tuple[int, ...], boxes: dict[bytes, tuple[int, int]], data: memoryview) -> None:
+        self.track_id = track_id
+        self.timescale = timescale
+        self.sample_count = sample_count
+        self.display_matrix = display_matrix  # 9 values, FFmpeg's layout (16.16 / 2.30 fixed point)
+        self._boxes = boxes
+        self._data = data
+        self._deltas: np.ndarray | None = None
+        self._offsets: np.ndarray | None = None
 
     @property
     def rotation_degrees(self) -> float | None:
         """Counter-clockwise rotation the display matrix asks for, as FFmpeg's
         `av_display_rotation_get` computes it; None for an identity matrix."""
         return display_matrix_rotation(self.display_matrix)
+
+    @property
+    def sample_deltas(self) -> np.ndarray:
+        if self._deltas is None:
+            box = self._boxes.get(b"stts")
+            self._deltas = _expand(_u32_pairs(self._data, *box, signed_second=False)) if box else np.zeros(0, np.int64)
+            self._check(len(self._deltas), "durations")
+        return self._deltas
+
+    @property
+    def composition_offsets(self) -> np.ndarray:
+        """Raises ValueError when the tables disagree on the sample count."""
+        if self._offsets is None:
+            box = self._boxes.get(b"ctts")
+            # FFmpeg reads composition offsets as signed whatever the box version.
+            self._offsets = (_expand(_u32_pairs(self._data, *box, signed_second=True)) if box
+                             else np.zeros(self.sample_count, dtype=np.int64))
+            self._check(len(self._offsets), "composition offsets")
+        return self._offsets
+
+    def _check(self, count: int, what: str) -> None:
+        if count != self.sample_count:
+            raise ValueError(
+                f"inconsistent sample tables in track {self.track_id}: {self.sample_count} samples, "
+                f"{count} {what}"
+            )
 
 
 def display_matrix_rotation(matrix: tuple[int, ...]) -> float | None:
@@ -189,29 +219,9 @@ def _read_trak(data: memoryview, start: int, end: int, movie_matrix: tuple[int, 
     if b"mdhd" in found:
         ms, _ = found[b"mdhd"]
         timescale = struct.unpack_from(">I", data, ms + (4 + 8 + 8 if data[ms] == 1 else 4 + 4 + 4))[0]
-    deltas = _expand(_u32_pairs(data, *found[b"stts"], signed_second=False)) if b"stts" in found else np.zeros(0, np.int64)
-    # FFmpeg reads composition offsets as signed whatever the box version.
-    offsets = _expand(_u32_pairs(data, *found[b"ctts"], signed_second=True)) if b"ctts" in found else None
-    if b"stsz" in found:
-        ss, _ = found[b"stsz"]
-        sample_count = struct.unpack_from(">I", data, ss + 8)[0]
-    elif b"stz2" in found:
-        ss, _ = found[b"stz2"]
+    if b"stsz" in found or b"stz2" in found:
+        ss, _ = found.get(b"stsz") or found[b"stz2"]
         sample_count = struct.unpack_from(">I", data, ss + 8)[0]
     else:
-        sample_count = len(deltas)
-    if offsets is None:
-        offsets = np.zeros(sample_count, dtype=np.int64)
-    if len(deltas) != sample_count or len(offsets) != sample_count:
-        raise ValueError(
-            f"inconsistent sample tables in track {track_id}: {sample_count} samples, "
-            f"{len(deltas)} durations, {len(offsets)} composition offsets"
-        )
-    return TrackTables(
-        track_id=track_id,
-        timescale=timescale,
-        sample_count=sample_count,
-        sample_deltas=deltas,
-        composition_offsets=offsets,
-        display_matrix=_multiply(matrix, movie_matrix),
-    )
+        sample_count = 0
+    return TrackTables(track_id, timescale, sample_count, _multiply(matrix, movie_matrix), found, data)
