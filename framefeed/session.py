@@ -18,6 +18,7 @@ the keyframe it landed on, instead of returning a neighbouring frame.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -126,6 +127,9 @@ class DecodeSession:
         self._cursor: float | None = None  # seconds of the last frame handed out
         self._current: Any = None  # that frame, retained (time targets only)
         self._landing: int | None = None  # first timestamp demuxed after the last seek
+        self._landing_on_keyframe = False
+        self._seek_pts: int | None = None  # where the last seek aimed
+        self._back_off = 0.0  # seconds stepped back when a seek found no packets at all
         self._wanted: set[int] = set()
         self._skip_before: int | None = None  # disposable packets are skippable below this pts
 
@@ -135,6 +139,7 @@ class DecodeSession:
         """Produce every target into its slots of `out`."""
         with self._lock:
             try:
+                self._back_off = 0.0
                 self._wanted = {t.pts for t in targets if t.pts is not None}
                 # Frames after this call's last target may be wanted by the next
                 # call (sequential access continues), so only earlier ones are skippable.
@@ -158,6 +163,7 @@ class DecodeSession:
 
     def _seek(self, pts: int) -> None:
         self.stats.seeks += 1
+        self._seek_pts = pts
         self.demuxer.seek(pts)
         self.backend.reset()
         self._pending.clear()
@@ -174,10 +180,22 @@ class DecodeSession:
         self._current = None
 
     def _retry_seek_pts(self) -> int | None:
-        """A seek target strictly before the keyframe the last seek landed on."""
-        if self._landing is None or self._landing <= STREAM_START:
+        """A seek target strictly before where the last seek landed.
+
+        Landing on a keyframe (indexed containers): just before it, which
+        reaches the previous keyframe. Landing on a non-keyframe or on nothing
+        at all (demuxers that bisect the file, like MPEG-TS, land anywhere):
+        step back in time from the last target, doubling the step each try.
+        """
+        if self._landing is not None and self._landing_on_keyframe:
+            return None if self._landing <= STREAM_START else self._landing - 1
+        if self._seek_pts is None or self._seek_pts <= STREAM_START:
             return None
-        return self._landing - 1
+        self._back_off = self._back_off * 2 if self._back_off else 1.0
+        earlier = self._seek_pts - math.ceil(self._back_off / self.demuxer.time_base_seconds)
+        if self._landing is not None:
+            earlier = min(earlier, self._landing - 1)
+        return earlier if earlier > STREAM_START else STREAM_START
 
     # -- frame supply ---------------------------------------------------------
 
@@ -200,6 +218,7 @@ class DecodeSession:
             if self._landing is None:
                 stamps = [t for t in (packet.dts, packet.pts) if t is not None]
                 self._landing = min(stamps) if stamps else STREAM_START
+                self._landing_on_keyframe = packet.is_keyframe
             if (
                 skip_test is not None
                 and packet.pts is not None
@@ -283,6 +302,10 @@ class DecodeSession:
                 if frame is None:
                     self._check_not_truncated(chosen, when)
                 return chosen, frame
+            earlier = self._retry_seek_pts()
+            if earlier is not None:
+                self._seek(earlier)  # landed after `when`: start before this keyframe
+                continue
             if frame is None:
                 promised_end = getattr(self.timeline, "promised_end_seconds", None)
                 hint = (
@@ -290,10 +313,6 @@ class DecodeSession:
                     if promised_end is not None and when < promised_end else ""
                 )
                 raise DecodingError(f"No frame could be decoded at or after {when:.6f} s{hint}")
-            earlier = self._retry_seek_pts()
-            if earlier is not None:
-                self._seek(earlier)  # landed after `when`: start before this keyframe
-                continue
             # Nothing precedes this frame in the stream: it is the first one.
             self._pending.popleft()
             chosen = self._current = backend.retain(frame)

@@ -72,7 +72,7 @@ def _remux(source: str, *, shift_frames: int = 0, zero_durations: bool = False) 
     def make(path: Path) -> None:
         src_path = BY_NAME[source].path
         partial = path.with_name(path.name + ".partial")
-        fmt = {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".mp4": "mp4"}[path.suffix]
+        fmt = {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".mp4": "mp4", ".ts": "mpegts"}[path.suffix]
         with av.open(str(src_path)) as src, av.open(str(partial), "w", format=fmt) as dst:
             in_stream = src.streams.video[0]
             out_stream = dst.add_stream_from_template(in_stream)
@@ -166,6 +166,8 @@ FILES: list[CorpusFile] = [
     CorpusFile("audio_first.mp4", _audio_first, "h264", video_stream_index=1),
     CorpusFile("h264_bframes.mkv", _remux("h264_bframes_long_gop.mp4"), "h264"),
     CorpusFile("h264_bframes.mov", _remux("h264_bframes_long_gop.mp4"), "h264"),
+    # MPEG-TS: no index (seeks bisect the file), a non-zero start time.
+    CorpusFile("h264_bframes.ts", _remux("h264_bframes_long_gop.mp4"), "h264"),
     CorpusFile("discard_edit_list.mp4", _remux("h264_open_gop.mp4", shift_frames=10), "h264",
                open_gop=True, has_discard_packets=True),
     CorpusFile("full_range_bt709.mp4",
