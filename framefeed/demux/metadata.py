@@ -103,8 +103,22 @@ def header_metadata(stream: Any, container: Any, rotation: float | None) -> Vide
         color_transfer_characteristic=_COLOR_TRANSFERS.get(ctx.color_trc),
         pixel_format=fmt.name if fmt is not None else None,
     )
-    container_duration = container.duration / 1_000_000 if container.duration else None
-    return finalize_approximate(meta, container_duration)
+    return finalize_approximate(meta, _container_span(container, meta.begin_stream_seconds_from_header))
+
+
+def _container_span(container: Any, begin: float | None) -> float | None:
+    """The container-level duration as a span from the stream's start.
+
+    FFmpeg reports a span for most formats, but Matroska's segment duration
+    counts from timestamp 0, so a stream starting late must subtract its start.
+    """
+    if not container.duration:
+        return None
+    seconds = container.duration / 1_000_000
+    format_name = container.format.name if container.format else ""
+    if "matroska" in format_name and begin:
+        seconds = max(seconds - begin, 0.0)
+    return seconds
 
 
 def finalize_approximate(meta: VideoStreamMetadata, container_duration: float | None) -> VideoStreamMetadata:
