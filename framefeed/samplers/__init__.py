@@ -11,8 +11,11 @@ overlapping clips is decoded once.
 """
 
 from framefeed.samplers._index_based import clips_at_random_indices, clips_at_regular_indices
+from framefeed.samplers._time_based import clips_at_random_timestamps, clips_at_regular_timestamps
 
 __all__ = [
     "clips_at_random_indices",
+    "clips_at_random_timestamps",
     "clips_at_regular_indices",
+    "clips_at_regular_timestamps",
 ]
