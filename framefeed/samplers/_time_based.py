@@ -146,10 +146,12 @@ def _clip_request(
     decoder: Any, num_frames_per_clip: int, policy: str, seconds_between_frames: Any,
     sampling_range_start: Any, sampling_range_end: Any,
 ) -> _TimeClipRequest:
-    """Checks what the decoder's metadata and the remaining arguments give, in
-    torchcodec's order, and resolves the defaults."""
+    """Checks the remaining arguments against the decoder's metadata and
+    resolves the defaults."""
     frame_spacing = (
-        None if seconds_between_frames is None else require_seconds("seconds_between_frames", seconds_between_frames)
+        None
+        if seconds_between_frames is None
+        else require_positive_spacing("seconds_between_frames", seconds_between_frames)
     )
     given_start = None if sampling_range_start is None else require_seconds("sampling_range_start", sampling_range_start)
     given_end = None if sampling_range_end is None else require_seconds("sampling_range_end", sampling_range_end)
@@ -172,8 +174,6 @@ def _clip_request(
                 "Pass seconds_between_frames, or try using an index-based sampler instead."
             )
         frame_spacing = 1 / average_fps
-    else:
-        frame_spacing = require_positive_spacing("seconds_between_frames", frame_spacing)
 
     start, end = _sampling_range(
         begin_stream, end_stream, given_start, given_end, num_frames_per_clip, frame_spacing
