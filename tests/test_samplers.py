@@ -11,6 +11,7 @@ import bisect
 import math
 import random
 import warnings
+from fractions import Fraction
 from types import SimpleNamespace
 
 import av
@@ -27,6 +28,7 @@ from framefeed.samplers import (
     clips_at_regular_indices,
     clips_at_regular_timestamps,
 )
+from framefeed.samples import VideoSpec, encode_video, x264_options
 
 MODES = ["exact", "approximate"]
 # 200 frames at 25 fps, B-frames, keyframes at frames 0 and 100 only.
@@ -289,6 +291,49 @@ def test_index_samplers_on_variable_frame_rate_return_the_indexed_frames(name):
         torch.manual_seed(5)
         clips = sampler(decoder, **kwargs)
         assert_clip_frames(clips, [[reference[i] for i in clip] for clip in expected])
+
+
+# -- a stream that does not start at 0 ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def late_start(tmp_path_factory) -> tuple[str, list[corpus.ReferenceFrame]]:
+    """40 frames at 25 fps whose first pts is 1.5 s, and PyAV's decode of them."""
+    path = encode_video(
+        tmp_path_factory.mktemp("samplers") / "late_start.mp4",
+        VideoSpec(num_frames=40, time_base=Fraction(1, 1000), timestamps=[1500 + 40 * i for i in range(40)],
+                  codec_options=x264_options(20)),
+    )
+    with av.open(str(path)) as container:
+        reference = [corpus.ReferenceFrame(f.pts, f.time, f.to_ndarray(format="rgb24", interpolation="BICUBIC"), None)
+                     for f in container.decode(video=0)]
+    assert reference[0].seconds == 1.5
+    return str(path), reference
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_time_samplers_default_to_the_stream_begin_not_zero(late_start, mode):
+    path, reference = late_start
+    decoder = VideoDecoder(path, seek_mode=mode, dimension_order="NHWC")
+    assert decoder.metadata.begin_stream_seconds == 1.5
+    random_times = expected_time_clips(
+        "random", 3, decoder.metadata, num_clips=5, num_frames_per_clip=3, seconds_between_frames=None,
+        start=None, end=None, policy="repeat_last",
+    )
+    torch.manual_seed(3)
+    clips = clips_at_random_timestamps(decoder, num_clips=5, num_frames_per_clip=3)
+    assert_clip_frames(clips, [[frame_displayed_at(reference, t) for t in c] for c in random_times])
+
+    regular_times = expected_time_clips(
+        "regular", 3, decoder.metadata, seconds_between_clip_starts=0.25, num_frames_per_clip=3,
+        seconds_between_frames=None, start=None, end=None, policy="repeat_last",
+    )
+    assert regular_times[0][0] == 1.5
+    clips = clips_at_regular_timestamps(decoder, seconds_between_clip_starts=0.25, num_frames_per_clip=3)
+    assert_clip_frames(clips, [[frame_displayed_at(reference, t) for t in c] for c in regular_times])
+
+    with pytest.raises(ValueError, match=r"sampling_range_start \(1\.0\) must be at least 1\.5"):
+        clips_at_random_timestamps(decoder, sampling_range_start=1.0)
 
 
 # -- output form, one decode call, randomness ---------------------------------------------
