@@ -9,11 +9,11 @@ decoding (so the answer is the true frame at that time, never a neighbour).
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import numpy as np
 
+from framefeed._warnings import warn_user
 from framefeed.demux.demuxer import Demuxer
 from framefeed.demux.frame_index import FrameIndex
 from framefeed.demux.metadata import VideoStreamMetadata
@@ -93,12 +93,11 @@ class ApproximateTimeline:
     def targets_for_indices(self, indices: list[int]) -> list[Target]:
         if self.variable_rate and not self._warned:
             self._warned = True
-            warnings.warn(
+            warn_user(
                 f"The stream's average frame rate ({float(self.demuxer.stream.average_rate):.4g} fps) "
                 f"differs from its base rate ({float(self.demuxer.stream.base_rate):.4g} fps): the frame "
                 "rate is variable, so in seek_mode='approximate' frame indices are estimates. "
-                "Use seek_mode='exact' for exact indices; time-based methods stay exact.",
-                stacklevel=4,
+                "Use seek_mode='exact' for exact indices; time-based methods stay exact."
             )
         return time_targets(self.index_to_seconds(i) for i in indices)
 

@@ -17,12 +17,12 @@ Two builders, same result:
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
+from framefeed._warnings import warn_user
 from framefeed.demux.demuxer import STREAM_START, Demuxer
 from framefeed.errors import DecodingError, VideoOpenError
 
@@ -156,10 +156,9 @@ def _from_packet_scan(demuxer: Demuxer) -> FrameIndex:
     if not rows:
         raise VideoOpenError(f"The video stream of {demuxer.source.description} holds no packets")
     if corrupt:
-        warnings.warn(
+        warn_user(
             f"{demuxer.source.description}: {corrupt} packet(s) of the video stream are corrupt or cut "
-            f"short (truncated file?); indexed the {len(rows)} intact ones",
-            stacklevel=4,
+            f"short (truncated file?); indexed the {len(rows)} intact ones"
         )
     table = np.array(rows, dtype=np.int64)
     return _finish(demuxer, table[:, 0], table[:, 1], table[:, 2].astype(bool),
