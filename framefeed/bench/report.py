@@ -1,6 +1,7 @@
 """Benchmark output: a table for people, JSON for machines, a plot.
 
-JSON schema `framefeed-bench/1` (keys are stable; new keys may be added):
+JSON schema `framefeed-bench/1` (keys are stable; new keys may be added;
+the machine-checkable form is `schema.json` beside this file):
 
     {
       "schema": "framefeed-bench/1",

@@ -1,0 +1,97 @@
+"""`framefeed bench` end to end: default clips, JSON against its schema, a
+missing peer, --plot, and bad arguments (exit code 2, one line)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+import framefeed
+
+SCHEMA = json.loads((Path(framefeed.__file__).parent / "bench" / "schema.json").read_text())
+SHORT = ["--runs", "1", "--warmup", "0", "--no-progress"]
+
+
+def bench(*args: str, cache: Path, extra_env: dict | None = None, timeout: int = 900):
+    env = dict(os.environ, FRAMEFEED_CACHE=str(cache), **(extra_env or {}))
+    return subprocess.run([sys.executable, "-m", "framefeed.cli", "bench", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bench-cache")
+
+
+@pytest.fixture(scope="module")
+def default_run(cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-out") / "results.json"
+    result = bench(*SHORT, "--json", str(out), cache=cache)
+    return result, out
+
+
+def test_default_suite_runs_on_generated_clips(default_run, cache):
+    result, out = default_run
+    assert result.returncode == 0, result.stderr[-2000:]
+    document = json.loads(out.read_text())
+    jsonschema.validate(document, SCHEMA)
+    assert [c["name"] for c in document["clips"]] == ["h264_640x360_bframes", "h264_1080p", "hevc_1080p"]
+    assert all(Path(c["path"]).is_relative_to(cache) for c in document["clips"])  # generated, not downloaded
+    ours = [r for r in document["results"] if r["library"] == "framefeed"]
+    workloads = {r["workload"] for r in ours}
+    assert {"create_exact", "create_approximate", "sequential", "random_access",
+            "clips_at_random_indices", "clips_at_regular_timestamps"} <= workloads
+    for row in ours:
+        assert row["error"] is None, row
+        assert len(row["seconds"]) == 1 and row["median_seconds"] > 0
+    sequential = next(r for r in ours if r["workload"] == "sequential" and r["clip"] == "h264_1080p")
+    assert sequential["frames"] == 90 and sequential["frames_per_second"] > 0
+    pyav = [r for r in document["results"] if r["library"] == "pyav" and r["workload"] == "sequential"]
+    assert pyav and all(r["time_vs_framefeed"] > 0 for r in pyav)
+    assert "framefeed bench" in result.stdout and "time vs framefeed" in result.stdout
+
+
+def test_missing_peer_is_skipped_with_a_note(cache, tmp_path):
+    shim = tmp_path / "shim" / "torchcodec"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('torchcodec is broken on purpose')\n")
+    path = os.pathsep.join([str(tmp_path / "shim"), os.environ.get("PYTHONPATH", "")])
+    result = bench(*SHORT, "--workload", "create_approximate", cache=cache, extra_env={"PYTHONPATH": path})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "skipped torchcodec (cpu): torchcodec.decoders not importable" in result.stdout
+
+
+def test_plot_writes_a_png(cache, tmp_path, default_run):
+    plot = tmp_path / "bench.png"
+    result = bench(*SHORT, "--workload", "random_access", "--plot", str(plot), cache=cache)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_user_video_argument(cache, tmp_path, default_run):
+    video = next((cache / "bench-v1").glob("h264_640x360_bframes.mp4"))
+    out = tmp_path / "one.json"
+    result = bench(*SHORT, "--workload", "sequential", "--json", str(out), str(video), cache=cache)
+    assert result.returncode == 0, result.stderr[-2000:]
+    document = json.loads(out.read_text())
+    assert [c["name"] for c in document["clips"]] == [video.name]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["/no/such/video.mp4"], "no such video file: /no/such/video.mp4"),
+    (["--workload", "nonsense"], "invalid choice: 'nonsense'"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--runs", "0"], "expected a positive integer"),
+    (["--peers", "ffmpeg-cli"], "unknown peer(s) ffmpeg-cli"),
+])
+def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path):
+    result = bench(*args, cache=tmp_path, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
