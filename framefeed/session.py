@@ -139,25 +139,65 @@ class DecodeSession:
         """Produce every target into its slots of `out`."""
         with self._lock:
             try:
-                self._back_off = 0.0
-                self._wanted = {t.pts for t in targets if t.pts is not None}
-                # Frames after this call's last target may be wanted by the next
-                # call (sequential access continues), so only earlier ones are skippable.
-                self._skip_before = max(self._wanted) if self._wanted else None
+                self._begin_call(targets)
                 for run in plan_runs(targets, self.timeline, self._cursor):
                     if run.seek_pts is not None:
                         self._seek(run.seek_pts)
                     for target in run.targets:
-                        if target.pts is not None:
-                            self._serve_exact(target, out)
-                        else:
-                            self._serve_time(target, out)
+                        frame, pts_seconds, duration = self._serve(target)
+                        first, *others = target.slots
+                        self.backend.write_rgb(frame, out.slot(first))
+                        for slot in others:
+                            out.frames[slot].copy_(out.frames[first])
+                        out.pts_seconds[target.slots] = pts_seconds
+                        out.duration_seconds[target.slots] = duration
             except BaseException:
                 self._forget_position()
                 raise
             finally:
-                self._wanted = set()
-                self._skip_before = None
+                self._end_call()
+
+    def decode_one(self, target: Target, dst: torch.Tensor) -> tuple[float, float]:
+        """Produce one target into `dst` (an `(H, W, 3)` view on the backend's
+        device); returns its pts and duration in seconds. The lean path behind
+        `decoder[i]` and sequential iteration: no output buffer, one target."""
+        with self._lock:
+            try:
+                self._begin_call((target,))
+                run = plan_runs([target], self.timeline, self._cursor)[0]
+                if run.seek_pts is not None:
+                    self._seek(run.seek_pts)
+                frame, pts_seconds, duration = self._serve(target)
+                self.backend.write_rgb(frame, dst)
+                return pts_seconds, duration
+            except BaseException:
+                self._forget_position()
+                raise
+            finally:
+                self._end_call()
+
+    def _begin_call(self, targets: Any) -> None:
+        self._back_off = 0.0
+        self._wanted = {t.pts for t in targets if t.pts is not None}
+        # Frames after this call's last target may be wanted by the next
+        # call (sequential access continues), so only earlier ones are skippable.
+        self._skip_before = max(self._wanted) if self._wanted else None
+
+    def _end_call(self) -> None:
+        self._wanted = set()
+        self._skip_before = None
+
+    def _serve(self, target: Target) -> tuple[Any, float, float]:
+        """The frame for `target`, consumed from the decoder and still valid
+        (no decode call happens before the caller writes it), with its pts and
+        duration in seconds."""
+        if target.pts is not None:
+            frame = self._frame_with_pts(target)
+            pts_seconds, duration = self.timeline.frame_times(target.frame_index)
+            return frame, pts_seconds, duration
+        chosen, following = self._frame_at_time(target.seconds)
+        pts_seconds = self.demuxer.seconds(self.backend.pts_of(chosen))
+        return chosen, pts_seconds, self._duration(chosen, following)
 
     # -- positioning --------------------------------------------------------
 
@@ -244,7 +284,8 @@ class DecodeSession:
 
     # -- serving targets ------------------------------------------------------
 
-    def _serve_exact(self, target: Target, out: OutputBuffer) -> None:
+    def _frame_with_pts(self, target: Target) -> Any:
+        """Consume frames up to the one whose pts is `target.pts` and return it."""
         backend = self.backend
         for _ in range(_MAX_RETRIES):
             frame = self._peek()
@@ -261,9 +302,7 @@ class DecodeSession:
                 self._pending.popleft()
                 self._cursor = target.seconds
                 self._wanted.discard(target.pts)
-                pts_seconds, duration = self.timeline.frame_times(target.frame_index)
-                self._write(frame, target, out, pts_seconds, duration)
-                return
+                return frame
             # The frame did not come out: we started too late, or the decoder
             # dropped it. Start again from an earlier keyframe.
             earlier = self._retry_seek_pts()
@@ -274,11 +313,6 @@ class DecodeSession:
             f"Frame {target.frame_index} (pts {target.pts}, {target.seconds:.6f} s) was not produced "
             f"by the decoder; the stream may be corrupt or truncated"
         )
-
-    def _serve_time(self, target: Target, out: OutputBuffer) -> None:
-        chosen, following = self._frame_at_time(target.seconds)
-        pts_seconds = self.demuxer.seconds(self.backend.pts_of(chosen))
-        self._write(chosen, target, out, pts_seconds, self._duration(chosen, following))
 
     def _frame_at_time(self, when: float) -> tuple[Any, Any]:
         """Consume frames up to the one displayed at `when`; returns it (retained)
@@ -363,18 +397,10 @@ class DecodeSession:
                     frame = self._peek()
                 out = allocate(len(frames))
                 for slot, (current, following) in enumerate(zip(frames, [*frames[1:], frame], strict=True)):
-                    pts_seconds = self.demuxer.seconds(self.backend.pts_of(current))
-                    self._write(current, Target(pts_seconds, slots=[slot]), out, pts_seconds,
-                                self._duration(current, following))
+                    self.backend.write_rgb(current, out.slot(slot))
+                    out.pts_seconds[slot] = self.demuxer.seconds(self.backend.pts_of(current))
+                    out.duration_seconds[slot] = self._duration(current, following)
                 return out
             except BaseException:
                 self._forget_position()
                 raise
-
-    def _write(self, frame: Any, target: Target, out: OutputBuffer, pts_seconds: float, duration: float) -> None:
-        first, *others = target.slots
-        self.backend.write_rgb(frame, out.slot(first))
-        for slot in others:
-            out.frames[slot].copy_(out.frames[first])
-        out.pts_seconds[target.slots] = pts_seconds
-        out.duration_seconds[target.slots] = duration

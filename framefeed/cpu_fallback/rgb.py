@@ -96,6 +96,7 @@ class RgbConverter:
         self._ctx_key: tuple | None = None
         self._scratch: torch.Tensor | None = None
         self._pix_fmts: dict[str, int] = {}
+        self._arrays = (_P4(), _I4(), _P4(), _I4())
 
     def __del__(self) -> None:
         if self._libs is not None and self._ctx:
@@ -142,12 +143,14 @@ class RgbConverter:
             libs.sws.sws_setColorspaceDetails(
                 ctx, coefficients, int(full_range), coefficients, 1, 0, 1 << 16, 1 << 16)
             self._ctx_key = key
-        planes = frame.planes
-        count = len(planes)
-        sources = _P4(*(plane.buffer_ptr for plane in planes), *([None] * (4 - count)))
-        strides = _I4(*(plane.line_size for plane in planes), *([0] * (4 - count)))
-        targets = _P4(dst.data_ptr(), None, None, None)
-        target_strides = _I4(dst.stride(0), 0, 0, 0)
+        # The argument arrays are reused: building ctypes arrays per frame costs
+        # as much as a small frame's conversion.
+        sources, strides, targets, target_strides = self._arrays
+        for i, plane in enumerate(frame.planes):
+            sources[i] = plane.buffer_ptr
+            strides[i] = plane.line_size
+        targets[0] = dst.data_ptr()
+        target_strides[0] = dst.stride(0)
         written = libs.sws.sws_scale(self._ctx, sources, strides, 0, height, targets, target_strides)
         if written != height:
             raise ValueError(f"swscale wrote {written} of {height} rows converting {name} to rgb24")

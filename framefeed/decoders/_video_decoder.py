@@ -24,6 +24,7 @@ from framefeed.demux.frame_index import build_frame_index
 from framefeed.demux.metadata import VideoStreamMetadata, header_metadata, with_content
 from framefeed.errors import FrameTimeOutOfRangeError, VideoOpenError
 from framefeed.frames import Frame, FrameBatch
+from framefeed.plan import Target
 from framefeed.session import DecodeSession, OutputBuffer
 from framefeed.source import resolve_source
 from framefeed.timeline import ApproximateTimeline, ExactTimeline
@@ -138,7 +139,7 @@ class VideoDecoder:
             TypeError: any other key type.
         """
         if isinstance(key, numbers.Integral) and not isinstance(key, bool):
-            return self.get_frame_at(int(key)).data
+            return self._decode_one(self._timeline.targets_for_indices([self._check_index(key)])[0])[0]
         if isinstance(key, slice):
             return self.get_frames_in_range(*key.indices(self._num_frames)).data
         raise TypeError(f"Unsupported key type: {type(key).__name__}. Supported types are int and slice.")
@@ -156,7 +157,7 @@ class VideoDecoder:
             IndexError: `index` outside `[-len, len)`.
         """
         position = self._check_index(index)
-        return self._single(self._decode_indices([position]))
+        return Frame(*self._decode_one(self._timeline.targets_for_indices([position])[0]))
 
     def get_frames_at(self, indices: Sequence[int] | Tensor) -> FrameBatch:
         """Frames at `indices`, in the order given; duplicates allowed.
@@ -205,7 +206,7 @@ class VideoDecoder:
                 f"Invalid pts in seconds: {seconds}. It must be greater than or equal to "
                 f"{self._begin} and less than {self._end}."
             )
-        return self._single(self._decode_times([when]))
+        return Frame(*self._decode_one(self._timeline.targets_for_times([when])[0]))
 
     def get_frames_played_at(self, seconds: Sequence[float] | Tensor) -> FrameBatch:
         """Frames displayed at each of `seconds`, in the order given.
@@ -308,8 +309,19 @@ class VideoDecoder:
             frames = frames.to(self._device, non_blocking=True)
         return frames
 
-    def _single(self, out: OutputBuffer) -> Frame:
-        return Frame(self._pixels(out)[0], float(out.pts_seconds[0]), float(out.duration_seconds[0]))
+    def _decode_one(self, target: Target) -> tuple[Tensor, float, float]:
+        """One frame straight into its own tensor: the path of `decoder[i]`."""
+        device = self._backend.output_device
+        if self._backend.channels_first_output and self._dimension_order == "NCHW":
+            data = torch.empty((3, self._height, self._width), dtype=torch.uint8, device=device)
+            pts_seconds, duration = self._session.decode_one(target, data.permute(1, 2, 0))
+        else:
+            hwc = torch.empty((self._height, self._width, 3), dtype=torch.uint8, device=device)
+            pts_seconds, duration = self._session.decode_one(target, hwc)
+            data = hwc.permute(2, 0, 1) if self._dimension_order == "NCHW" else hwc
+        if data.device != self._device:
+            data = data.to(self._device, non_blocking=True)
+        return data, pts_seconds, duration
 
     def _batch(self, out: OutputBuffer) -> FrameBatch:
         return FrameBatch(self._pixels(out), torch.from_numpy(out.pts_seconds), torch.from_numpy(out.duration_seconds))
