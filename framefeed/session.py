@@ -18,6 +18,7 @@ the keyframe it landed on, instead of returning a neighbouring frame.
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from collections import deque
@@ -119,7 +120,7 @@ class DecodeSession:
         self.timeline = timeline
         self.stats = SessionStats()
         self._fps_hint = fps_hint
-        self._disposable = disposable_packet_test(demuxer.stream) if timeline.exact else None
+        self._disposable = disposable_packet_test(demuxer.stream)
         self._lock = threading.Lock()
         self._packets: Iterator[Any] | None = None
         self._pending: deque[Any] = deque()
@@ -132,6 +133,8 @@ class DecodeSession:
         self._back_off = 0.0  # seconds stepped back when a seek found no packets at all
         self._wanted: set[int] = set()
         self._skip_before: int | None = None  # disposable packets are skippable below this pts
+        self._target_times: list[float] = []  # this call's time targets, sorted
+        self._max_pts_demuxed: int | None = None  # largest pts sent to the decoder since the seek
 
     # -- public -------------------------------------------------------------
 
@@ -179,13 +182,35 @@ class DecodeSession:
     def _begin_call(self, targets: Any) -> None:
         self._back_off = 0.0
         self._wanted = {t.pts for t in targets if t.pts is not None}
+        self._target_times = sorted(t.seconds for t in targets if t.pts is None)
         # Frames after this call's last target may be wanted by the next
         # call (sequential access continues), so only earlier ones are skippable.
-        self._skip_before = max(self._wanted) if self._wanted else None
+        if self._wanted:
+            self._skip_before = max(self._wanted)
+        elif self._target_times:
+            self._skip_before = math.floor(self._target_times[-1] / self.demuxer.time_base_seconds)
+        else:
+            self._skip_before = None
 
     def _end_call(self) -> None:
         self._wanted = set()
+        self._target_times = []
         self._skip_before = None
+
+    def _unneeded(self, pts: int) -> bool:
+        """Whether the frame with this pts can be left undecoded (if nothing
+        references it). Exact targets: it is not one of them. Time targets:
+        a later frame has already been demuxed (B-frames follow the anchor
+        after them in decode order), so this frame is shown at most until that
+        one, and no target falls in between: it cannot be the answer."""
+        if self._wanted:
+            return pts not in self._wanted
+        later = self._max_pts_demuxed
+        if later is None or later <= pts:
+            return False
+        start, stop = self.demuxer.seconds(pts), self.demuxer.seconds(later)
+        at = bisect.bisect_left(self._target_times, start)
+        return at == len(self._target_times) or self._target_times[at] >= stop
 
     def _serve(self, target: Target) -> tuple[Any, float, float]:
         """The frame for `target`, consumed from the decoder and still valid
@@ -212,6 +237,7 @@ class DecodeSession:
         self._cursor = None
         self._current = None
         self._landing = None
+        self._max_pts_demuxed = None
 
     def _forget_position(self) -> None:
         self._packets = None
@@ -253,21 +279,25 @@ class DecodeSession:
         assert self._packets is not None
         skip_test = self._disposable if self._skip_before is not None else None
         skip_before = self._skip_before
-        wanted = self._wanted
         for packet in self._packets:
             if self._landing is None:
                 stamps = [t for t in (packet.dts, packet.pts) if t is not None]
                 self._landing = min(stamps) if stamps else STREAM_START
                 self._landing_on_keyframe = packet.is_keyframe
+            pts = packet.pts
             if (
                 skip_test is not None
-                and packet.pts is not None
-                and packet.pts < skip_before
-                and packet.pts not in wanted
+                and pts is not None
+                and pts < skip_before
+                and self._unneeded(pts)
                 and skip_test(packet)
             ):
                 self.stats.packets_skipped += 1
                 continue
+            if pts is not None and not packet.is_discard and (
+                self._max_pts_demuxed is None or pts > self._max_pts_demuxed
+            ):
+                self._max_pts_demuxed = pts
             try:
                 frames = self.backend.send(packet)
             except DecodingError:

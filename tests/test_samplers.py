@@ -439,8 +439,10 @@ def positions_of(clips: FrameBatch) -> list[int]:
 
 
 def produced(decoder: VideoDecoder) -> int:
-    """Frames decoded plus frames whose packets the plan skipped undecoded."""
-    return decoder._backend.frames_decoded + decoder._session.stats.packets_skipped
+    """Frames the backend decoded. (Packets the plan leaves undecoded, pictures
+    nothing references, cost no decoding; in approximate mode the look-ahead
+    that confirms a time's frame may demux a few of them past the range.)"""
+    return decoder._backend.frames_decoded
 
 
 # In approximate mode targets are times: the session confirms the frame shown
