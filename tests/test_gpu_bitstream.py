@@ -298,9 +298,9 @@ def test_backend_starts_feeding_at_a_keyframe_after_a_flush(corpus):
     produced = []
     for packet in packets[5 : first_key_after + 4]:  # land mid-GOP, as an MPEG-TS seek can
         produced += backend.send(packet)
-    sent = [entry[1] for entry in nvdec.log if entry is not None]
-    assert sent == stamps[first_key_after : first_key_after + 4]
-    assert nvdec.log[1][0].startswith(PacketPreparer(stream).parameter_sets)
+    assert None not in nvdec.log  # nothing was decoded yet: no flush is sent
+    assert [entry[1] for entry in nvdec.log] == stamps[first_key_after : first_key_after + 4]
+    assert nvdec.log[0][0].startswith(PacketPreparer(stream).parameter_sets)
     container.close()
 
 

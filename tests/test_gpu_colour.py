@@ -315,3 +315,115 @@ def test_kernel_source_mirrors_the_reference_operation_order():
     assert "__fadd_rn(__fadd_rn(__fadd_rn(yf, __fmul_rn(g_from_cb, uf)), __fmul_rn(g_from_cr, vf)), bias)" in (
         KERNEL_SOURCE)
     assert "fmaf" not in KERNEL_SOURCE and "__fmaf" not in KERNEL_SOURCE
+
+
+# -- the CUDA kernel's source, executed on the CPU ------------------------------------------------
+
+
+HOST_PRELUDE = r"""
+#include <cmath>
+#include <cstdint>
+struct HostIndex { unsigned x, y, z; };
+static HostIndex blockIdx, blockDim, threadIdx;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __fadd_rn(float a, float b) { return a + b; }
+static inline float __fsub_rn(float a, float b) { return a - b; }
+"""
+
+HOST_DRIVER = r"""
+#define HOST_LAUNCH(NAME, KERNEL)                                                   \
+extern "C" void NAME(unsigned grid_x, unsigned grid_y, unsigned block_x, unsigned block_y, ARGS) { \
+    blockDim = {block_x, block_y, 1};                                               \
+    for (unsigned by = 0; by < grid_y; ++by)                                        \
+        for (unsigned bx = 0; bx < grid_x; ++bx)                                    \
+            for (unsigned ty = 0; ty < block_y; ++ty)                               \
+                for (unsigned tx = 0; tx < block_x; ++tx) {                         \
+                    blockIdx = {bx, by, 0};                                         \
+                    threadIdx = {tx, ty, 0};                                        \
+                    KERNEL(FORWARD);                                                \
+                }                                                                   \
+}
+HOST_LAUNCH(host_yuv_to_rgb_8bit, yuv_to_rgb_8bit)
+HOST_LAUNCH(host_yuv_to_rgb_16bit, yuv_to_rgb_16bit)
+"""
+
+
+@pytest.fixture(scope="session")
+def host_kernel(tmp_path_factory):
+    """The kernel source compiled for the CPU (g++, no FMA contraction, like
+    the kernel's __f*_rn intrinsics), with a driver that runs every thread of
+    the launch grid. Skipped without a C++ compiler."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    from framefeed.gpu_decode import kernels
+
+    compiler = shutil.which("g++") or shutil.which("clang++")
+    if compiler is None:
+        pytest.skip("no C++ compiler to run the kernel source on the CPU")
+    folder = tmp_path_factory.mktemp("host-kernel")
+    source = folder / "kernel.cpp"
+    args = " ".join(kernels._ARGS.split())
+    forward = " ".join(kernels._FORWARD.split())
+    source.write_text(HOST_PRELUDE + kernels.KERNEL_SOURCE + f"\n#define ARGS {args}\n#define FORWARD {forward}\n"
+                      + HOST_DRIVER)
+    library = folder / "kernel.so"
+    subprocess.run([compiler, "-std=c++14", "-O1", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC",
+                    "-o", str(library), str(source)], check=True, capture_output=True)
+    return ctypes.CDLL(str(library))
+
+
+def run_on_host(library, planes, dst, walk, coefficients, sample_shift, shift_x, shift_y):
+    import ctypes
+
+    from framefeed.gpu_decode.kernels import kernel_arguments, launch_grid
+
+    args = kernel_arguments(planes, dst.data_ptr(), walk, coefficients, sample_shift, shift_x, shift_y)
+    ctype = {np.dtype(np.uint64): ctypes.c_void_p, np.dtype(np.int64): ctypes.c_longlong,
+             np.dtype(np.int32): ctypes.c_int, np.dtype(np.float32): ctypes.c_float}
+    function = library.host_yuv_to_rgb_8bit if planes.sample_bytes == 1 else library.host_yuv_to_rgb_16bit
+    function.argtypes = [ctypes.c_uint] * 4 + [ctype[a.dtype] for a in args]
+    function.restype = None
+    (grid_x, grid_y, _), (block_x, block_y, _) = launch_grid(planes.width, planes.height)
+    function(grid_x, grid_y, block_x, block_y, *[a.item() for a in args])
+
+
+@pytest.mark.parametrize("pix_fmt, surface_format, shift", [
+    ("yuv420p", "NV12", 0), ("yuv420p10le", "P016", 6), ("yuv444p", "YUV444", 0),
+    ("yuv444p10le", "YUV444_16Bit", 6),
+])
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+@pytest.mark.parametrize("channels_first", [False, True])
+@pytest.mark.parametrize("tags", [(5, 1), (1, 2)])
+def test_kernel_source_equals_torch_reference(host_kernel, pix_fmt, surface_format, shift, turns,
+                                              channels_first, tags):
+    """The kernel's own source, run on the CPU, produces exactly the torch
+    reference's pixels, for every surface format, rotation and slot layout,
+    from a surface whose pitch is wider than the picture."""
+    from framefeed.gpu_decode.kernels import destination_walk
+
+    height, width, pitch = 48, 64, 96
+    frame, _ = synthetic_frame(pix_fmt, width, height, "noise", seed=11)
+    surface = native_surface(frame, surface_format)
+    padded = torch.zeros(surface.shape[0], pitch, dtype=torch.int32)
+    padded[:, :width] = surface
+    if shift:  # 16-bit storage, the samples' bit patterns as int16
+        storage = torch.from_numpy(padded.numpy().astype(np.uint16).view(np.int16))
+    else:
+        storage = padded.to(torch.uint8)
+    planes = planes_of_tensor(storage, surface_format, width, height)
+    spec = colour_spec_for(pix_fmt, *tags)[0]
+    luma, cb, cr = native_planes(padded, surface_format, height, width)
+    expected = torch.rot90(reference_rgb(luma, cb, cr, spec, sample_shift=shift), turns, dims=(0, 1))
+    out_h, out_w = expected.shape[:2]
+    batch = torch.zeros((2, 3, out_h, out_w) if channels_first else (2, out_h, out_w, 3), dtype=torch.uint8)
+    slot = batch[1].permute(1, 2, 0) if channels_first else batch[1]
+    walk = destination_walk(tuple(slot.shape), tuple(slot.stride()), turns, height, width)
+    run_on_host(host_kernel, planes, slot, walk, spec.coefficients(), shift, spec.chroma_shift_x,
+                spec.chroma_shift_y)
+    assert torch.equal(slot, expected)
+    assert batch[0].sum() == 0  # the neighbouring slot is untouched

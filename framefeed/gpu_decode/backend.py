@@ -116,6 +116,9 @@ class NvdecBackend:
         self._durations: dict[int, int] = {}  # pts -> packet duration, until the frame comes out
         self._awaiting_keyframe = True
         self._skipped_before_keyframe = 0
+        # Whether data went in since the last end-of-stream packet: a flush of a
+        # decoder that never saw a picture has nothing to do, so it is not sent.
+        self._unflushed = flush_first
         self.packets_sent = 0
         self.frames_decoded = 0
         self._closer = weakref.finalize(self, on_close) if on_close is not None else None
@@ -226,11 +229,15 @@ class NvdecBackend:
         if prepared.duration and stamp != NO_PTS:
             self._durations[stamp] = int(prepared.duration)
         self.packets_sent += 1
+        self._unflushed = True
         pictures = self._call_decoder(packet, f"a packet (pts {prepared.pts})")
         del prepared  # the payload had to stay alive until Decode returned
         return self._wrap(pictures)
 
     def _end_of_stream(self) -> list[Any]:
+        if not self._unflushed:
+            return []
+        self._unflushed = False
         return self._call_decoder(self._make_packet(), "the end-of-stream flush")
 
     def _call_decoder(self, packet: Any, what: str) -> list[Any]:

@@ -152,17 +152,11 @@ def _kernel(device_index: int, sample_bytes: int) -> Any:
     return kernel
 
 
-def launch_yuv_to_rgb(planes: SurfacePlanes, dst_address: int, walk: DestinationWalk,
-                      coefficients: ConversionCoefficients, sample_shift: int, chroma_shift_x: int,
-                      chroma_shift_y: int, device_index: int, cupy_stream: Any) -> None:
-    """Enqueue the conversion of one surface on `cupy_stream` (a CuPy stream
-    wrapping the decoder's CUDA stream). `dst_address` is the device address
-    of the destination's first element (uint8)."""
-    import cupy
-
-    kernel = _kernel(device_index, planes.sample_bytes)
-    grid = ((planes.width + _BLOCK[0] - 1) // _BLOCK[0], (planes.height + _BLOCK[1] - 1) // _BLOCK[1], 1)
-    args = (
+def kernel_arguments(planes: SurfacePlanes, dst_address: int, walk: DestinationWalk,
+                     coefficients: ConversionCoefficients, sample_shift: int, chroma_shift_x: int,
+                     chroma_shift_y: int) -> tuple[Any, ...]:
+    """The kernel's arguments, typed as its parameter list declares them."""
+    return (
         np.uint64(planes.luma), np.int64(planes.luma_pitch),
         np.uint64(planes.cb), np.uint64(planes.cr),
         np.int64(planes.chroma_pitch), np.int64(planes.chroma_step),
@@ -172,5 +166,24 @@ def launch_yuv_to_rgb(planes: SurfacePlanes, dst_address: int, walk: Destination
         np.int64(walk.step_col), np.int64(walk.step_channel),
         *(np.float32(value) for value in coefficients.as_tuple()),
     )
+
+
+def launch_grid(width: int, height: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(grid, block): one thread per source pixel."""
+    return ((width + _BLOCK[0] - 1) // _BLOCK[0], (height + _BLOCK[1] - 1) // _BLOCK[1], 1), _BLOCK
+
+
+def launch_yuv_to_rgb(planes: SurfacePlanes, dst_address: int, walk: DestinationWalk,
+                      coefficients: ConversionCoefficients, sample_shift: int, chroma_shift_x: int,
+                      chroma_shift_y: int, device_index: int, cupy_stream: Any) -> None:
+    """Enqueue the conversion of one surface on `cupy_stream` (a CuPy stream
+    wrapping the decoder's CUDA stream). `dst_address` is the device address
+    of the destination's first element (uint8)."""
+    import cupy
+
+    kernel = _kernel(device_index, planes.sample_bytes)
+    grid, block = launch_grid(planes.width, planes.height)
+    args = kernel_arguments(planes, dst_address, walk, coefficients, sample_shift, chroma_shift_x,
+                            chroma_shift_y)
     with cupy.cuda.Device(device_index), cupy_stream:
-        kernel(grid, _BLOCK, args)
+        kernel(grid, block, args)
