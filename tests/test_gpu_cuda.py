@@ -266,7 +266,7 @@ def test_decoder_cache_reuses_decoders(corpus):
     path = str(corpus["h264_closed_gop.mp4"])
     VideoDecoder(path, device="cuda")[0]  # make sure one exists
     gc.collect()
-    cache = gpu_decode.decoder_cache(0)
+    cache = gpu_decode.decoder_cache_for(0)
     created, reused = cache.created, cache.reused
     for _ in range(10):
         decoder = VideoDecoder(path, device="cuda")

@@ -329,3 +329,114 @@ def test_backend_close_is_idempotent():
     del backend
     gc.collect()
     assert released == [1]
+
+
+# -- open_nvdec_backend's wiring, with a fake PyNvVideoCodec ------------------------------------------
+
+
+class FakePyNvVideoCodec:
+    """The slice of PyNvVideoCodec's module API framefeed uses. Keyword names
+    are checked against the real signatures (read from PyNvVideoCodec 2.2.4's
+    bindings): a misspelt keyword raises TypeError, as pybind11 would."""
+
+    class cudaVideoCodec:  # noqa: N801 - PyNvVideoCodec's name
+        H264, HEVC, VP8, VP9, AV1, MPEG1, MPEG2 = "H264", "HEVC", "VP8", "VP9", "AV1", "MPEG1", "MPEG2"
+
+    cudaVideoChromaFormat = type("cudaVideoChromaFormat", (), {"420": "420", "422": "422", "444": "444"})
+    OutputColorType = type("OutputColorType", (), {"NATIVE": "NATIVE", "RGB": "RGB", "RGBP": "RGBP"})
+    PacketData = FakePacketData
+    _FFMPEG_NAMES = {"H264": "h264", "HEVC": "hevc", "VP8": "vp8", "VP9": "vp9", "AV1": "av1",
+                     "MPEG1": "mpeg1video", "MPEG2": "mpeg2video"}
+    _CREATE_KEYWORDS = {"gpuid", "codec", "cudacontext", "cudastream", "usedevicememory", "maxwidth", "maxheight",
+                        "outputColorType", "enableSEIMessage", "bWaitForSessionWarmUp", "latency",
+                        "enableDecodeStats"}
+
+    def __init__(self, table):
+        self.table = table
+        self.created, self.caps_queries = [], []
+
+    def CreateDecoder(self, **kwargs):  # noqa: N802
+        unknown = set(kwargs) - self._CREATE_KEYWORDS
+        if unknown:
+            raise TypeError(f"CreateDecoder() got unexpected keywords {unknown}")
+        self.created.append(kwargs)
+        return EmulatedNvdec(self._FFMPEG_NAMES[kwargs["codec"]])
+
+    def GetDecoderCaps(self, *, gpuid, codec, chromaformat, bitdepth):  # noqa: N802
+        self.caps_queries.append((gpuid, codec, chromaformat, bitdepth))
+        return self.table.get((self._FFMPEG_NAMES[codec], chromaformat, bitdepth), UNSUPPORTED)
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """A machine with one 'H200' whose PyNvVideoCodec is the fake above and
+    whose colour conversion is the CPU reference."""
+    import framefeed.gpu_decode.decoder_cache as decoder_cache_module
+
+    fake = FakePyNvVideoCodec(HOPPER_CAPS)
+    monkeypatch.setattr(gpu_decode, "_modules", {"PyNvVideoCodec": (fake, ""), "cupy": (object(), "")})
+    monkeypatch.setattr(gpu_decode, "_caps", None)
+    monkeypatch.setattr(decoder_cache_module, "_caches", {})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (9, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: type("S", (), {"cuda_stream": 4242})())
+    monkeypatch.setattr(gpu_decode, "_primary_context", lambda index: 777)
+    monkeypatch.setattr(gpu_decode, "compile_kernel", lambda index, sample_bytes: None)
+    monkeypatch.setattr(gpu_decode, "CudaSurfaceConverter",
+                        lambda device, stream, fmt, width, height, spec, turns: ReferenceConverter(spec, turns))
+    return fake
+
+
+def _open_nvdec(path):
+    demuxer = Demuxer(resolve_source(str(path)), None)
+    backend, reason = gpu_decode.open_nvdec_backend(demuxer, None, torch.device("cuda", 0), 0)
+    return demuxer, backend, reason
+
+
+def test_open_nvdec_backend_wires_pynvvideocodec(corpus, fake_gpu):
+    demuxer, backend, reason = _open_nvdec(corpus["hevc_main10.mp4"])
+    try:
+        assert reason == "" and isinstance(backend, NvdecBackend)
+        assert fake_gpu.caps_queries == [(0, "HEVC", "420", 10)]
+        (created,) = fake_gpu.created
+        assert created == {"gpuid": 0, "codec": "HEVC", "cudacontext": 777, "cudastream": 4242,
+                           "usedevicememory": True, "outputColorType": "NATIVE"}
+        frames = []
+        for packet in demuxer.packets():
+            frames += [backend.retain(f) for f in backend.send(packet)]
+        frames += backend.drain()
+        assert len(frames) == 24
+    finally:
+        backend.close()
+        demuxer.close()
+
+
+def test_open_nvdec_backend_reuses_and_routes(corpus, fake_gpu):
+    for _ in range(3):
+        demuxer, backend, reason = _open_nvdec(corpus["h264_closed_gop.mp4"])
+        assert reason == ""
+        backend.close()
+        demuxer.close()
+    assert len(fake_gpu.created) == 1  # one decoder, reused through the cache
+    assert gpu_decode.decoder_cache_for(0).reused == 2
+    assert len(fake_gpu.caps_queries) == 1
+    demuxer, backend, reason = _open_nvdec(corpus["av1.mkv"])
+    demuxer.close()
+    assert backend is None and "no AV1 decoder" in reason
+    demuxer, backend, reason = _open_nvdec(corpus["hevc_below_minimum.mp4"])
+    demuxer.close()
+    assert backend is None and "below" in reason
+
+
+def test_open_nvdec_backend_falls_back_when_decoder_creation_fails(corpus, fake_gpu, monkeypatch):
+    class PyNvVCException(Exception):
+        pass
+
+    def refuse(**kwargs):
+        raise PyNvVCException("cuvidCreateDecoder failed: CUDA_ERROR_OUT_OF_MEMORY")
+
+    monkeypatch.setattr(fake_gpu, "CreateDecoder", refuse)
+    demuxer, backend, reason = _open_nvdec(corpus["h264_closed_gop.mp4"])
+    demuxer.close()
+    assert backend is None and "CUDA_ERROR_OUT_OF_MEMORY" in reason

@@ -33,6 +33,7 @@ from framefeed.gpu_decode.decoder_cache import (
     PooledDecoder,
     cache_for_device,
 )
+from framefeed.gpu_decode.kernels import compile_kernel
 
 __all__ = ["NvdecBackend", "open_nvdec_backend", "nvdec_unavailable_reason"]
 
@@ -118,7 +119,7 @@ def _retire(entry: PooledDecoder) -> None:
         entry.stream.synchronize()
 
 
-def decoder_cache(device_index: int) -> DecoderCache:
+def decoder_cache_for(device_index: int) -> DecoderCache:
     """The decoder cache of a CUDA device (PyNvVideoCodec must be importable)."""
     nvc, reason = load_pynvvideocodec()
     if nvc is None:
@@ -150,12 +151,13 @@ def open_nvdec_backend(demuxer: Any, metadata: Any, device: torch.device,
         return None, reason
     surface_format = surface_format_for(traits.colour)
     key = DecoderKey(index, traits.codec, traits.width, traits.height, surface_format)
-    cache = decoder_cache(index)
+    cache = decoder_cache_for(index)
     try:
         pooled = cache.acquire(key)
     except Exception as error:
         return None, f"could not create an NVDEC decoder ({_first_line(error)})"
     try:
+        compile_kernel(index, 2 if surface_format in ("P016", "YUV444_16Bit") else 1)
         converter = CudaSurfaceConverter(torch.device("cuda", index), pooled.stream, surface_format,
                                          traits.width, traits.height, traits.colour, rotation_quarter_turns)
         backend = NvdecBackend(

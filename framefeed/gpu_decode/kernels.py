@@ -152,6 +152,12 @@ def _kernel(device_index: int, sample_bytes: int) -> Any:
     return kernel
 
 
+def compile_kernel(device_index: int, sample_bytes: int) -> None:
+    """Compile (or fetch) the kernel now, so a CuPy that cannot compile for
+    this GPU is found when the decoder is opened rather than mid-decode."""
+    _kernel(device_index, sample_bytes)
+
+
 def kernel_arguments(planes: SurfacePlanes, dst_address: int, walk: DestinationWalk,
                      coefficients: ConversionCoefficients, sample_shift: int, chroma_shift_x: int,
                      chroma_shift_y: int) -> tuple[Any, ...]:
