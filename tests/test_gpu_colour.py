@@ -9,6 +9,8 @@ NV12/P010, and pin the kernel's destination walk to `torch.rot90`.
 
 from __future__ import annotations
 
+import dataclasses
+
 import av
 import numpy as np
 import pytest
@@ -427,3 +429,46 @@ def test_kernel_source_equals_torch_reference(host_kernel, pix_fmt, surface_form
                 spec.chroma_shift_y)
     assert torch.equal(slot, expected)
     assert batch[0].sum() == 0  # the neighbouring slot is untouched
+
+
+class _PlaneView:
+    """A CAIMemoryView stand-in: a CUDA-array-interface dict, nothing else."""
+
+    def __init__(self, interface):
+        self.__cuda_array_interface__ = interface
+
+
+class _Picture:
+    """A DecodedFrame stand-in whose `cuda()` describes planes of a CPU tensor."""
+
+    def __init__(self, views):
+        self._views = views
+
+    def cuda(self):
+        return self._views
+
+
+@pytest.mark.parametrize("surface_format, sample", [("NV12", 1), ("P016", 2), ("YUV444", 1), ("YUV444_16Bit", 2)])
+@pytest.mark.parametrize("strides_in_samples", [False, True])
+@pytest.mark.parametrize("whole_surface_view", [False, True])
+def test_planes_of_a_decoded_picture_come_from_its_luma_view(surface_format, sample, strides_in_samples,
+                                                            whole_surface_view):
+    """PyNvVideoCodec pictures: plane addresses derive from the luma view
+    alone, whether its strides are in bytes or (a 2.2 quirk on 16-bit
+    surfaces) in samples, and whatever the chroma views claim."""
+    from framefeed.errors import DecodingError
+    from framefeed.gpu_decode.surfaces import planes_of_decoded_frame
+
+    height, width, pitch = 48, 64, 80
+    storage = torch.zeros(surface_rows(surface_format, height), pitch, dtype=torch.uint8 if sample == 1 else torch.int16)
+    rows = storage.shape[0] if whole_surface_view else height
+    row_stride = pitch if strides_in_samples else pitch * sample
+    luma = {"shape": (rows, width, 1), "strides": (row_stride, sample, sample), "data": (storage.data_ptr(), False),
+            "typestr": "|u1" if sample == 1 else "<u2", "version": 3, "stream": 2}
+    bogus_chroma = dict(luma, data=(storage.data_ptr() + 3, False))  # ignored
+    planes = planes_of_decoded_frame(_Picture([_PlaneView(luma), _PlaneView(bogus_chroma)]), surface_format,
+                                     width, height)
+    expected = planes_of_tensor(storage, surface_format, width, height)
+    assert planes == dataclasses.replace(expected, ready_stream=2)
+    with pytest.raises(DecodingError, match="for a 66x48 stream"):
+        planes_of_decoded_frame(_Picture([_PlaneView(luma)]), surface_format, width + 2, height)
