@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import weakref
+from types import SimpleNamespace
 
 import av
 import pytest
@@ -25,7 +26,7 @@ from framefeed.demux.demuxer import Demuxer
 from framefeed.demux.metadata import header_metadata
 from framefeed.errors import CudaUnavailableError
 from framefeed.gpu_decode.backend import NvdecBackend
-from framefeed.gpu_decode.bitstream import PacketPreparer
+from framefeed.gpu_decode.bitstream import PacketPreparer, PreparedPacket
 from framefeed.gpu_decode.capabilities import (
     DecoderCapsCache,
     hardware_reason,
@@ -322,10 +323,13 @@ def test_backend_gives_its_decoder_back_when_collected(corpus):
 
 def test_backend_close_is_idempotent():
     released = []
-    backend = NvdecBackend(decoder=None, make_packet=FakePacketData, preparer=None, converter=None,
+    preparer = SimpleNamespace(prepare=lambda packet: [PreparedPacket(b"x", 1, 1, 0, 0, None, True, False)])
+    backend = NvdecBackend(decoder=None, make_packet=FakePacketData, preparer=preparer, converter=None,
                            output_device=torch.device("cpu"), on_close=lambda: released.append(1))
     backend.close()
     backend.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        backend.send(SimpleNamespace(is_keyframe=True, pts=0, dts=0, duration=0, is_discard=False))
     del backend
     gc.collect()
     assert released == [1]

@@ -196,9 +196,11 @@ class NvdecBackend:
     # -- lifetime -------------------------------------------------------------
 
     def close(self) -> None:
-        """Give the decoder back now (also happens when the backend is collected)."""
+        """Give the decoder back now (also happens when the backend is
+        collected). The backend cannot decode afterwards."""
         if self._closer is not None:
             self._closer()
+        self._decoder = _ClosedDecoder()
 
     # -- internals ------------------------------------------------------------
 
@@ -259,6 +261,13 @@ class NvdecBackend:
             frames.append(NvdecFrame(None if pts == NO_PTS else pts, duration, picture, self._generation))
         self.frames_decoded += len(frames)
         return frames
+
+
+class _ClosedDecoder:
+    """Stands in for a decoder that was given back: any use is an error."""
+
+    def Decode(self, packet: Any) -> list[Any]:  # noqa: N802 - PyNvVideoCodec's name
+        raise RuntimeError("this NVDEC backend was closed; its decoder belongs to another one now")
 
 
 class OwnedSurface:
