@@ -59,14 +59,14 @@ class ClipRecipe:
 
 # Sized so the default suite (every workload, every installed peer, warm-up
 # plus 3 runs) finishes in about a minute on a 2-core machine, generation included:
-# 640x360 with B-frames and one 6 s GOP; 1 s of 1080p H.264 and HEVC at 30 fps.
+# 640x360 with B-frames and one 4.8 s GOP; 0.8 s of 1080p H.264 and HEVC at 30 fps.
 DEFAULT_RECIPES = [
-    ClipRecipe("h264_640x360_bframes", VideoSpec(width=640, height=360, fps=25, num_frames=150,
-                                                 codec_options=x264_options(150))),
-    ClipRecipe("h264_1080p", VideoSpec(width=1920, height=1080, fps=30, num_frames=30,
-                                       codec_options=x264_options(30, preset="ultrafast"))),
-    ClipRecipe("hevc_1080p", VideoSpec(codec="libx265", width=1920, height=1080, fps=30, num_frames=30,
-                                       codec_options=x265_options(30))),
+    ClipRecipe("h264_640x360_bframes", VideoSpec(width=640, height=360, fps=25, num_frames=120,
+                                                 codec_options=x264_options(120))),
+    ClipRecipe("h264_1080p", VideoSpec(width=1920, height=1080, fps=30, num_frames=24,
+                                       codec_options=x264_options(24, preset="ultrafast"))),
+    ClipRecipe("hevc_1080p", VideoSpec(codec="libx265", width=1920, height=1080, fps=30, num_frames=24,
+                                       codec_options=x265_options(24))),
 ]
 # 20 s at 25 fps, GOP 250, looped 69 times: about 23 minutes, 34,500 frames.
 LONG_RECIPE = ClipRecipe("h264_640x360_23min", VideoSpec(width=640, height=360, fps=25, num_frames=500,
@@ -78,7 +78,7 @@ RECIPES = {r.name: r for r in [*DEFAULT_RECIPES, LONG_RECIPE, HD_LONG_RECIPE]}
 
 
 def clip_dir(cache_dir: str | Path | None = None) -> Path:
-    return Path(cache_dir or default_cache_dir()) / "bench-v2"
+    return Path(cache_dir or default_cache_dir()) / "bench-v4"
 
 
 def make_clip(recipe: ClipRecipe, cache_dir: str | Path | None = None) -> Clip:
