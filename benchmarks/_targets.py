@@ -12,8 +12,11 @@ from pathlib import Path
 
 import torch
 
+from framefeed.bench.clips import Clip
+from framefeed.bench.contenders import Contender, Framefeed, PyAV, Torchcodec
 from framefeed.bench.report import to_json, write_json
-from framefeed.bench.runner import Measurement
+from framefeed.bench.runner import Measurement, run_suite
+from framefeed.bench.workloads import WORKLOADS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -48,6 +51,30 @@ class Target:
             return ratio, ratio <= self.limit
         ratio = (ours.frames / ours.median) / (theirs.frames / theirs.median)
         return ratio, ratio >= self.limit
+
+
+def cpu_peers() -> list[Contender]:
+    """The contenders of the CPU target benchmarks."""
+    return [Framefeed("cpu"), Torchcodec("cpu"), PyAV("cpu")]
+
+
+def run_groups(groups: list[tuple[Clip, list[str]]], contenders: list[Contender], runs: int, warmup: int):
+    """Run each (clip, workload names) group; all measurements and skip notes."""
+    measurements, skipped = [], []
+    for clip, names in groups:
+        found, missing = run_suite([clip], [WORKLOADS[n] for n in names], contenders, runs=runs, warmup=warmup)
+        measurements += found
+        skipped += [s for s in missing if s not in skipped]
+    return measurements, skipped
+
+
+def parse_args(doc: str):
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=1)
+    return parser.parse_args()
 
 
 def machine_line() -> str:

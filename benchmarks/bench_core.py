@@ -12,31 +12,18 @@ Writes benchmarks/results/core-cpu.{md,json}.
 
 from __future__ import annotations
 
-import argparse
-
-from _targets import Target, write_results
+from _targets import Target, cpu_peers, parse_args, run_groups, write_results
 
 from framefeed.bench.clips import HD_LONG_RECIPE, LONG_RECIPE, make_clip
-from framefeed.bench.contenders import Framefeed, PyAV, Torchcodec
-from framefeed.bench.runner import run_suite
-from framefeed.bench.workloads import WORKLOADS
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--warmup", type=int, default=1)
-    args = parser.parse_args()
+    args = parse_args(__doc__)
     long_clip = make_clip(LONG_RECIPE)
     hd_clip = make_clip(HD_LONG_RECIPE)
-    contenders = [Framefeed("cpu"), Torchcodec("cpu"), PyAV("cpu")]
-    measurements, skipped = [], []
-    for clips, names in ([long_clip], ["create_exact", "create_approximate"]), \
-                        ([hd_clip], ["sequential", "random_access"]):
-        found, missing = run_suite(clips, [WORKLOADS[n] for n in names], contenders,
-                                   runs=args.runs, warmup=args.warmup, on_step=None)
-        measurements += found
-        skipped += [s for s in missing if s not in skipped]
+    measurements, skipped = run_groups(
+        [(long_clip, ["create_exact", "create_approximate"]), (hd_clip, ["sequential", "random_access"])],
+        cpu_peers(), args.runs, args.warmup)
     ff, tc, pyav = "framefeed (cpu)", "torchcodec (cpu)", "pyav (cpu)"
     targets = [
         Target("exact creation, 23-min 640x360: framefeed / torchcodec time", long_clip.name, "create_exact",

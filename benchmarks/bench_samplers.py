@@ -14,31 +14,19 @@ Writes benchmarks/results/samplers-cpu.{md,json}.
 
 from __future__ import annotations
 
-import argparse
-
-from _targets import Target, write_results
+from _targets import Target, cpu_peers, parse_args, run_groups, write_results
 
 from framefeed.bench.clips import HD_LONG_RECIPE, LONG_RECIPE, make_clip
-from framefeed.bench.contenders import Framefeed, PyAV, Torchcodec
-from framefeed.bench.runner import run_suite
-from framefeed.bench.workloads import WORKLOADS
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--warmup", type=int, default=1)
-    args = parser.parse_args()
+    args = parse_args(__doc__)
     long_clip = make_clip(LONG_RECIPE)
     hd_clip = make_clip(HD_LONG_RECIPE)
-    contenders = [Framefeed("cpu"), Torchcodec("cpu"), PyAV("cpu")]
-    measurements, skipped = [], []
-    for clips, names in ([long_clip], ["tutorial_exact", "tutorial_approximate"]), \
-                        ([hd_clip], ["clips_at_regular_timestamps", "clips_at_random_timestamps"]):
-        found, missing = run_suite(clips, [WORKLOADS[n] for n in names], contenders,
-                                   runs=args.runs, warmup=args.warmup)
-        measurements += found
-        skipped += [s for s in missing if s not in skipped]
+    measurements, skipped = run_groups(
+        [(long_clip, ["tutorial_exact", "tutorial_approximate"]),
+         (hd_clip, ["clips_at_regular_timestamps", "clips_at_random_timestamps"])],
+        cpu_peers(), args.runs, args.warmup)
     ff, tc = "framefeed (cpu)", "torchcodec (cpu)"
     targets = [
         Target("tutorial, exact mode, 23-min 640x360: framefeed / torchcodec time", long_clip.name,

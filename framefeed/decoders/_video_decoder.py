@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from framefeed._validation import require_seconds
 from framefeed.backend_selection import open_backend, resolve_device
 from framefeed.cpu_fallback.backend import configure_decoder_threads
 from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
@@ -390,9 +391,4 @@ def _as_float_list(values: Any, name: str) -> list[float]:
 def _as_seconds(value: Any, name: str) -> float:
     if isinstance(value, Tensor) and value.numel() == 1:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    result = float(value)
-    if math.isnan(result):
-        raise ValueError(f"Invalid {name}: NaN")
-    return result
+    return require_seconds(name, value)

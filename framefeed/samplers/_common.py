@@ -12,6 +12,7 @@ import math
 import numbers
 from typing import Any, Literal, TypeVar
 
+from framefeed._validation import require_seconds
 from framefeed.frames import FrameBatch
 
 Policy = Literal["repeat_last", "wrap", "error"]
@@ -29,16 +30,6 @@ def require_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     return int(value)
-
-
-def require_seconds(name: str, value: Any) -> float:
-    """`value` (seconds) as a float; NaN is refused since no comparison with it holds."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r} ({type(value).__name__})")
-    seconds = float(value)
-    if math.isnan(seconds):
-        raise ValueError(f"{name} ({value}) must be a number, not NaN")
-    return seconds
 
 
 def require_positive_spacing(name: str, value: Any) -> float:
