@@ -41,7 +41,9 @@ def _parser() -> _Parser:
                        help=f"workload to run (repeatable; default: {', '.join(DEFAULT_WORKLOADS)}; "
                        f"all: {', '.join(sorted(WORKLOADS))})")
     bench.add_argument("--runs", type=_positive_int, default=3, help="timed runs per measurement (default 3)")
-    bench.add_argument("--warmup", type=_non_negative_int, default=1, help="untimed runs first (default 1)")
+    bench.add_argument("--warmup", type=_non_negative_int, default=0,
+                       help="untimed runs before each workload's timed ones (default 0: every contender "
+                       "always gets one untimed run per clip, and medians absorb first-run effects)")
     bench.add_argument("--device", action="append", metavar="DEVICE",
                        help="cpu, cuda or cuda:N (repeatable; default: cpu, plus cuda when available)")
     bench.add_argument("--threads", type=_non_negative_int, default=1,
@@ -140,12 +142,12 @@ def _bench(args: argparse.Namespace) -> int:
     else:
         clips = clip_module.default_clips(args.cache_dir)
 
-    total = steps_in_suite(clips, workloads, contenders, args.runs, args.warmup)
+    total = steps_in_suite(clips, workloads, contenders, args.runs, args.warmup, clip_warmup=True)
     progress = None if args.no_progress or not sys.stderr.isatty() and not os.environ.get("FRAMEFEED_PROGRESS") \
         else _Progress(total)
     try:
         measurements, skipped = run_suite(
-            clips, workloads, contenders, runs=args.runs, warmup=args.warmup,
+            clips, workloads, contenders, runs=args.runs, warmup=args.warmup, clip_warmup=True,
             on_step=progress.step if progress else None,
         )
     finally:

@@ -59,14 +59,32 @@ def run_suite(
     *,
     runs: int = 5,
     warmup: int = 1,
+    clip_warmup: bool = False,
     on_step: Callable[[str], None] | None = None,
 ) -> tuple[list[Measurement], list[Skipped]]:
-    """Time every (clip, workload, available contender). `on_step` is called
-    once per timed or warm-up run with a short label (progress display)."""
+    """Time every (clip, workload, available contender).
+
+    `warmup` untimed rounds precede the timed ones of every workload;
+    `clip_warmup` instead (or in addition) gives each contender one untimed
+    run of its first workload on each clip (file cache, imports, decoder set-up)
+    and leaves first-run effects of the other workloads to the median.
+    `on_step` is called once per run with a short label (progress display).
+    """
     skipped = [Skipped(c.name, reason) for c in contenders if (reason := c.unavailable_reason())]
     active = [c for c in contenders if c.name not in {s.contender for s in skipped}]
     measurements: list[Measurement] = []
     for clip in clips:
+        if clip_warmup:
+            for contender in active:
+                first = next((w for w in workloads if contender.supports(w.name)), None)
+                if first is None:
+                    continue
+                if on_step:
+                    on_step(f"{clip.name} warm-up {contender.name}")
+                try:
+                    contender.run(first.name, str(clip.path), first.prepare(clip))
+                except Exception:  # noqa: S110 - the timed runs record the error
+                    pass
         for workload in workloads:
             params = workload.prepare(clip)
             frames = workload.frames(clip, params)
@@ -97,8 +115,9 @@ def run_suite(
 
 
 def steps_in_suite(clips: list[Clip], workloads: list[Workload], contenders: list[Contender],
-                   runs: int, warmup: int) -> int:
+                   runs: int, warmup: int, clip_warmup: bool = False) -> int:
     available = [c for c in contenders if not c.unavailable_reason()]
-    return sum(
-        (warmup + runs) * sum(1 for c in available if c.supports(w.name)) for _ in clips for w in workloads
-    )
+    per_clip = sum((warmup + runs) * sum(1 for c in available if c.supports(w.name)) for w in workloads)
+    if clip_warmup:
+        per_clip += sum(1 for c in available if any(c.supports(w.name) for w in workloads))
+    return per_clip * len(clips)
