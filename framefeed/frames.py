@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor
 
 
@@ -108,14 +107,3 @@ class FrameBatch:
 
     def __repr__(self) -> str:
         return _describe(self)
-
-
-def empty_batch(
-    frame_shape: tuple[int, int, int], device: torch.device, leading: tuple[int, ...] = (0,)
-) -> FrameBatch:
-    """A batch with no frames but the right trailing shape, dtype and device."""
-    return FrameBatch(
-        torch.empty((*leading, *frame_shape), dtype=torch.uint8, device=device),
-        torch.empty(leading, dtype=torch.float64),
-        torch.empty(leading, dtype=torch.float64),
-    )

@@ -19,6 +19,7 @@ the keyframe it landed on, instead of returning a neighbouring frame.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 import threading
 from collections import deque
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from framefeed._warnings import warn_user
 from framefeed.demux.demuxer import STREAM_START, Demuxer
 from framefeed.demux.disposable import disposable_packet_test
 from framefeed.errors import DecodingError
@@ -122,6 +124,8 @@ class DecodeSession:
         self._fps_hint = fps_hint
         self._disposable = disposable_packet_test(demuxer.stream)
         self._lock = threading.Lock()
+        self._closed = False
+        self._errors_reported = False
         self._packets: Iterator[Any] | None = None
         self._pending: deque[Any] = deque()
         self._eof = False
@@ -140,44 +144,87 @@ class DecodeSession:
 
     def decode(self, targets: list[Target], out: OutputBuffer) -> None:
         """Produce every target into its slots of `out`."""
-        with self._lock:
-            try:
-                self._begin_call(targets)
-                for run in plan_runs(targets, self.timeline, self._cursor):
-                    if run.seek_pts is not None:
-                        self._seek(run.seek_pts)
-                    for target in run.targets:
-                        frame, pts_seconds, duration = self._serve(target)
-                        first, *others = target.slots
-                        self.backend.write_rgb(frame, out.slot(first))
-                        for slot in others:
-                            out.frames[slot].copy_(out.frames[first])
-                        out.pts_seconds[target.slots] = pts_seconds
-                        out.duration_seconds[target.slots] = duration
-            except BaseException:
-                self._forget_position()
-                raise
-            finally:
-                self._end_call()
+        with self._call(targets):
+            for run in plan_runs(targets, self.timeline, self._cursor):
+                if run.seek_pts is not None:
+                    self._seek(run.seek_pts)
+                for target in run.targets:
+                    frame, pts_seconds, duration = self._serve(target)
+                    first, *others = target.slots
+                    self.backend.write_rgb(frame, out.slot(first))
+                    for slot in others:
+                        out.frames[slot].copy_(out.frames[first])
+                    out.pts_seconds[target.slots] = pts_seconds
+                    out.duration_seconds[target.slots] = duration
 
     def decode_one(self, target: Target, dst: torch.Tensor) -> tuple[float, float]:
         """Produce one target into `dst` (an `(H, W, 3)` view on the backend's
         device); returns its pts and duration in seconds. The lean path behind
         `decoder[i]` and sequential iteration: no output buffer, one target."""
+        with self._call((target,)):
+            self._position_for(target)
+            frame, pts_seconds, duration = self._serve(target)
+            self.backend.write_rgb(frame, dst)
+            return pts_seconds, duration
+
+    def decode_time_range(self, start: float, stop: float, allocate: Any) -> OutputBuffer:
+        """The frame displayed at `start` and every later frame with pts < `stop`,
+        written into a buffer from `allocate(count)`."""
+        target = Target(start)
+        with self._call((target,)):
+            self._position_for(target)
+            chosen, frame = self._frame_at_time(start)
+            frames = [chosen]
+            while frame is not None and self.demuxer.seconds(self.backend.pts_of(frame)) < stop:
+                self._pending.popleft()
+                frames.append(self.backend.retain(frame))
+                self._current = frames[-1]
+                self._cursor = self.demuxer.seconds(self.backend.pts_of(frame))
+                frame = self._peek()
+            out = allocate(len(frames))
+            for slot, (current, following) in enumerate(zip(frames, [*frames[1:], frame], strict=True)):
+                self.backend.write_rgb(current, out.slot(slot))
+                out.pts_seconds[slot] = self.demuxer.seconds(self.backend.pts_of(current))
+                out.duration_seconds[slot] = self._duration(current, following)
+            return out
+
+    def close(self) -> None:
+        """Refuse further calls (the decoder's container is being closed)."""
         with self._lock:
+            self._closed = True
+            self._forget_position()
+
+    @contextlib.contextmanager
+    def _call(self, targets: Any) -> Iterator[None]:
+        """One public call: serialised, on an open session; on any error the
+        position is forgotten so the next call seeks afresh."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("This VideoDecoder is closed")
             try:
-                self._begin_call((target,))
-                run = plan_runs([target], self.timeline, self._cursor)[0]
-                if run.seek_pts is not None:
-                    self._seek(run.seek_pts)
-                frame, pts_seconds, duration = self._serve(target)
-                self.backend.write_rgb(frame, dst)
-                return pts_seconds, duration
+                self._begin_call(targets)
+                yield
             except BaseException:
                 self._forget_position()
                 raise
             finally:
                 self._end_call()
+                self._report_decode_errors()
+
+    def _position_for(self, target: Target) -> None:
+        run = plan_runs([target], self.timeline, self._cursor)[0]
+        if run.seek_pts is not None:
+            self._seek(run.seek_pts)
+
+    def _report_decode_errors(self) -> None:
+        # Frames predicted from a packet that failed to decode may be damaged:
+        # say so once, instead of counting silently.
+        if self.stats.decode_errors and not self._errors_reported:
+            self._errors_reported = True
+            warn_user(
+                f"{self.stats.decode_errors} packet(s) of {self.demuxer.source.description} could not be "
+                "decoded; frames that depend on them may be damaged (corrupt file?)"
+            )
 
     def _begin_call(self, targets: Any) -> None:
         self._back_off = 0.0
@@ -407,30 +454,3 @@ class DecodeSession:
         if own:
             return self.demuxer.seconds(own)
         return 1.0 / self._fps_hint if self._fps_hint else 0.0
-
-    def decode_time_range(self, start: float, stop: float, allocate: Any) -> OutputBuffer:
-        """The frame displayed at `start` and every later frame with pts < `stop`,
-        written into a buffer from `allocate(count)`."""
-        with self._lock:
-            try:
-                target = Target(start)
-                run = plan_runs([target], self.timeline, self._cursor)[0]
-                if run.seek_pts is not None:
-                    self._seek(run.seek_pts)
-                chosen, frame = self._frame_at_time(start)
-                frames = [chosen]
-                while frame is not None and self.demuxer.seconds(self.backend.pts_of(frame)) < stop:
-                    self._pending.popleft()
-                    frames.append(self.backend.retain(frame))
-                    self._current = frames[-1]
-                    self._cursor = self.demuxer.seconds(self.backend.pts_of(frame))
-                    frame = self._peek()
-                out = allocate(len(frames))
-                for slot, (current, following) in enumerate(zip(frames, [*frames[1:], frame], strict=True)):
-                    self.backend.write_rgb(current, out.slot(slot))
-                    out.pts_seconds[slot] = self.demuxer.seconds(self.backend.pts_of(current))
-                    out.duration_seconds[slot] = self._duration(current, following)
-                return out
-            except BaseException:
-                self._forget_position()
-                raise

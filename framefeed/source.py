@@ -29,10 +29,10 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 class _MemoryReader(io.RawIOBase):
     """A seekable read-only stream over a buffer, without copying it."""
 
-    def __init__(self, buffer: memoryview, owner: Any = None) -> None:
+    def __init__(self, buffer: memoryview) -> None:
         super().__init__()
+        # The memoryview keeps its exporter (bytes, or a tensor's numpy view) alive.
         self._buffer = buffer.cast("B") if buffer.format != "B" or buffer.ndim != 1 else buffer
-        self._owner = owner  # keeps e.g. a tensor alive while we read its memory
         self._pos = 0
 
     def readable(self) -> bool:
@@ -110,8 +110,9 @@ class VideoSource:
 
 
 class _FileLikeGuard(io.RawIOBase):
-    """Wraps a user's file object: reads from its original position onward
-    and hides `close()` so PyAV closing a container never closes the user's file."""
+    """Wraps a user's file object. Positions are absolute (the video starts at
+    offset 0 of the object, whatever its current position), and `close()` is
+    hidden so PyAV closing a container never closes the user's file."""
 
     def __init__(self, fileobj: Any) -> None:
         super().__init__()

@@ -58,6 +58,10 @@ class ExactTimeline:
         return self._pts_seconds[frame_index], float(self.index.duration_seconds[frame_index])
 
 
+# Above this, a header frame rate equal to the time base's tick is not believed.
+_PLAUSIBLE_MAX_FPS = 240
+
+
 class ApproximateTimeline:
     """Timeline from the header alone.
 
@@ -75,7 +79,12 @@ class ApproximateTimeline:
         self.demuxer = demuxer
         stream = demuxer.stream
         base, average = stream.base_rate, stream.average_rate
-        self.variable_rate = bool(base and average and base != average)
+        # FFmpeg reports the time base's tick as the rate when timestamps fit
+        # no frame grid (Matroska's 1 ms ticks on a variable-rate stream): a
+        # "1000 fps" stream is a sign the rate is unknown, not a constant.
+        tick_rate = 1 / demuxer.time_base if demuxer.time_base else None
+        ticking = bool(base and base == tick_rate and base > _PLAUSIBLE_MAX_FPS)
+        self.variable_rate = bool(base and average and base != average) or ticking
         rate = average if self.variable_rate else (base or average)
         self.fps = float(rate) if rate else (metadata.average_fps or 0.0)
         self.begin = metadata.begin_stream_seconds or 0.0
@@ -93,10 +102,11 @@ class ApproximateTimeline:
     def targets_for_indices(self, indices: list[int]) -> list[Target]:
         if self.variable_rate and not self._warned:
             self._warned = True
+            stream = self.demuxer.stream
             warn_user(
-                f"The stream's average frame rate ({float(self.demuxer.stream.average_rate):.4g} fps) "
-                f"differs from its base rate ({float(self.demuxer.stream.base_rate):.4g} fps): the frame "
-                "rate is variable, so in seek_mode='approximate' frame indices are estimates. "
+                f"The stream's header does not give a constant frame rate (average "
+                f"{float(stream.average_rate or 0):.4g} fps, base {float(stream.base_rate or 0):.4g} fps, "
+                f"time base {stream.time_base}): in seek_mode='approximate' frame indices are estimates. "
                 "Use seek_mode='exact' for exact indices; time-based methods stay exact."
             )
         return time_targets(self.index_to_seconds(i) for i in indices)

@@ -116,3 +116,26 @@ def test_info_command_prints_metadata(tmp_path):
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2
     assert "no such video file" in missing.stderr
+
+
+def test_close_releases_the_file_and_refuses_further_calls():
+    import gc
+    import os
+
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with VideoDecoder(H264.path) as decoder:
+        assert decoder[1].shape == (3, 240, 320)
+    with pytest.raises(RuntimeError, match="closed"):
+        decoder[2]
+    gc.disable()  # dropped decoders must release their file without the collector
+    try:
+        before = open_files()
+        for _ in range(20):
+            dropped = VideoDecoder(H264.path)
+            dropped[0]
+            del dropped
+        assert open_files() == before
+    finally:
+        gc.enable()

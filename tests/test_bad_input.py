@@ -91,10 +91,11 @@ def test_truncated_faststart_mp4_exact_mode_indexes_the_intact_frames(faststart_
     complete = VideoDecoder(whole)
     assert 0 < len(decoder) < len(complete)
     assert any("truncated" in str(w.message) for w in caught)
-    for i in range(len(decoder)):
-        frame = decoder.get_frame_at(i)
-        # Every indexed frame is intact: equal to the complete file's frame at that time.
-        assert torch.equal(frame.data, complete.get_frame_played_at(frame.pts_seconds).data), i
+    with pytest.warns(UserWarning, match="could not be decoded"):  # the packet cut in half
+        for i in range(len(decoder)):
+            frame = decoder.get_frame_at(i)
+            # Every indexed frame is intact: equal to the complete file's frame at that time.
+            assert torch.equal(frame.data, complete.get_frame_played_at(frame.pts_seconds).data), i
 
 
 def test_truncated_faststart_mp4_approximate_mode_refuses_missing_frames(faststart_half):
@@ -102,8 +103,28 @@ def test_truncated_faststart_mp4_approximate_mode_refuses_missing_frames(faststa
     decoder = VideoDecoder(half, seek_mode="approximate")
     complete = VideoDecoder(whole)
     assert torch.equal(decoder[0], complete[0])
-    with pytest.raises(DecodingError, match="truncated"):
+    with pytest.raises(DecodingError, match="truncated"), pytest.warns(UserWarning, match="could not be decoded"):
         decoder[len(decoder) - 1]
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.6])
+def test_cut_webm_without_index_opens_and_decodes_what_is_there(fraction, tmp_path):
+    """A Matroska file cut short has no cues: even rewinding needs care."""
+    entry = corpus.BY_NAME["vp9.webm"]
+    reference = corpus.reference_frames(entry.name)
+    data = entry.path.read_bytes()
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(data[: int(len(data) * fraction)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exact = VideoDecoder(cut, dimension_order="NHWC")
+        approximate = VideoDecoder(cut, seek_mode="approximate", dimension_order="NHWC")
+        assert 0 < len(exact) < len(reference)
+        for i in range(len(exact)):
+            assert torch.equal(exact[i], torch.from_numpy(reference[i].rgb)), i
+        assert torch.equal(approximate[1], torch.from_numpy(reference[1].rgb))
+        with pytest.raises(DecodingError, match="truncated"):
+            approximate[len(reference) - 1]
 
 
 def test_file_without_video_stream(tmp_path):

@@ -106,8 +106,9 @@ def test_duplicate_requests_share_one_target():
     assert isinstance(targets[0], Target)
 
 
-def test_variable_rate_header_warns_once_that_indices_are_estimates():
-    entry = corpus.BY_NAME["vfr.mp4"]
+@pytest.mark.parametrize("name", ["vfr.mp4", "vfr.mkv"])  # mkv: rate = time base tick, "1000 fps"
+def test_variable_rate_header_warns_once_that_indices_are_estimates(name):
+    entry = corpus.BY_NAME[name]
     decoder = VideoDecoder(entry.path, seek_mode="approximate")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

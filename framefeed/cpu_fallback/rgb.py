@@ -20,8 +20,9 @@ import av
 import numpy as np
 import torch
 
+from framefeed._colour import is_full_range
+
 _SWS_BICUBIC = 4
-_AVCOL_RANGE_JPEG = 2
 _P4 = ctypes.c_void_p * 4
 _I4 = ctypes.c_int * 4
 
@@ -76,11 +77,6 @@ def _libs() -> _Libs | None:
     return None
 
 
-def native_swscale_available() -> bool:
-    """Whether frames are converted by direct swscale calls (the fast path)."""
-    return _libs() is not None
-
-
 class RgbConverter:
     """Converts decoded `av.VideoFrame`s to RGB24 into `(H, W, 3)` uint8 views.
 
@@ -130,7 +126,7 @@ class RgbConverter:
         pix_fmt = self._pix_fmts.get(name)
         if pix_fmt is None:
             pix_fmt = self._pix_fmts[name] = libs.avutil.av_get_pix_fmt(name.encode())
-        full_range = frame.color_range == _AVCOL_RANGE_JPEG or name.startswith("yuvj")
+        full_range = is_full_range(name, frame.color_range)
         key = (width, height, pix_fmt, frame.colorspace, full_range)
         if key != self._ctx_key:
             ctx = libs.sws.sws_getCachedContext(

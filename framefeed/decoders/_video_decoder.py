@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from framefeed._validation import require_seconds
+from framefeed._validation import require_int, require_seconds
 from framefeed.backend_selection import open_backend, resolve_device
 from framefeed.cpu_fallback.backend import configure_decoder_threads
 from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
@@ -77,8 +77,7 @@ class VideoDecoder:
                 f"Invalid dimension order ({dimension_order!r}). "
                 f"Supported values are {', '.join(_DIMENSION_ORDERS)}."
             )
-        if isinstance(num_ffmpeg_threads, bool) or not isinstance(num_ffmpeg_threads, numbers.Integral):
-            raise TypeError(f"num_ffmpeg_threads must be an int, got {num_ffmpeg_threads!r}")
+        num_ffmpeg_threads = require_int("num_ffmpeg_threads", num_ffmpeg_threads)
         if num_ffmpeg_threads < 0:
             raise ValueError(f"Invalid num_ffmpeg_threads ({num_ffmpeg_threads}): use 0 (FFmpeg chooses) or more")
         self._device = resolve_device(device)
@@ -87,7 +86,7 @@ class VideoDecoder:
 
         self._demuxer = Demuxer(resolve_source(source), stream_index)
         try:
-            self._open(seek_mode, int(num_ffmpeg_threads))
+            self._open(seek_mode, num_ffmpeg_threads)
         except BaseException:
             self._demuxer.close()
             raise
@@ -120,6 +119,24 @@ class VideoDecoder:
         self._end = float(metadata.end_stream_seconds or 0.0)
         self._height = int(metadata.height or 0)
         self._width = int(metadata.width or 0)
+
+    # -- lifetime -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the file and the decoder (an NVDEC decoder goes back to its
+        cache). Also happens when the decoder is garbage-collected; later
+        decoding calls raise RuntimeError."""
+        self._session.close()
+        close_backend = getattr(self._backend, "close", None)
+        if close_backend is not None:
+            close_backend()
+        self._demuxer.close()
+
+    def __enter__(self) -> VideoDecoder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # -- attributes -----------------------------------------------------------
 
@@ -168,7 +185,7 @@ class VideoDecoder:
             TypeError: indices that are not integers.
         """
         positions = [self._check_index(i) for i in _as_int_list(indices, "indices")]
-        return self._batch(self._decode_indices(positions))
+        return self._batch(self._decode(self._timeline.targets_for_indices(positions), len(positions)))
 
     def get_frames_in_range(self, start: int, stop: int, step: int = 1) -> FrameBatch:
         """Frames `start, start+step, ...` before `stop` (half-open, Python
@@ -178,19 +195,16 @@ class VideoDecoder:
             ValueError: `step` is 0.
             TypeError: non-integer bounds.
         """
-        for name, value in (("start", start), ("stop", stop), ("step", step)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(f"{name} must be an int, got {value!r}")
-        if step == 0:
+        bounds = slice(require_int("start", start), require_int("stop", stop), require_int("step", step))
+        if bounds.step == 0:
             raise ValueError("Invalid step 0: step must be a non-zero int")
-        positions = list(range(*slice(int(start), int(stop), int(step)).indices(self._num_frames)))
-        return self._batch(self._decode_indices(positions))
+        return self._frames_at_positions(list(range(*bounds.indices(self._num_frames))))
 
     def get_all_frames(self, fps: float | None = None) -> FrameBatch:
         """Every frame of the stream (at `fps` if given: the frames displayed at
         `begin + k / fps`)."""
         if fps is None and self._timeline.exact:
-            return self.get_frames_in_range(0, self._num_frames)
+            return self._frames_at_positions(list(range(self._num_frames)))
         return self.get_frames_played_in_range(self._begin, self._end, fps=fps)
 
     # -- time-based access ---------------------------------------------------------
@@ -201,12 +215,7 @@ class VideoDecoder:
         Raises:
             IndexError: `seconds` outside `[begin_stream_seconds, end_stream_seconds)`.
         """
-        when = _as_seconds(seconds, "seconds")
-        if not self._begin <= when < self._end:
-            raise IndexError(
-                f"Invalid pts in seconds: {seconds}. It must be greater than or equal to "
-                f"{self._begin} and less than {self._end}."
-            )
+        when = self._check_played_time(_as_seconds(seconds, "seconds"), IndexError)
         return Frame(*self._decode_one(self._timeline.targets_for_times([when])[0]))
 
     def get_frames_played_at(self, seconds: Sequence[float] | Tensor) -> FrameBatch:
@@ -216,14 +225,8 @@ class VideoDecoder:
             FrameTimeOutOfRangeError (IndexError and RuntimeError): a time
                 outside `[begin_stream_seconds, end_stream_seconds)`.
         """
-        times = _as_float_list(seconds, "seconds")
-        for when in times:
-            if not self._begin <= when < self._end:
-                raise FrameTimeOutOfRangeError(
-                    f"Invalid pts in seconds: {when}. It must be greater than or equal to "
-                    f"{self._begin} and less than {self._end}."
-                )
-        return self._batch(self._decode_times(times))
+        times = [self._check_played_time(t, FrameTimeOutOfRangeError) for t in _as_float_list(seconds, "seconds")]
+        return self._batch(self._decode(self._timeline.targets_for_times(times), len(times)))
 
     def get_frames_played_in_range(
         self, start_seconds: float, stop_seconds: float, fps: float | None = None
@@ -256,14 +259,15 @@ class VideoDecoder:
             if not rate > 0:
                 raise ValueError(f"Invalid fps {fps}: it must be positive")
             count = max(math.ceil((stop - start) * rate - 1e-9), 0)
-            times = [start + k / rate for k in range(count)]
-            return self._batch(self._decode_times([t for t in times if t < stop]))
+            times = [t for t in (start + k / rate for k in range(count)) if t < stop]
+            return self._batch(self._decode(self._timeline.targets_for_times(times), len(times)))
         if self._timeline.exact:
             index = self._timeline.index
             first = max(index.index_played_at(start), 0)
             last = int(np.searchsorted(index.pts_seconds, stop, side="left"))  # frames with pts < stop
-            return self._batch(self._decode_indices(list(range(first, max(last, first + 1)))))
-        return self._batch(self._decode_time_range(start, stop))
+            return self._frames_at_positions(list(range(first, max(last, first + 1))))
+        # Approximate mode: no index to count the frames, so decode to find them.
+        return self._batch(self._session.decode_time_range(start, stop, self._allocate))
 
     # -- internals -------------------------------------------------------------------
 
@@ -287,22 +291,23 @@ class VideoDecoder:
         channels_first = self._backend.channels_first_output and self._dimension_order == "NCHW"
         return OutputBuffer.allocate(count, self._height, self._width, self._backend.output_device, channels_first)
 
-    def _decode_indices(self, positions: list[int]) -> OutputBuffer:
-        out = self._allocate(len(positions))
-        if positions:
-            self._session.decode(self._timeline.targets_for_indices(positions), out)
+    def _check_played_time(self, when: float, error: type[Exception]) -> float:
+        if not self._begin <= when < self._end:
+            raise error(
+                f"Invalid pts in seconds: {when}. It must be greater than or equal to "
+                f"{self._begin} and less than {self._end}."
+            )
+        return when
+
+    def _decode(self, targets: list[Target], count: int) -> OutputBuffer:
+        """Decode `targets` into a new buffer of `count` slots (one batched call)."""
+        out = self._allocate(count)
+        if targets:
+            self._session.decode(targets, out)
         return out
 
-    def _decode_times(self, times: list[float]) -> OutputBuffer:
-        out = self._allocate(len(times))
-        if times:
-            self._session.decode(self._timeline.targets_for_times(times), out)
-        return out
-
-    def _decode_time_range(self, start: float, stop: float) -> OutputBuffer:
-        """Approximate mode: the frame displayed at `start` and every later frame
-        with pts < `stop`, found by decoding (there is no index to count them)."""
-        return self._session.decode_time_range(start, stop, self._allocate)
+    def _frames_at_positions(self, positions: list[int]) -> FrameBatch:
+        return self._batch(self._decode(self._timeline.targets_for_indices(positions), len(positions)))
 
     def _pixels(self, out: OutputBuffer) -> Tensor:
         frames = out.as_order(self._dimension_order)
@@ -372,10 +377,7 @@ def _as_int_list(values: Any, name: str) -> list[int]:
         return [int(v) for v in values.reshape(-1)]
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise TypeError(f"{name} must be a list of ints or an integer tensor, got {type(values).__name__}")
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise TypeError(f"{name} must hold ints, got {value!r}")
-    return [int(v) for v in values]
+    return [require_int(name, v) for v in values]
 
 
 def _as_float_list(values: Any, name: str) -> list[float]:

@@ -6,6 +6,7 @@ reads, after the decode plan has positioned it with `seek`.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import av
 
 from framefeed.demux import isobmff
-from framefeed.errors import VideoOpenError
+from framefeed.errors import DecodingError, VideoOpenError
 from framefeed.source import VideoSource
 
 # Far before any real timestamp: seeking here rewinds to the first keyframe.
@@ -33,6 +34,9 @@ class Demuxer:
     def __init__(self, source: VideoSource, stream_index: int | None) -> None:
         self.source = source
         self.container = _open_container(source)
+        # PyAV containers sit in reference cycles, so without this a dropped
+        # decoder would keep its file open until the garbage collector runs.
+        self._closer = weakref.finalize(self, self.container.close)
         try:
             self.stream = _select_stream(self.container, stream_index, source.description)
         except BaseException:
@@ -47,10 +51,6 @@ class Demuxer:
         format_name = self.container.format.name if self.container.format else ""
         self.is_isobmff = "mov" in format_name or "mp4" in format_name
         self._tables: isobmff.TrackTables | None | bool = False  # False: not read yet
-
-    @property
-    def codec_name(self) -> str:
-        return self.stream.codec.canonical_name if self.stream.codec else ""
 
     def seconds(self, pts: int) -> float:
         """Seconds of a pts: the exact rational pts * time_base, rounded once.
@@ -70,8 +70,28 @@ class Demuxer:
 
     def seek(self, pts: int) -> None:
         """Position before the keyframe at or before `pts` (stream time base).
-        `STREAM_START` rewinds to the beginning."""
-        self.container.seek(int(pts), stream=self.stream, backward=True, any_frame=False)
+        `STREAM_START` rewinds to the beginning.
+
+        Raises:
+            DecodingError: the container cannot seek there.
+        """
+        try:
+            self.container.seek(int(pts), stream=self.stream, backward=True, any_frame=False)
+        except av.error.FFmpegError as error:
+            if pts > STREAM_START:
+                raise DecodingError(f"Could not seek {self.source.description} to pts {pts}: {error}") from error
+            # Some demuxers refuse timestamps far before the stream (Matroska
+            # without cues, e.g. a cut recording): rewind to the start instead.
+            self._rewind(error)
+
+    def _rewind(self, first_error: Exception) -> None:
+        for target in (self.stream.start_time or 0, 0):
+            try:
+                self.container.seek(int(target), stream=self.stream, backward=True, any_frame=False)
+                return
+            except av.error.FFmpegError:
+                continue
+        raise DecodingError(f"Could not rewind {self.source.description}: {first_error}") from first_error
 
     def track_tables(self) -> isobmff.TrackTables | None:
         """The MP4/MOV sample tables of this stream's track, read once; None
@@ -94,7 +114,13 @@ class Demuxer:
         return self._tables or None
 
     def close(self) -> None:
-        self.container.close()
+        self._closer()
+
+
+def codec_name(stream: Any) -> str:
+    """FFmpeg's name of the stream's codec ("h264", "av1"; not a decoder's
+    name such as "libdav1d"); "" when unknown."""
+    return stream.codec.canonical_name if stream.codec else ""
 
 
 def _open_container(source: VideoSource) -> Any:

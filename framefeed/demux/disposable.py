@@ -15,13 +15,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from framefeed.demux.demuxer import codec_name
+
 DisposableTest = Callable[[Any], bool]
 
 
 def disposable_packet_test(stream: Any) -> DisposableTest | None:
     """A function telling whether a packet of `stream` is disposable, or None
     when the codec or its extradata gives no safe answer."""
-    codec = stream.codec.canonical_name if stream.codec else ""
+    codec = codec_name(stream)
     extradata = bytes(stream.codec_context.extradata or b"")
     if codec == "h264":
         framing = _nal_framing(extradata, length_size_at=4, config_version_byte=1)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from framefeed.demux.demuxer import codec_name
+
 # FFmpeg's names for the colour enums (libavutil/pixdesc.c); the unspecified
 # value (2) maps to None.
 _COLOR_SPACES = {
@@ -90,7 +92,7 @@ def header_metadata(stream: Any, container: Any, rotation: float | None) -> Vide
         duration_seconds_from_header=_seconds(stream.duration, time_base),
         begin_stream_seconds_from_header=_seconds(stream.start_time, time_base),
         bit_rate=float(bit_rate) if bit_rate else None,
-        codec=stream.codec.canonical_name if stream.codec else None,
+        codec=codec_name(stream) or None,
         stream_index=stream.index,
         width=width,
         height=height,

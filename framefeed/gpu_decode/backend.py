@@ -156,7 +156,7 @@ class NvdecBackend:
             self._awaiting_keyframe = False
         frames: list[NvdecFrame] = []
         for prepared in self._preparer.prepare(packet):
-            frames += self._decode(prepared)
+            frames = self._keep(frames) + self._decode(prepared)
         return frames
 
     def drain(self) -> list[NvdecFrame]:
@@ -164,7 +164,8 @@ class NvdecBackend:
         self._generation += 1
         frames: list[NvdecFrame] = []
         for prepared in self._preparer.finish():
-            frames += self._decode(prepared)
+            frames = self._keep(frames) + self._decode(prepared)
+        frames = self._keep(frames)
         frames += self._wrap(self._end_of_stream())
         self._preparer.reset()  # the decoder stays usable; it needs parameter sets again
         self._awaiting_keyframe = True
@@ -212,7 +213,14 @@ class NvdecBackend:
             )
         return self._converter.view(frame.picture)
 
+    def _keep(self, frames: list[NvdecFrame]) -> list[NvdecFrame]:
+        """Frames from an earlier Decode() of this call, copied out before the
+        next Decode() overwrites their pictures (rare: a packet the bitstream
+        filter splits in two)."""
+        return [self.retain(frame) for frame in frames]
+
     def _decode(self, prepared: PreparedPacket) -> list[NvdecFrame]:
+        self._generation += 1  # pictures of earlier Decode() calls are about to be overwritten
         packet = self._make_packet()
         packet.bsl_data = prepared.address
         packet.bsl = prepared.size
@@ -239,6 +247,7 @@ class NvdecBackend:
     def _end_of_stream(self) -> list[Any]:
         if not self._unflushed:
             return []
+        self._generation += 1
         self._unflushed = False
         return self._call_decoder(self._make_packet(), "the end-of-stream flush")
 

@@ -24,6 +24,8 @@ from typing import Any
 import av
 import numpy as np
 
+from framefeed.demux.demuxer import codec_name
+
 # FFmpeg codec name (`stream.codec.canonical_name`) -> PyNvVideoCodec's
 # `cudaVideoCodec` member. Codecs missing here are decoded on the CPU.
 NVDEC_CODECS: dict[str, str] = {
@@ -161,7 +163,7 @@ class PacketPreparer:
     """
 
     def __init__(self, stream: Any) -> None:
-        self.codec_name = stream.codec.canonical_name if stream.codec else ""
+        self.codec_name = codec_name(stream)
         self.parameter_sets = parameter_sets(self.codec_name, stream.codec_context.extradata)
         filter_name = ANNEXB_FILTERS.get(self.codec_name)
         self._filter = av.bitstream.BitStreamFilterContext(filter_name, in_stream=stream) if filter_name else None

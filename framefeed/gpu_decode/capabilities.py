@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from framefeed.demux.demuxer import codec_name
 from framefeed.gpu_decode.bitstream import NVDEC_CODECS
 from framefeed.gpu_decode.colour import ColourSpec, colour_spec_for_stream
 
@@ -71,7 +72,7 @@ def stream_traits(stream: Any) -> StreamTraits:
     ctx = stream.codec_context
     colour, colour_reason = colour_spec_for_stream(stream)
     return StreamTraits(
-        codec=stream.codec.canonical_name if stream.codec else "",
+        codec=codec_name(stream),
         width=int(ctx.width or 0),
         height=int(ctx.height or 0),
         pixel_format=ctx.format.name if ctx.format is not None else None,

@@ -23,6 +23,8 @@ import av
 import numpy as np
 import torch
 
+from framefeed._colour import is_full_range
+
 # FFmpeg AVColorSpace value -> (name, Kr, Kb), mirroring swscale's
 # `sws_getCoefficients`, which the CPU path calls: values it does not list
 # (unspecified, reserved, YCgCo, anything newer) fall back to BT.601.
@@ -37,7 +39,6 @@ _MATRICES: dict[int, tuple[str, float, float]] = {
     10: ("bt2020", 0.2627, 0.0593),  # swscale uses the NCL matrix for CL too
 }
 _AVCOL_SPC_RGB = 0
-_AVCOL_RANGE_JPEG = 2
 
 # Surface formats of NVDEC's native output that the kernel reads.
 SURFACE_FORMATS = ("NV12", "P016", "YUV444", "YUV444_16Bit")
@@ -139,7 +140,7 @@ def colour_spec_for(pixel_format: str, colorspace: int, color_range: int) -> tup
     if (shift_x, shift_y) not in ((1, 1), (0, 0)):
         return None, f"chroma subsampling of {pixel_format} (only 4:2:0 and 4:4:4 surfaces are converted)"
     name, kr, kb = _MATRICES.get(colorspace, _BT601)
-    full = color_range == _AVCOL_RANGE_JPEG or pixel_format.startswith("yuvj")
+    full = is_full_range(pixel_format, color_range)
     return ColourSpec(name, kr, kb, full, bit_depth, shift_x, shift_y), ""
 
 

@@ -22,7 +22,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_CAPACITY = 8
@@ -56,7 +56,6 @@ class PooledDecoder:
     decoder: Any
     stream: Any
     uses: int = 0
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def reused(self) -> bool:
@@ -161,9 +160,3 @@ def clear_all_caches() -> None:
             cache.clear()
         except Exception:  # at exit, a broken driver must not turn into a traceback
             pass
-
-
-def existing_cache(device_index: int) -> DecoderCache | None:
-    """The device's cache if one was created (for statistics and tests)."""
-    with _caches_lock:
-        return _caches.get(device_index)

@@ -9,10 +9,9 @@ the values involved.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Literal, TypeVar
 
-from framefeed._validation import require_seconds
+from framefeed._validation import require_int, require_seconds
 from framefeed.frames import FrameBatch
 
 Policy = Literal["repeat_last", "wrap", "error"]
@@ -22,14 +21,6 @@ _Value = TypeVar("_Value", int, float)
 
 
 # -- argument types -------------------------------------------------------------
-
-
-def require_int(name: str, value: Any) -> int:
-    """`value` as an int. bool is refused although Python counts it as an int:
-    `num_clips=True` is a mistake, not a request for one clip."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    return int(value)
 
 
 def require_positive_spacing(name: str, value: Any) -> float:
