@@ -90,7 +90,9 @@ def write_results(name: str, title: str, clips, measurements, skipped, targets: 
     for clip in document["clips"]:
         clip["path"] = Path(clip["path"]).name  # no machine paths in committed results
     write_json(document, RESULTS / f"{name}.json")
-    lines = [f"# {title}", "", f"Measured {machine_line()}; median of {runs} interleaved runs after "
+    counts = sorted({len(m.seconds) for m in measurements if m.seconds})
+    run_text = " or ".join(str(c) for c in counts) if counts else str(runs)
+    lines = [f"# {title}", "", f"Measured {machine_line()}; median of {run_text} interleaved runs after "
              f"{warmup} warm-up run(s).", "", "## Targets", "",
              "| target | ratio | limit | result |", "| --- | --- | --- | --- |"]
     for target in targets:
