@@ -280,9 +280,10 @@ class PyNvSimpleDecoder(Contender):
     def sequential(self, path: str, params: dict) -> int:
         decoder = self._decoder(path)
         count = 0
-        for frame in decoder:
-            torch.from_dlpack(frame)
-            count += 1
+        while frames := decoder.get_batch_frames(32):  # sequential batches; empty at the end
+            for frame in frames:
+                torch.from_dlpack(frame)
+            count += len(frames)
         return count
 
     def random_access(self, path: str, params: dict) -> int:
