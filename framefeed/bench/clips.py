@@ -74,7 +74,6 @@ LONG_RECIPE = ClipRecipe("h264_640x360_23min", VideoSpec(width=640, height=360, 
 # A longer 1080p clip for decode-throughput comparisons (10 s).
 HD_LONG_RECIPE = ClipRecipe("h264_1080p_10s", VideoSpec(width=1920, height=1080, fps=30, num_frames=300,
                                                         codec_options=x264_options(60)))
-RECIPES = {r.name: r for r in [*DEFAULT_RECIPES, LONG_RECIPE, HD_LONG_RECIPE]}
 
 
 def clip_dir(cache_dir: str | Path | None = None) -> Path:

@@ -40,7 +40,6 @@ class CpuBackend:
         self._codec = stream.codec_context
         self._converter = RgbConverter(rotation_quarter_turns)
         self.frames_decoded = 0
-        self.packets_sent = 0
 
     def reset(self) -> None:
         """Forget all decoder state (after a seek)."""
@@ -48,7 +47,6 @@ class CpuBackend:
 
     def send(self, packet: Any) -> Sequence[Any]:
         """Decode one packet; returns the frames it completed, in display order."""
-        self.packets_sent += 1
         try:
             frames = self._codec.decode(packet)
         except av.error.FFmpegError as error:

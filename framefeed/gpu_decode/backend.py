@@ -119,7 +119,6 @@ class NvdecBackend:
         # Whether data went in since the last end-of-stream packet: a flush of a
         # decoder that never saw a picture has nothing to do, so it is not sent.
         self._unflushed = flush_first
-        self.packets_sent = 0
         self.frames_decoded = 0
         self._closer = weakref.finalize(self, on_close) if on_close is not None else None
         if self._closer is not None:
@@ -238,7 +237,6 @@ class NvdecBackend:
                 packet.discardable = True
         if prepared.duration and stamp != NO_PTS:
             self._durations[stamp] = int(prepared.duration)
-        self.packets_sent += 1
         self._unflushed = True
         pictures = self._call_decoder(packet, f"a packet (pts {prepared.pts})")
         del prepared  # the payload had to stay alive until Decode returned

@@ -146,14 +146,12 @@ class DecoderCapsCache:
         self._query = query
         self._answers: dict[tuple[int, str, str, int], dict[str, int]] = {}
         self._lock = threading.Lock()
-        self.queries = 0
 
     def get(self, device_index: int, codec: str, chroma_format: str, bit_depth: int) -> dict[str, int]:
         key = (device_index, codec, chroma_format, bit_depth)
         with self._lock:
             answer = self._answers.get(key)
             if answer is None:
-                self.queries += 1
                 answer = self._answers[key] = dict(self._query(*key))
             return answer
 
