@@ -67,14 +67,17 @@ def open_backend(
     device: torch.device,
     *,
     rotation_quarter_turns: int,
+    nvdec_cache: Any = None,
 ) -> BackendSelection:
-    """The backend that decodes `demuxer`'s stream for `device`."""
+    """The backend that decodes `demuxer`'s stream for `device`. NVDEC
+    decoders come from `nvdec_cache` (a `gpu_decode.DecoderCache`; None: the
+    device's process-wide cache)."""
     if device.type == "cuda":
         from framefeed.gpu_decode import (
             open_nvdec_backend,  # lazy: CuPy/PyNvVideoCodec are optional
         )
 
-        backend, reason = open_nvdec_backend(demuxer, metadata, device, rotation_quarter_turns)
+        backend, reason = open_nvdec_backend(demuxer, metadata, device, rotation_quarter_turns, nvdec_cache)
         if backend is not None:
             return BackendSelection(backend, CpuFallbackStatus(str(device)))
         cpu = CpuBackend(demuxer.stream, rotation_quarter_turns=rotation_quarter_turns)

@@ -32,10 +32,12 @@ from framefeed.gpu_decode.decoder_cache import (
     DecoderKey,
     PooledDecoder,
     cache_for_device,
+    capacity_from_environment,
 )
 from framefeed.gpu_decode.kernels import compile_kernel
 
-__all__ = ["NvdecBackend", "open_nvdec_backend", "nvdec_unavailable_reason"]
+__all__ = ["NvdecBackend", "new_decoder_cache", "nvdec_engine_count", "nvdec_unavailable_reason",
+           "open_nvdec_backend"]
 
 _load_lock = threading.Lock()
 _modules: dict[str, tuple[Any, str]] = {}
@@ -99,9 +101,10 @@ def _primary_context(device_index: int) -> int:
         return int(cupy.cuda.driver.ctxGetCurrent())
 
 
-def _create_decoder(nvc: Any, key: DecoderKey) -> PooledDecoder:
+def _create_decoder(nvc: Any, key: DecoderKey, stream: Any = None) -> PooledDecoder:
     device = torch.device("cuda", key.device_index)
-    stream = torch.cuda.Stream(device)  # one stream per decoder, for its whole life
+    if stream is None:
+        stream = torch.cuda.Stream(device)  # one stream per decoder, for its whole life
     decoder = nvc.CreateDecoder(
         gpuid=key.device_index,
         codec=getattr(nvc.cudaVideoCodec, NVDEC_CODECS[key.codec]),
@@ -127,10 +130,37 @@ def decoder_cache_for(device_index: int) -> DecoderCache:
     return cache_for_device(device_index, functools.partial(_create_decoder, nvc), on_evict=_retire)
 
 
-def open_nvdec_backend(demuxer: Any, metadata: Any, device: torch.device,
-                       rotation_quarter_turns: int) -> tuple[NvdecBackend | None, str]:
+def new_decoder_cache(device_index: int, stream: Any = None, capacity: int | None = None) -> DecoderCache:
+    """A decoder cache owned by its caller (a `framefeed.pool` session) rather
+    than the process: the decoders it creates run on `stream` (None: a new
+    stream per decoder). `capacity` idle decoders are kept (None: as the
+    process-wide caches). PyNvVideoCodec must be importable."""
+    nvc, reason = load_pynvvideocodec()
+    if nvc is None:
+        raise RuntimeError(reason)
+    return DecoderCache(functools.partial(_create_decoder, nvc, stream=stream),
+                        capacity_from_environment() if capacity is None else capacity, on_evict=_retire)
+
+
+def nvdec_engine_count(device_index: int) -> int | None:
+    """NVDEC engines of a CUDA device (`GetDecoderCaps`' `num_decoder_engines`
+    for 8-bit 4:2:0 H.264, which every NVDEC generation decodes); None when
+    NVDEC is unusable or the driver does not say."""
+    if nvdec_unavailable_reason():
+        return None
+    nvc, _ = load_pynvvideocodec()
+    try:
+        count = int(_caps_cache(nvc).get(device_index, "h264", "420", 8).get("num_decoder_engines", 0))
+    except Exception:  # a driver without the field or a failing query: unknown, not fatal
+        return None
+    return count if count > 0 else None
+
+
+def open_nvdec_backend(demuxer: Any, metadata: Any, device: torch.device, rotation_quarter_turns: int,
+                       cache: DecoderCache | None = None) -> tuple[NvdecBackend | None, str]:
     """(backend, "") when NVDEC can decode the demuxer's stream exactly, else
-    (None, reason). Never raises for a stream or machine NVDEC cannot serve."""
+    (None, reason). Never raises for a stream or machine NVDEC cannot serve.
+    The decoder comes from `cache` (None: the device's process-wide cache)."""
     traits = stream_traits(demuxer.stream)
     reason = stream_reason(traits)
     if reason:
@@ -151,7 +181,8 @@ def open_nvdec_backend(demuxer: Any, metadata: Any, device: torch.device,
         return None, reason
     surface_format = surface_format_for(traits.colour)
     key = DecoderKey(index, traits.codec, traits.width, traits.height, surface_format)
-    cache = decoder_cache_for(index)
+    if cache is None:
+        cache = decoder_cache_for(index)
     try:
         pooled = cache.acquire(key)
     except Exception as error:
