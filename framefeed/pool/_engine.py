@@ -1,0 +1,367 @@
+"""The pool's threads: demux threads open and plan, decode sessions decode.
+
+    submit() --requests--> demux threads --admitted work--> decode sessions --> futures
+              (bounded)    open + plan,    (bounded)        backend + slots,
+                           wait for room                    hand over, free room
+
+Both queues are bounded and admission waits for room in flight
+(`_budget.InFlightBudget`), so a producer faster than the decoders is held
+back (`submit` blocks) instead of buffering without limit.
+
+Every failure is caught per request and set on that request's future; no
+exception ends a thread. Threads are daemons and hold no reference to the
+`DecodePool` facade, so a forgotten pool is shut down when collected.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from framefeed.pool._adapter import (
+    OpenedVideo,
+    SessionDecoders,
+    Work,
+    execute,
+    open_video,
+    plan_work,
+)
+from framefeed.pool._budget import BudgetClosed, InFlightBudget, Ticket
+from framefeed.pool._hardware import HostRuntime
+from framefeed.pool._request import DecodeRequest
+from framefeed.pool._stats import DecodeInfo, PoolBatch, PoolStats, SessionStats
+
+_STOP = object()
+
+
+class PoolClosedError(RuntimeError):
+    """The pool was closed (with `cancel_pending=True`) before this request was decoded."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One request on its way through the pool.
+
+    `opened`: the video, already open (sampler targets open ahead).
+    `open_only`: the future gets the `OpenedVideo` itself (no decoding).
+    `clip_shape`: the batch is reshaped to `(clips, frames per clip, ...)`.
+    `consumer`: the CUDA stream current when the request was submitted.
+    """
+
+    request: DecodeRequest
+    future: Future
+    consumer: Any = None
+    opened: OpenedVideo | None = None
+    open_only: bool = False
+    clip_shape: tuple[int, int] | None = None
+    work: Work | None = None
+    ticket: Ticket | None = None
+
+
+class Session:
+    """A decode session: one thread, its decoders, its CUDA stream."""
+
+    def __init__(self, index: int, engine: Engine, decoders_per_session: int) -> None:
+        self.index = index
+        self.stream = engine.runtime.new_stream()
+        self.decoders = SessionDecoders(engine.device, self.stream, decoders_per_session)
+        self.busy_seconds = 0.0
+        self.requests = 0
+        self.frames_decoded = 0
+        self.frames_returned = 0
+        self.thread = threading.Thread(target=engine.session_loop, args=(self,), daemon=True,
+                                       name=f"framefeed-pool-session-{index}")
+
+    def stats(self) -> SessionStats:
+        return SessionStats(self.index, self.busy_seconds, self.requests, self.frames_decoded, self.frames_returned,
+                            self.decoders.created, self.decoders.reused, self.decoders.idle_count())
+
+
+class Engine:
+    """Queues, threads and counters behind a `DecodePool`."""
+
+    def __init__(self, *, device: torch.device, runtime: HostRuntime, sessions: int, demux_threads: int,
+                 budget: InFlightBudget, queue_depth: int, decoders_per_session: int,
+                 num_ffmpeg_threads: int) -> None:
+        self.device = device
+        self.runtime = runtime
+        self.budget = budget
+        self.num_ffmpeg_threads = num_ffmpeg_threads
+        self.started = time.perf_counter()
+        self._requests: queue.Queue[Any] = queue.Queue(maxsize=queue_depth)
+        self._work: queue.Queue[Any] = queue.Queue(maxsize=sessions)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._cancelling = False
+        self._shut_down = False
+        self._shutdown_lock = threading.Lock()
+        self._counts = {"submitted": 0, "completed": 0, "failed": 0, "cancelled": 0, "cpu_fallbacks": 0}
+        self._demux_busy = 0.0
+        self.sessions = [Session(i, self, decoders_per_session) for i in range(sessions)]
+        self._demuxers = [threading.Thread(target=self._demux_loop, daemon=True, name=f"framefeed-pool-demux-{i}")
+                          for i in range(demux_threads)]
+        self.thread_ids: set[int] = set()
+        for thread in [*self._demuxers, *(s.thread for s in self.sessions)]:
+            thread.start()
+            self.thread_ids.add(thread.ident or 0)
+
+    # -- intake -------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("This DecodePool is closed")
+
+    def submit(self, job: Job) -> Future:
+        """Queue `job`; blocks while the request queue is full (back-pressure)."""
+        with self._lock:
+            self.check_open()
+            if not job.open_only:  # opening ahead for a sampler is not a request of its own
+                self._counts["submitted"] += 1
+        job.consumer = self.runtime.consumer_stream()
+        self._requests.put(job)
+        return job.future
+
+    # -- demux threads ------------------------------------------------------------------------
+
+    def _demux_loop(self) -> None:
+        while True:
+            job = self._requests.get()
+            if job is _STOP:
+                return
+            if not job.future.set_running_or_notify_cancel():
+                self._count("cancelled")
+                if job.opened is not None:
+                    job.opened.close()
+                continue
+            try:
+                self._prepare(job)
+            except BaseException as error:  # a bug in the bookkeeping: fail the request, keep the thread
+                if not job.future.done():
+                    self._fail(job, error)
+
+    def _prepare(self, job: Job) -> None:
+        began = time.perf_counter()
+        video = job.opened
+        try:
+            if video is None:
+                request = job.request
+                video = open_video(request.source, seek_mode=request.seek_mode, stream_index=request.stream_index,
+                                   num_ffmpeg_threads=self.num_ffmpeg_threads)
+            if job.open_only:
+                self._add_demux_time(began)
+                job.future.set_result(video)
+                return
+            work = plan_work(video, job.request)
+            self._add_demux_time(began)
+            job.work = work
+            job.ticket = self.budget.acquire(work.count, work.count * work.frame_bytes,
+                                             give_up=lambda: self._cancelling)
+        except BudgetClosed:
+            video.close()
+            self._fail(job, PoolClosedError("the DecodePool was closed before this request was decoded"), "cancelled")
+            return
+        except Exception as error:
+            if video is not None:
+                video.close()
+            self._add_demux_time(began)
+            self._fail(job, error)
+            return
+        self._work.put(job)
+
+    def _add_demux_time(self, began: float) -> None:
+        with self._lock:
+            self._demux_busy += time.perf_counter() - began
+
+    # -- decode sessions ----------------------------------------------------------------------
+
+    def session_loop(self, session: Session) -> None:
+        while True:
+            job = self._work.get()
+            if job is _STOP:
+                return
+            try:
+                if self._cancelling:
+                    self._abandon(job)
+                else:
+                    self._decode(session, job)
+            except BaseException as error:  # a bug in the bookkeeping: fail the request, keep the session
+                if not job.future.done():
+                    self._fail(job, error)
+
+    def _decode(self, session: Session, job: Job) -> None:
+        began = time.perf_counter()
+        work = job.work
+        assert work is not None
+        request = job.request
+        opened = None
+        try:
+            with self.runtime.stream_scope(session.stream):
+                opened = session.decoders.open(work.video)
+                data, pts, durations = execute(work, opened.backend, request.dimension_order)
+                count = len(pts)
+                if data.device != self.runtime.result_device:  # a CPU fallback in a CUDA pool: upload
+                    data = data.to(self.runtime.result_device, non_blocking=True)
+                data = _apply_transforms(data, request.transforms, count)
+                self.runtime.hand_over(session.stream, data, job.consumer)
+            decoded = int(getattr(opened.backend, "frames_decoded", 0))
+            info = DecodeInfo(work.video.description, session.index, opened.status, opened.reused, decoded)
+            pts_t, durations_t = torch.from_numpy(pts), torch.from_numpy(durations)
+            if job.clip_shape is not None:
+                data = data.unflatten(0, job.clip_shape)
+                pts_t, durations_t = pts_t.unflatten(0, job.clip_shape), durations_t.unflatten(0, job.clip_shape)
+            batch = PoolBatch(data, pts_t, durations_t, info)
+        except Exception as error:
+            self._finish_session_work(session, job, opened, began, returned=0)
+            self._fail(job, error)
+            return
+        with self._lock:
+            session.frames_decoded += decoded
+            session.frames_returned += count
+            self._counts["completed"] += 1
+            if opened.status:
+                self._counts["cpu_fallbacks"] += 1
+        job.future.set_result(batch)  # before the room is freed: handed out, then out of flight
+        self._finish_session_work(session, job, opened, began, returned=count)
+
+    def _finish_session_work(self, session: Session, job: Job, opened: Any, began: float, returned: int) -> None:
+        """Give the decoder back, close the file, free the room in flight."""
+        try:
+            if opened is not None:
+                opened.release()
+        finally:
+            assert job.work is not None
+            job.work.video.close()
+            if job.ticket is not None:
+                self.budget.release(job.ticket)
+                job.ticket = None
+            with self._lock:
+                session.requests += 1
+                session.busy_seconds += time.perf_counter() - began
+
+    def _abandon(self, job: Job) -> None:
+        """Admitted work that no session will run (the pool is being cancelled)."""
+        assert job.work is not None
+        job.work.video.close()
+        if job.ticket is not None:
+            self.budget.release(job.ticket)
+            job.ticket = None
+        self._fail(job, PoolClosedError("the DecodePool was closed before this request was decoded"), "cancelled")
+
+    # -- outcomes and counters ------------------------------------------------------------------
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
+    def _fail(self, job: Job, error: BaseException, counter: str = "failed") -> None:
+        with self._lock:
+            if job.open_only:  # a sampler's source that could not be opened: its request fails here
+                self._counts["submitted"] += 1
+            self._counts[counter] += 1
+        job.future.set_exception(error)
+
+    def stats(self) -> PoolStats:
+        with self._lock:
+            sessions = tuple(s.stats() for s in self.sessions)
+            counts = dict(self._counts)
+            demux_busy = self._demux_busy
+        budget = self.budget
+        return PoolStats(
+            device=str(self.device),
+            uptime_seconds=time.perf_counter() - self.started,
+            sessions=sessions,
+            demux_threads=len(self._demuxers),
+            demux_busy_seconds=demux_busy,
+            submitted=counts["submitted"],
+            completed=counts["completed"],
+            failed=counts["failed"],
+            cancelled=counts["cancelled"],
+            frames_decoded=sum(s.frames_decoded for s in sessions),
+            frames_returned=sum(s.frames_returned for s in sessions),
+            cpu_fallbacks=counts["cpu_fallbacks"],
+            decoders_created=sum(s.decoders_created for s in sessions),
+            decoders_reused=sum(s.decoders_reused for s in sessions),
+            frames_in_flight=budget.frames,
+            bytes_in_flight=budget.bytes,
+            peak_frames_in_flight=budget.peak_frames,
+            peak_bytes_in_flight=budget.peak_bytes,
+            max_frames_in_flight=budget.max_frames,
+            max_bytes_in_flight=budget.max_bytes,
+            nvdec_utilisation_percent=self.runtime.decoder_utilisation(),
+        )
+
+    # -- shutdown --------------------------------------------------------------------------------
+
+    def shutdown(self, cancel_pending: bool) -> None:
+        """Stop the threads, then destroy every session's decoders.
+
+        Without `cancel_pending`, every request already submitted is decoded
+        first. With it, queued requests are cancelled and admitted ones not
+        yet decoding fail with `PoolClosedError`; running decodes finish.
+        """
+        if threading.get_ident() in self.thread_ids:
+            raise RuntimeError("A DecodePool cannot be closed from one of its own threads (a future's callback)")
+        with self._shutdown_lock:  # one shutdown at a time; later calls find it done
+            if self._shut_down:
+                return
+            self._stop(cancel_pending)
+            self._shut_down = True
+
+    def _stop(self, cancel_pending: bool) -> None:
+        with self._lock:
+            self._closed = True
+            if cancel_pending:
+                self._cancelling = True
+        if cancel_pending:
+            self.budget.close()
+            self._cancel_queued()
+        for _ in self._demuxers:
+            self._requests.put(_STOP)
+        for thread in self._demuxers:
+            thread.join()
+        self._cancel_queued()  # submits that raced with close landed after the stops
+        for _ in self.sessions:
+            self._work.put(_STOP)
+        for session in self.sessions:
+            session.thread.join()
+        for session in self.sessions:
+            session.decoders.close()
+        self.runtime.release_memory()
+
+    def _cancel_queued(self) -> None:
+        while True:
+            try:
+                job = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if job is _STOP:
+                continue
+            if job.opened is not None:
+                job.opened.close()
+            if job.future.cancel():
+                self._count("cancelled")
+            elif not job.future.done():
+                self._fail(job, PoolClosedError("the DecodePool was closed before this request was decoded"),
+                           "cancelled")
+
+
+def _apply_transforms(data: torch.Tensor, transforms: tuple[Any, ...], count: int) -> torch.Tensor:
+    for transform in transforms:
+        data = transform(data)
+        if not isinstance(data, torch.Tensor) or data.ndim < 4 or data.shape[0] != count:
+            shape = tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__
+            raise ValueError(
+                f"transform {transform!r} returned {shape}: transforms must return a tensor of {count} frames "
+                "(4-D, frames first)"
+            )
+    return data
