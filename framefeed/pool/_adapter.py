@@ -189,8 +189,9 @@ class SessionDecoders:
     decoders are FFmpeg's, opened per video (cheap) and never reused.
 
     Attributes:
-        created: decoders created (NVDEC) or opened (CPU).
+        created: NVDEC decoders created.
         reused: requests served by a reused NVDEC decoder.
+        cpu_opened: FFmpeg decoders opened (one per request decoded on the CPU).
     """
 
     def __init__(self, device: torch.device, stream: Any, capacity: int) -> None:
@@ -200,6 +201,7 @@ class SessionDecoders:
         self._cache: Any = None
         self.created = 0
         self.reused = 0
+        self.cpu_opened = 0
 
     def _nvdec_cache(self) -> Any:
         if self._cache is None and self.device.type == "cuda":
@@ -222,7 +224,7 @@ class SessionDecoders:
             self.created += cache.created - before[0]
             self.reused += cache.reused - before[1]
         else:
-            self.created += 1
+            self.cpu_opened += 1
         return Opened(selection.backend, selection.status, reused)
 
     def idle_count(self) -> int:

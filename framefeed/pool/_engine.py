@@ -80,7 +80,8 @@ class Session:
 
     def stats(self) -> SessionStats:
         return SessionStats(self.index, self.busy_seconds, self.requests, self.frames_decoded, self.frames_returned,
-                            self.decoders.created, self.decoders.reused, self.decoders.idle_count())
+                            self.decoders.created, self.decoders.reused, self.decoders.idle_count(),
+                            self.decoders.cpu_opened)
 
 
 class Engine:
@@ -291,6 +292,7 @@ class Engine:
             cpu_fallbacks=counts["cpu_fallbacks"],
             decoders_created=sum(s.decoders_created for s in sessions),
             decoders_reused=sum(s.decoders_reused for s in sessions),
+            cpu_decoders_opened=sum(s.cpu_decoders_opened for s in sessions),
             frames_in_flight=budget.frames,
             bytes_in_flight=budget.bytes,
             peak_frames_in_flight=budget.peak_frames,
@@ -349,6 +351,7 @@ class Engine:
             if job.opened is not None:
                 job.opened.close()
             if job.future.cancel():
+                job.future.set_running_or_notify_cancel()  # wakes `wait()`ers: no thread will pick it up now
                 self._count("cancelled")
             elif not job.future.done():
                 self._fail(job, PoolClosedError("the DecodePool was closed before this request was decoded"),

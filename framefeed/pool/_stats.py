@@ -54,11 +54,13 @@ class SessionStats:
             converting, handing over), summed.
         requests: requests it ran, failed ones included.
         frames_decoded, frames_returned: as in `PoolStats`.
-        decoders_created: NVDEC decoders it created (on the CPU: FFmpeg
-            decoders opened, one per request).
+        decoders_created: NVDEC decoders it created.
         decoders_reused: requests served by one of its NVDEC decoders reused
             from an earlier video.
         decoders_idle: NVDEC decoders now waiting in its cache.
+        cpu_decoders_opened: FFmpeg decoders it opened (one per request
+            decoded on the CPU: opening one costs microseconds, so they are
+            not kept).
     """
 
     index: int
@@ -69,6 +71,7 @@ class SessionStats:
     decoders_created: int
     decoders_reused: int
     decoders_idle: int
+    cpu_decoders_opened: int
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ class PoolStats:
         frames_decoded: frames the decoders produced (references included).
         frames_returned: frames in the batches handed out.
         cpu_fallbacks: requests a CUDA pool decoded on the CPU.
-        decoders_created, decoders_reused: summed over sessions.
+        decoders_created, decoders_reused, cpu_decoders_opened: summed over sessions.
         frames_in_flight, bytes_in_flight: admitted and not yet handed out.
         peak_frames_in_flight, peak_bytes_in_flight: the largest such totals.
         max_frames_in_flight, max_bytes_in_flight: the caps (None: no cap).
@@ -107,6 +110,7 @@ class PoolStats:
     cpu_fallbacks: int
     decoders_created: int
     decoders_reused: int
+    cpu_decoders_opened: int
     frames_in_flight: int
     bytes_in_flight: int
     peak_frames_in_flight: int
