@@ -23,6 +23,11 @@ from framefeed.plan import DecodePlan, Run
 
 # Seek attempts to reach a keyframe at or before a group's seek point.
 _MAX_POSITIONING_SEEKS = 24
+# Codecs whose every picture is output by the decode call of its own packet
+# (or at the drain that follows): an exact group may stop right after its
+# last target's packet. VP8/VP9/AV1 can hide a picture in one packet and show
+# it from a later one, so their groups run to the end of the keyframe interval.
+_OUTPUT_BY_OWN_PACKET = ("h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4")
 
 
 def build_bundle(plan: DecodePlan, demuxer: Demuxer, params: CodecParameters,
@@ -112,19 +117,20 @@ def _exact_group(group: list[Run], demuxer: Demuxer, writer: BundleWriter, plan:
     needed = {t.pts for run in group for t in run.targets}
     skip_before = plan.skip_before
     wanted = plan.wanted_pts
+    to_interval_end = writer.params.codec not in _OUTPUT_BY_OWN_PACKET
     packets, at_start = _positioned(demuxer, group[0].seek_pts, margin=False)
     writer.begin(at_start)
     ended = True
     for packet in packets:
         pts = packet.pts
+        if not needed and (not to_interval_end or packet.is_keyframe):
+            ended = False
+            break
         if (disposable is not None and pts is not None and skip_before is not None and pts < skip_before
                 and pts not in wanted and disposable(packet)):
             continue
         writer.add(packet)
         needed.discard(pts)
-        if not needed:
-            ended = False
-            break
     writer.end(ends_stream=ended)
 
 
@@ -146,3 +152,41 @@ def _approximate_group(group: list[Run], demuxer: Demuxer, writer: BundleWriter,
             past_keyframe = True
         writer.add(packet)
     writer.end(ends_stream=ended)
+
+
+def ship_request(source: Any, seek_mode: str = "exact", *, indices: list[int] | None = None,
+                 seconds: list[float] | None = None, time_range: tuple[float, float] | None = None,
+                 stream_index: int | None = None) -> tuple[DecodePlan, PacketBundle]:
+    """Plan one request and demux its packets: what a CUDA-free worker does.
+
+    Exactly one of `indices` (valid, non-negative frame positions), `seconds`
+    (times in `[begin, end)`) or `time_range` (`(start, stop)` seconds: every
+    frame displayed in it) is given. Returns the plan and its bundle, both
+    picklable; `framefeed.session.execute_plan(plan, BundleSource(bundle),
+    backend, out)` decodes them anywhere. The source is closed on return.
+    """
+    from framefeed.opening import open_stream  # here: opening imports the CPU backend module
+    from framefeed.plan import build_plan, time_range_plan
+
+    opened = open_stream(source, stream_index, seek_mode)
+    try:
+        timeline = opened.timeline
+        if time_range is not None:
+            if timeline.exact:
+                index = timeline.index
+                first = max(index.index_played_at(time_range[0]), 0)
+                last = int((index.pts_seconds < time_range[1]).sum())
+                positions = list(range(first, max(last, first + 1)))
+                plan = build_plan(timeline.targets_for_indices(positions), timeline, len(positions))
+            else:
+                plan = time_range_plan(time_range[0], time_range[1], timeline)
+        elif indices is not None:
+            plan = build_plan(timeline.targets_for_indices(list(indices)), timeline, len(indices))
+        elif seconds is not None:
+            plan = build_plan(timeline.targets_for_times(list(seconds)), timeline, len(seconds))
+        else:
+            raise ValueError("give indices, seconds or time_range")
+        bundle = build_bundle(plan, opened.demuxer, opened.params, opened.disposable if plan.exact else None)
+        return plan, bundle
+    finally:
+        opened.demuxer.close()

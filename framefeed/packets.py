@@ -77,6 +77,8 @@ class CodecParameters:
         field_order: FFmpeg's AVFieldOrder number (interlacing).
         profile: FFmpeg profile name, None when unknown.
         rotation_quarter_turns: display rotation, counter-clockwise quarter turns.
+        decoder: FFmpeg's name of the software decoder the stream opened with
+            ("libdav1d" for AV1, where the decoder called "av1" needs hardware).
     """
 
     codec: str
@@ -92,6 +94,7 @@ class CodecParameters:
     field_order: int = 0
     profile: str | None = None
     rotation_quarter_turns: int = 0
+    decoder: str = ""
 
     @classmethod
     def from_stream(cls, stream: Any, rotation_quarter_turns: int = 0) -> CodecParameters:
@@ -111,12 +114,13 @@ class CodecParameters:
             field_order=int(getattr(ctx, "field_order", 0) or 0),
             profile=ctx.profile or None,
             rotation_quarter_turns=rotation_quarter_turns % 4,
+            decoder=ctx.codec.name if ctx.codec else "",
         )
 
     def open_codec_context(self, num_threads: int = 1) -> Any:
         """A fresh FFmpeg decoder for these parameters (the CPU backend's, for
         packets that do not come with a container)."""
-        ctx = av.CodecContext.create(self.codec, "r")
+        ctx = av.CodecContext.create(self.decoder or self.codec, "r")
         if self.extradata:
             ctx.extradata = self.extradata
         ctx.width, ctx.height = self.width, self.height
@@ -126,7 +130,6 @@ class CodecParameters:
         ctx.colorspace = self.colorspace
         ctx.color_primaries = self.color_primaries
         ctx.color_trc = self.color_trc
-        ctx.time_base = self.time_base
         ctx.thread_count = num_threads
         ctx.thread_type = "AUTO"
         return ctx
@@ -187,7 +190,7 @@ class BundleWriter:
     """Accumulates packets into stretches, then `finish()` makes the bundle."""
 
     def __init__(self, params: CodecParameters, description: str) -> None:
-        self._params = params
+        self.params = params
         self._description = description
         self._chunks: list[bytes] = []
         self._rows: list[tuple[int, int, int, int]] = []
@@ -241,7 +244,7 @@ class BundleWriter:
         sizes = np.array([len(c) for c in self._chunks], dtype=np.int64)
         table = np.array(self._rows, dtype=np.int64).reshape(-1, 4)
         return PacketBundle(
-            params=self._params,
+            params=self.params,
             description=self._description,
             payload=b"".join(self._chunks),
             offsets=np.concatenate(([0], np.cumsum(sizes))).astype(np.int64),
