@@ -1,5 +1,6 @@
-"""Choosing the backend for a decoder: the device the user asked for, and
-what that device can decode.
+"""Choosing the backend for a decoder: the device the user asked for
+(`resolve_device`), and what that device can decode (`open_backend`, from
+the backend registry in `framefeed.backends`).
 
 CPU devices get `cpu_fallback.CpuBackend`. CUDA devices get NVDEC
 (`gpu_decode`) when it can decode the stream exactly, and otherwise the CPU
@@ -9,22 +10,14 @@ backend, with frames uploaded to the device and the reason recorded in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from framefeed.cpu_fallback.backend import CpuBackend
-from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
-from framefeed.demux.demuxer import Demuxer
-from framefeed.demux.metadata import VideoStreamMetadata
+from framefeed.backends import BackendContext, BackendSelection, open_backend
 from framefeed.errors import CudaUnavailableError
 
-
-@dataclass
-class BackendSelection:
-    backend: Any
-    status: CpuFallbackStatus
+__all__ = ["BackendContext", "BackendSelection", "open_backend", "resolve_device"]
 
 
 def resolve_device(device: Any) -> torch.device:
@@ -59,28 +52,3 @@ def resolve_device(device: Any) -> torch.device:
             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})"
         )
     return torch.device("cuda", index)
-
-
-def open_backend(
-    demuxer: Demuxer,
-    metadata: VideoStreamMetadata,
-    device: torch.device,
-    *,
-    rotation_quarter_turns: int,
-    nvdec_cache: Any = None,
-) -> BackendSelection:
-    """The backend that decodes `demuxer`'s stream for `device`. NVDEC
-    decoders come from `nvdec_cache` (a `gpu_decode.DecoderCache`; None: the
-    device's process-wide cache)."""
-    if device.type == "cuda":
-        from framefeed.gpu_decode import (
-            open_nvdec_backend,  # lazy: CuPy/PyNvVideoCodec are optional
-        )
-
-        backend, reason = open_nvdec_backend(demuxer, metadata, device, rotation_quarter_turns, nvdec_cache)
-        if backend is not None:
-            return BackendSelection(backend, CpuFallbackStatus(str(device)))
-        cpu = CpuBackend(demuxer.stream, rotation_quarter_turns=rotation_quarter_turns)
-        return BackendSelection(cpu, CpuFallbackStatus(str(device), True, reason))
-    cpu = CpuBackend(demuxer.stream, rotation_quarter_turns=rotation_quarter_turns)
-    return BackendSelection(cpu, CpuFallbackStatus("cpu"))

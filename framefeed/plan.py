@@ -6,12 +6,18 @@ it fills. The targets are then grouped into `Run`s: a run starts with a seek to
 the keyframe its first target decodes from (or continues from wherever the
 decoder already is) and serves its targets in one forward pass. Both backends
 execute the same plan (`framefeed.session`).
+
+A `DecodePlan` is the whole request as a plain, picklable value: built from
+the frame index (exact mode) or the header (approximate mode) alone, with no
+demuxer or decoder, so a CUDA-free worker process can build it, ship it with
+its packets (`framefeed.bundling`), and another process can execute it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Protocol
 
 # Continuing to decode forward beats seeking when the target's keyframe is at
@@ -31,12 +37,15 @@ class Target:
             (exact mode); None means "the frame displayed at `seconds`".
         frame_index: position in the frame index (exact mode only).
         slots: output positions this frame fills.
+        duration_seconds: the frame's duration from the frame index (exact
+            targets); time targets learn it by decoding.
     """
 
     seconds: float
     pts: int | None = None
     frame_index: int | None = None
     slots: list[int] = field(default_factory=list)
+    duration_seconds: float = 0.0
 
 
 @dataclass
@@ -60,15 +69,96 @@ class Timeline(Protocol):
     def seek_pts(self, target: Target) -> int:
         """Where to seek (stream time base) before decoding forward to `target`."""
 
+    @property
+    def facts(self) -> StreamFacts:
+        """What executing a plan needs to know about the stream."""
 
-def exact_targets(frame_indices: Iterable[int], pts: list[int], pts_seconds: list[float]) -> list[Target]:
+
+@dataclass(frozen=True)
+class StreamFacts:
+    """The stream facts an executor needs besides packets: the time base
+    (seconds per pts unit), a frame-rate hint for the last frame's duration
+    (0 when unknown), and the end the header promises (truncation checks;
+    None when it promises nothing)."""
+
+    time_base: Fraction
+    fps_hint: float = 0.0
+    promised_end_seconds: float | None = None
+
+
+@dataclass
+class DecodePlan:
+    """One request as a value: which frames go to which output slots, and how
+    to reach them.
+
+    Attributes:
+        exact: targets carry the frame index's pts (exact mode); otherwise they
+            are times, and the frame displayed at each is found by decoding.
+        runs: forward passes, in order; each seeks (`seek_pts`) or continues.
+        slot_count: output slots the caller provides (duplicates share a target).
+        facts: time base, frame-rate hint, promised end.
+        time_range: `(start, stop)` seconds for "every frame displayed in
+            [start, stop)" when the frame count is unknown (approximate mode):
+            `runs` then holds one run whose single target is `start`, and
+            `slot_count` is 0 (the executor allocates as it finds frames).
+
+    The pts worth decoding (exact mode) are the targets' pts (`wanted_pts`)
+    plus every picture something references; below `skip_before`, packets
+    that nothing references and that are not wanted are left out (only packet
+    payloads tell which those are, see `framefeed.demux.disposable`).
+    """
+
+    exact: bool
+    runs: list[Run]
+    slot_count: int
+    facts: StreamFacts
+    time_range: tuple[float, float] | None = None
+
+    @property
+    def targets(self) -> list[Target]:
+        return [target for run in self.runs for target in run.targets]
+
+    @property
+    def seek_points(self) -> list[int]:
+        """pts of every seek the plan starts with (stream time base)."""
+        return [run.seek_pts for run in self.runs if run.seek_pts is not None]
+
+    @property
+    def wanted_pts(self) -> frozenset[int]:
+        return frozenset(t.pts for t in self.targets if t.pts is not None)
+
+    @property
+    def skip_before(self) -> int | None:
+        wanted = self.wanted_pts
+        return max(wanted) if wanted else None
+
+
+def build_plan(targets: list[Target], timeline: Timeline, slot_count: int,
+               cursor_seconds: float | None = None) -> DecodePlan:
+    """The plan serving `targets` (sorted, from the timeline's `targets_for_*`).
+    `cursor_seconds` as in `plan_runs`: None for a plan that starts from
+    nothing (any plan shipped to another process)."""
+    runs = plan_runs(targets, timeline, cursor_seconds)
+    exact = bool(targets) and targets[0].pts is not None
+    return DecodePlan(exact, runs, slot_count, timeline.facts)
+
+
+def time_range_plan(start: float, stop: float, timeline: Timeline) -> DecodePlan:
+    """The plan for every frame displayed in `[start, stop)` seconds, found by
+    decoding (approximate mode, where no index counts them)."""
+    target = Target(start)
+    return DecodePlan(False, [Run(timeline.seek_pts(target), [target])], 0, timeline.facts, (start, stop))
+
+
+def exact_targets(frame_indices: Iterable[int], pts: list[int], pts_seconds: list[float],
+                  durations: list[float]) -> list[Target]:
     """Targets for frame indices (already validated and non-negative), merged
     by index, sorted by display order."""
     by_index: dict[int, Target] = {}
     for slot, index in enumerate(frame_indices):
         target = by_index.get(index)
         if target is None:
-            target = by_index[index] = Target(pts_seconds[index], pts[index], index)
+            target = by_index[index] = Target(pts_seconds[index], pts[index], index, [], durations[index])
         target.slots.append(slot)
     return sorted(by_index.values(), key=lambda t: t.seconds)
 

@@ -1,6 +1,10 @@
-"""Executes decode plans: demuxer -> backend -> output slots.
+"""The executor: runs decode plans, packet source -> backend -> output slots.
 
-A `DecodeSession` owns the decoder's position between calls, so sequential
+`execute_plan(plan, source, backend, out)` runs one `DecodePlan` against any
+`PacketSource` (the demuxer, or a `PacketBundle` shipped from another
+process) with the backend it is handed, writing into the caller's slots; the
+caller owns output sizing. A `DecodeSession` is the same executor kept alive
+for one `VideoDecoder`: it owns the decoder's position between calls, so sequential
 access (`for frame in decoder`) continues where the last call stopped instead
 of seeking. For each run of the plan it seeks (or continues), feeds packets
 to the backend, and matches the frames coming out in display order against
@@ -14,6 +18,12 @@ A seek can land after the wanted frame: the container's seek landed on a
 later keyframe, or the decoder dropped leading pictures of an open GOP that
 reference frames before the keyframe. Then the session seeks again before
 the keyframe it landed on, instead of returning a neighbouring frame.
+
+Decoding work is bounded: once decoding started at or before the keyframe a
+frame decodes from, a frame that still does not come out cannot appear (the
+stream is damaged), so the session raises at once instead of seeking ever
+earlier; retries happen only for seeks that landed late, and each retry must
+land earlier than the last.
 """
 
 from __future__ import annotations
@@ -31,20 +41,26 @@ import numpy as np
 import torch
 
 from framefeed._warnings import warn_user
-from framefeed.demux.demuxer import STREAM_START, Demuxer
-from framefeed.demux.disposable import disposable_packet_test
+from framefeed.demux.disposable import DisposableTest
 from framefeed.errors import DecodingError
-from framefeed.plan import Target, plan_runs
+from framefeed.packets import NO_TIMESTAMP, MissingPacketsError, PacketSource, packet_is_discard
+from framefeed.plan import DecodePlan, StreamFacts, Target, plan_runs
 
-# Seeks tried for one target before giving up.
+STREAM_START = NO_TIMESTAMP
+# Seeks tried for one target before giving up (only seeks that landed late retry).
 _MAX_RETRIES = 24
 
 
 class FrameBackend(Protocol):
     """What a backend provides (see `cpu_fallback.CpuBackend`, `gpu_decode.NvdecBackend`)."""
 
+    name: str
     output_device: torch.device
     channels_first_output: bool  # whether it writes best into (N, 3, H, W) buffers
+    frames_decoded: int  # frames output by the decoder so far
+
+    def close(self) -> None:
+        """Release the decoder (an NVDEC decoder goes back to its owner's cache)."""
 
     def reset(self) -> None:
         """Drop decoder state after a seek."""
@@ -112,17 +128,49 @@ class SessionStats:
     decode_errors: int = 0
 
 
-class DecodeSession:
-    """Runs decode plans for one stream on one backend. Thread-safe (calls
-    are serialised); one session per decoder."""
+def execute_plan(plan: DecodePlan, source: PacketSource, backend: FrameBackend, out: OutputBuffer | None = None,
+                 *, disposable: DisposableTest | None = None, allocate: Any = None) -> OutputBuffer:
+    """Run `plan` against `source` with `backend`.
 
-    def __init__(self, demuxer: Demuxer, backend: FrameBackend, timeline: Any, *, fps_hint: float) -> None:
-        self.demuxer = demuxer
+    Index/time plans write into `out` (`plan.slot_count` slots, sized by the
+    caller). A time-range plan (`plan.time_range`) calls `allocate(count)` for
+    its buffer once it knows how many frames there are. `disposable` tells
+    which packets nothing references (`disposable_test_for(params)`); None
+    decodes every packet. Returns the buffer written.
+
+    Raises:
+        DecodingError: a requested frame cannot be decoded (damaged stream).
+        MissingPacketsError: the source (a bundle) lacks packets a frame needs.
+    """
+    session = DecodeSession(source, backend, None, facts=plan.facts, disposable=disposable)
+    return session.execute(plan, out, allocate)
+
+
+class DecodeSession:
+    """Runs decode plans for one stream on one backend, keeping the decoder's
+    position between calls. Thread-safe (calls are serialised); one session
+    per decoder.
+
+    Args:
+        source: where packets come from.
+        backend: the decoder.
+        timeline: plans `decode`/`decode_one` requests (None when only
+            `execute` is used with ready-made plans).
+        facts: time base, frame-rate hint, promised end.
+        disposable: which packets nothing references (None: decode all).
+    """
+
+    def __init__(self, source: PacketSource, backend: FrameBackend, timeline: Any, *, facts: StreamFacts,
+                 disposable: DisposableTest | None = None) -> None:
+        self.source = source
         self.backend = backend
         self.timeline = timeline
         self.stats = SessionStats()
-        self._fps_hint = fps_hint
-        self._disposable = disposable_packet_test(demuxer.stream)
+        self._fps_hint = facts.fps_hint
+        self._promised_end = facts.promised_end_seconds
+        self._tb_num, self._tb_den = facts.time_base.numerator, facts.time_base.denominator
+        self._time_base_seconds = self._tb_num / self._tb_den
+        self._disposable = disposable
         self._lock = threading.Lock()
         self._closed = False
         self._errors_reported = False
@@ -133,6 +181,9 @@ class DecodeSession:
         self._current: Any = None  # that frame, retained (time targets only)
         self._landing: int | None = None  # first timestamp demuxed after the last seek
         self._landing_on_keyframe = False
+        self._first_key_pts: int | None = None  # pts of the first keyframe packet since the last seek
+        self._first_key_discard = False
+        self._cut: int | None = None  # where the source's packets stopped short of the stream's end
         self._seek_pts: int | None = None  # where the last seek aimed
         self._back_off = 0.0  # seconds stepped back when a seek found no packets at all
         self._wanted: set[int] = set()
@@ -142,20 +193,39 @@ class DecodeSession:
 
     # -- public -------------------------------------------------------------
 
+    def seconds(self, pts: int) -> float:
+        """Seconds of a pts: the exact rational pts * time_base, rounded once."""
+        return pts * self._tb_num / self._tb_den
+
     def decode(self, targets: list[Target], out: OutputBuffer) -> None:
-        """Produce every target into its slots of `out`."""
+        """Produce every target into its slots of `out` (planned from the
+        decoder's current position)."""
         with self._call(targets):
-            for run in plan_runs(targets, self.timeline, self._cursor):
-                if run.seek_pts is not None:
-                    self._seek(run.seek_pts)
-                for target in run.targets:
-                    frame, pts_seconds, duration = self._serve(target)
-                    first, *others = target.slots
-                    self.backend.write_rgb(frame, out.slot(first))
-                    for slot in others:
-                        out.frames[slot].copy_(out.frames[first])
-                    out.pts_seconds[target.slots] = pts_seconds
-                    out.duration_seconds[target.slots] = duration
+            self._run(plan_runs(targets, self.timeline, self._cursor), out)
+
+    def execute(self, plan: DecodePlan, out: OutputBuffer | None = None, allocate: Any = None) -> OutputBuffer:
+        """Run a ready-made plan (see `execute_plan`)."""
+        if plan.time_range is not None:
+            start, stop = plan.time_range
+            return self._time_range(Target(start), stop, allocate, plan.runs[0].seek_pts)
+        if out is None:
+            raise ValueError(f"an output buffer of {plan.slot_count} slots is needed to execute this plan")
+        with self._call(plan.targets):
+            self._run(plan.runs, out)
+        return out
+
+    def _run(self, runs: list[Any], out: OutputBuffer) -> None:
+        for run in runs:
+            if run.seek_pts is not None:
+                self._seek(run.seek_pts)
+            for target in run.targets:
+                frame, pts_seconds, duration = self._serve(target)
+                first, *others = target.slots
+                self.backend.write_rgb(frame, out.slot(first))
+                for slot in others:
+                    out.frames[slot].copy_(out.frames[first])
+                out.pts_seconds[target.slots] = pts_seconds
+                out.duration_seconds[target.slots] = duration
 
     def decode_one(self, target: Target, dst: torch.Tensor) -> tuple[float, float]:
         """Produce one target into `dst` (an `(H, W, 3)` view on the backend's
@@ -170,21 +240,29 @@ class DecodeSession:
     def decode_time_range(self, start: float, stop: float, allocate: Any) -> OutputBuffer:
         """The frame displayed at `start` and every later frame with pts < `stop`,
         written into a buffer from `allocate(count)`."""
-        target = Target(start)
+        return self._time_range(Target(start), stop, allocate, None)
+
+    def _time_range(self, target: Target, stop: float, allocate: Any, seek_pts: int | None) -> OutputBuffer:
+        start = target.seconds
         with self._call((target,)):
-            self._position_for(target)
+            if seek_pts is None:
+                self._position_for(target)
+            else:
+                self._seek(seek_pts)
             chosen, frame = self._frame_at_time(start)
             frames = [chosen]
-            while frame is not None and self.demuxer.seconds(self.backend.pts_of(frame)) < stop:
+            while frame is not None and self.seconds(self.backend.pts_of(frame)) < stop:
                 self._pending.popleft()
                 frames.append(self.backend.retain(frame))
                 self._current = frames[-1]
-                self._cursor = self.demuxer.seconds(self.backend.pts_of(frame))
+                self._cursor = self.seconds(self.backend.pts_of(frame))
                 frame = self._peek()
+            if frame is None:
+                self._check_complete(f"the frames displayed before {stop:.6f} s")
             out = allocate(len(frames))
             for slot, (current, following) in enumerate(zip(frames, [*frames[1:], frame], strict=True)):
                 self.backend.write_rgb(current, out.slot(slot))
-                out.pts_seconds[slot] = self.demuxer.seconds(self.backend.pts_of(current))
+                out.pts_seconds[slot] = self.seconds(self.backend.pts_of(current))
                 out.duration_seconds[slot] = self._duration(current, following)
             return out
 
@@ -222,7 +300,7 @@ class DecodeSession:
         if self.stats.decode_errors and not self._errors_reported:
             self._errors_reported = True
             warn_user(
-                f"{self.stats.decode_errors} packet(s) of {self.demuxer.source.description} could not be "
+                f"{self.stats.decode_errors} packet(s) of {self.source.description} could not be "
                 "decoded; frames that depend on them may be damaged (corrupt file?)"
             )
 
@@ -235,7 +313,7 @@ class DecodeSession:
         if self._wanted:
             self._skip_before = max(self._wanted)
         elif self._target_times:
-            self._skip_before = math.floor(self._target_times[-1] / self.demuxer.time_base_seconds)
+            self._skip_before = math.floor(self._target_times[-1] * self._tb_den / self._tb_num)
         else:
             self._skip_before = None
 
@@ -255,7 +333,7 @@ class DecodeSession:
         later = self._max_pts_demuxed
         if later is None or later <= pts:
             return False
-        start, stop = self.demuxer.seconds(pts), self.demuxer.seconds(later)
+        start, stop = self.seconds(pts), self.seconds(later)
         at = bisect.bisect_left(self._target_times, start)
         return at == len(self._target_times) or self._target_times[at] >= stop
 
@@ -264,11 +342,9 @@ class DecodeSession:
         (no decode call happens before the caller writes it), with its pts and
         duration in seconds."""
         if target.pts is not None:
-            frame = self._frame_with_pts(target)
-            pts_seconds, duration = self.timeline.frame_times(target.frame_index)
-            return frame, pts_seconds, duration
+            return self._frame_with_pts(target), target.seconds, target.duration_seconds
         chosen, following = self._frame_at_time(target.seconds)
-        pts_seconds = self.demuxer.seconds(self.backend.pts_of(chosen))
+        pts_seconds = self.seconds(self.backend.pts_of(chosen))
         return chosen, pts_seconds, self._duration(chosen, following)
 
     # -- positioning --------------------------------------------------------
@@ -276,14 +352,16 @@ class DecodeSession:
     def _seek(self, pts: int) -> None:
         self.stats.seeks += 1
         self._seek_pts = pts
-        self.demuxer.seek(pts)
+        self.source.seek(pts)
         self.backend.reset()
         self._pending.clear()
-        self._packets = self.demuxer.packets()
+        self._packets = self.source.packets()
         self._eof = False
+        self._cut = None
         self._cursor = None
         self._current = None
         self._landing = None
+        self._first_key_pts = None
         self._max_pts_demuxed = None
 
     def _forget_position(self) -> None:
@@ -292,20 +370,26 @@ class DecodeSession:
         self._cursor = None
         self._current = None
 
-    def _retry_seek_pts(self) -> int | None:
-        """A seek target strictly before where the last seek landed.
+    def _retry_seek_pts(self, landings: list[int]) -> int | None:
+        """A seek target strictly before where the last seek landed; None when
+        there is nothing earlier (the stream's start, or a retry that landed
+        no earlier than the one before: `landings` records them per target).
 
         Landing on a keyframe (indexed containers): just before it, which
         reaches the previous keyframe. Landing on a non-keyframe or on nothing
         at all (demuxers that bisect the file, like MPEG-TS, land anywhere):
         step back in time from the last target, doubling the step each try.
         """
+        if self._landing is not None:
+            if landings and self._landing >= landings[-1] and self._landing_on_keyframe:
+                return None  # the last retry got no further back
+            landings.append(self._landing)
         if self._landing is not None and self._landing_on_keyframe:
             return None if self._landing <= STREAM_START else self._landing - 1
         if self._seek_pts is None or self._seek_pts <= STREAM_START:
             return None
         self._back_off = self._back_off * 2 if self._back_off else 1.0
-        earlier = self._seek_pts - math.ceil(self._back_off / self.demuxer.time_base_seconds)
+        earlier = self._seek_pts - math.ceil(self._back_off / self._time_base_seconds)
         if self._landing is not None:
             earlier = min(earlier, self._landing - 1)
         return earlier if earlier > STREAM_START else STREAM_START
@@ -332,6 +416,9 @@ class DecodeSession:
                 self._landing = min(stamps) if stamps else STREAM_START
                 self._landing_on_keyframe = packet.is_keyframe
             pts = packet.pts
+            if self._first_key_pts is None and packet.is_keyframe:
+                self._first_key_pts = STREAM_START if pts is None else pts
+                self._first_key_discard = packet_is_discard(packet)
             if (
                 skip_test is not None
                 and pts is not None
@@ -341,7 +428,7 @@ class DecodeSession:
             ):
                 self.stats.packets_skipped += 1
                 continue
-            if pts is not None and not packet.is_discard and (
+            if pts is not None and not packet_is_discard(packet) and (
                 self._max_pts_demuxed is None or pts > self._max_pts_demuxed
             ):
                 self._max_pts_demuxed = pts
@@ -358,12 +445,14 @@ class DecodeSession:
         except DecodingError:
             self.stats.decode_errors += 1
         self._eof = True
+        self._cut = self.source.cut_after()
 
     # -- serving targets ------------------------------------------------------
 
     def _frame_with_pts(self, target: Target) -> Any:
         """Consume frames up to the one whose pts is `target.pts` and return it."""
         backend = self.backend
+        landings: list[int] = []
         for _ in range(_MAX_RETRIES):
             frame = self._peek()
             while frame is not None:
@@ -371,7 +460,7 @@ class DecodeSession:
                 if pts is None or pts < target.pts:
                     self._pending.popleft()
                     if pts is not None:
-                        self._cursor = self.demuxer.seconds(pts)
+                        self._cursor = self.seconds(pts)
                     frame = self._peek()
                     continue
                 break
@@ -380,21 +469,26 @@ class DecodeSession:
                 self._cursor = target.seconds
                 self._wanted.discard(target.pts)
                 return frame
-            # The frame did not come out: we started too late, or the decoder
-            # dropped it. Start again from an earlier keyframe.
-            earlier = self._retry_seek_pts()
+            what = f"Frame {target.frame_index} (pts {target.pts}, {target.seconds:.6f} s)"
+            if frame is None:
+                self._check_complete(what)
+            # The frame did not come out. If decoding started at or before the
+            # keyframe the plan asked for, it never will (damaged stream): stop
+            # now. Otherwise the seek landed late: start from an earlier keyframe.
+            if self._started_in_time(self._seek_pts):
+                break
+            earlier = self._retry_seek_pts(landings)
             if earlier is None:
                 break
             self._seek(earlier)
-        raise DecodingError(
-            f"Frame {target.frame_index} (pts {target.pts}, {target.seconds:.6f} s) was not produced "
-            f"by the decoder; the stream may be corrupt or truncated"
-        )
+        raise DecodingError(f"{what} was not produced by the decoder; the stream may be corrupt or truncated")
 
     def _frame_at_time(self, when: float) -> tuple[Any, Any]:
         """Consume frames up to the one displayed at `when`; returns it (retained)
         and the next frame (left pending; None at end of stream)."""
         backend = self.backend
+        landings: list[int] = []
+        when_pts = math.floor(when * self._tb_den / self._tb_num)
         for _ in range(_MAX_RETRIES):
             chosen = self._current if self._cursor is not None and self._cursor <= when else None
             frame = self._peek()
@@ -402,23 +496,33 @@ class DecodeSession:
                 pts = backend.pts_of(frame)
                 if pts is None:
                     self._pending.popleft()
-                elif self.demuxer.seconds(pts) <= when:
+                elif self.seconds(pts) <= when:
                     self._pending.popleft()
                     chosen = self._current = backend.retain(frame)
-                    self._cursor = self.demuxer.seconds(pts)
+                    self._cursor = self.seconds(pts)
                 else:
                     break
                 frame = self._peek()
+            if frame is None:
+                self._check_complete(f"The frame displayed at {when:.6f} s")
             if chosen is not None:
                 if frame is None:
                     self._check_not_truncated(chosen, when)
                 return chosen, frame
-            earlier = self._retry_seek_pts()
+            # No frame at or before `when` came out. Decoding started from a
+            # keyframe displayed at or before `when` whose own frame is missing:
+            # the stream is damaged there, and seeking earlier cannot help.
+            if self._started_in_time(when_pts) and not self._first_key_discard:
+                raise DecodingError(
+                    f"No frame displayed at {when:.6f} s was produced by the decoder (decoding started at the "
+                    f"keyframe at pts {self._first_key_pts}); the stream may be corrupt"
+                )
+            earlier = self._retry_seek_pts(landings)
             if earlier is not None:
                 self._seek(earlier)  # landed after `when`: start before this keyframe
                 continue
             if frame is None:
-                promised_end = getattr(self.timeline, "promised_end_seconds", None)
+                promised_end = self._promised_end
                 hint = (
                     f" although its header promises frames until {promised_end:.6f} s: the file looks truncated"
                     if promised_end is not None and when < promised_end else ""
@@ -427,18 +531,33 @@ class DecodeSession:
             # Nothing precedes this frame in the stream: it is the first one.
             self._pending.popleft()
             chosen = self._current = backend.retain(frame)
-            self._cursor = self.demuxer.seconds(backend.pts_of(frame))
+            self._cursor = self.seconds(backend.pts_of(frame))
             return chosen, self._peek()
         raise DecodingError(f"Could not position the decoder before {when:.6f} s")
+
+    def _started_in_time(self, pts: int | None) -> bool:
+        """Whether decoding since the last seek started from a keyframe at or
+        before `pts`: then every frame from there on that the decoder can
+        produce has come out in order, and a missing one never will."""
+        return pts is not None and self._first_key_pts is not None and self._first_key_pts <= pts
+
+    def _check_complete(self, what: str) -> None:
+        """The source ran out of packets: if it stopped short of the stream's
+        end (a shipped bundle), `what` needs packets it does not hold."""
+        if self._cut is not None:
+            raise MissingPacketsError(
+                f"{what} needs packets that the packet bundle of {self.source.description} does not hold: "
+                f"its packets stop after pts {self._cut}; build the bundle from the plan being executed"
+            )
 
     def _check_not_truncated(self, last_frame: Any, when: float) -> None:
         """The stream ended before `when`. Fine if the header does not promise
         frames there (the last frame stays on screen); an error if it does:
         the file is cut short, and the last frame would be a wrong answer."""
-        promised_end = getattr(self.timeline, "promised_end_seconds", None)
+        promised_end = self._promised_end
         if promised_end is None or when >= promised_end:
             return
-        last_end = self.demuxer.seconds(self.backend.pts_of(last_frame)) + self._duration(last_frame, None)
+        last_end = self.seconds(self.backend.pts_of(last_frame)) + self._duration(last_frame, None)
         tolerance = 1.0 / self._fps_hint if self._fps_hint else 0.0
         if when > last_end + tolerance:
             raise DecodingError(
@@ -449,8 +568,8 @@ class DecodeSession:
     def _duration(self, frame: Any, following: Any) -> float:
         backend = self.backend
         if following is not None:
-            return self.demuxer.seconds(backend.pts_of(following) - backend.pts_of(frame))
+            return self.seconds(backend.pts_of(following) - backend.pts_of(frame))
         own = backend.duration_of(frame)
         if own:
-            return self.demuxer.seconds(own)
+            return self.seconds(own)
         return 1.0 / self._fps_hint if self._fps_hint else 0.0

@@ -4,20 +4,25 @@
 knows only the header: an index maps to the middle of its frame's interval on
 the nominal frame grid, and the frame displayed at that time is found by
 decoding (so the answer is the true frame at that time, never a neighbour).
+
+Both are plain values once built (numpy arrays, numbers): neither holds the
+demuxer, so a timeline and the plans it makes can cross a process boundary.
 """
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
 from framefeed._warnings import warn_user
-from framefeed.demux.demuxer import Demuxer
 from framefeed.demux.frame_index import FrameIndex
 from framefeed.demux.metadata import VideoStreamMetadata
-from framefeed.plan import Target, exact_targets, time_targets
+from framefeed.plan import StreamFacts, Target, exact_targets, time_targets
+
+_AVINDEX_KEYFRAME = 0x1
 
 
 class ExactTimeline:
@@ -25,10 +30,12 @@ class ExactTimeline:
 
     exact = True
 
-    def __init__(self, index: FrameIndex) -> None:
+    def __init__(self, index: FrameIndex, fps_hint: float = 0.0) -> None:
         self.index = index
+        self.facts = StreamFacts(index.time_base, fps_hint, None)
         self._pts = index.pts.tolist()
         self._pts_seconds = index.pts_seconds.tolist()
+        self._durations = index.duration_seconds.tolist()
         # Display position of the keyframe each frame decodes from.
         first_frame_at_seek_point = np.searchsorted(index.pts, index.seek_points, side="left")
         where = index.seek_point_of_frame
@@ -38,12 +45,12 @@ class ExactTimeline:
         return len(self.index)
 
     def targets_for_indices(self, indices: list[int]) -> list[Target]:
-        return exact_targets(indices, self._pts, self._pts_seconds)
+        return exact_targets(indices, self._pts, self._pts_seconds, self._durations)
 
     def targets_for_times(self, seconds: list[float]) -> list[Target]:
         """Frames displayed at the given times (already range-checked)."""
         positions = np.searchsorted(self.index.pts_seconds, np.asarray(seconds, dtype=np.float64), side="right") - 1
-        return exact_targets(np.maximum(positions, 0).tolist(), self._pts, self._pts_seconds)
+        return exact_targets(np.maximum(positions, 0).tolist(), self._pts, self._pts_seconds, self._durations)
 
     def position(self, seconds: float) -> float:
         return float(self.index.index_played_at(seconds))
@@ -70,26 +77,48 @@ class ApproximateTimeline:
     inside frame i's display interval, so index access is exact. When the
     header's average and base rates differ (variable frame rate), the average
     rate is used and a warning says indices are estimates.
+
+    Args:
+        metadata: the header metadata.
+        time_base: seconds per pts unit.
+        base_rate, average_rate: the stream's rates as FFmpeg reports them (None: unknown).
+        keyframe_timestamps: sorted timestamps of the container index's keyframe
+            entries (MP4 sample tables, Matroska cues; empty when none).
     """
 
     exact = False
 
-    def __init__(self, metadata: VideoStreamMetadata, demuxer: Demuxer) -> None:
+    def __init__(self, metadata: VideoStreamMetadata, time_base: Fraction, base_rate: Fraction | None,
+                 average_rate: Fraction | None, keyframe_timestamps: np.ndarray) -> None:
         self.metadata = metadata
-        self.demuxer = demuxer
-        stream = demuxer.stream
-        base, average = stream.base_rate, stream.average_rate
+        self.time_base = time_base
+        self._base_rate, self._average_rate = base_rate, average_rate
+        self._keyframe_timestamps = keyframe_timestamps
+        base, average = base_rate, average_rate
         # FFmpeg reports the time base's tick as the rate when timestamps fit
         # no frame grid (Matroska's 1 ms ticks on a variable-rate stream): a
         # "1000 fps" stream is a sign the rate is unknown, not a constant.
-        tick_rate = 1 / demuxer.time_base if demuxer.time_base else None
+        tick_rate = 1 / time_base if time_base else None
         ticking = bool(base and base == tick_rate and base > _PLAUSIBLE_MAX_FPS)
         self.variable_rate = bool(base and average and base != average) or ticking
         rate = average if self.variable_rate else (base or average)
         self.fps = float(rate) if rate else (metadata.average_fps or 0.0)
         self.begin = metadata.begin_stream_seconds or 0.0
         self.promised_end_seconds = metadata.end_stream_seconds
+        self.facts = StreamFacts(time_base, metadata.average_fps or 0.0, self.promised_end_seconds)
+        self._tb_num, self._tb_den = time_base.numerator, time_base.denominator
         self._warned = False
+
+    @classmethod
+    def from_stream(cls, metadata: VideoStreamMetadata, stream: Any) -> ApproximateTimeline:
+        """Read what the timeline needs from an open PyAV stream into plain values."""
+        entries: Any = stream.index_entries
+        if len(entries):
+            stamps = np.fromiter((e.timestamp for e in entries if e.flags & _AVINDEX_KEYFRAME), dtype=np.int64)
+            stamps.sort()
+        else:
+            stamps = np.zeros(0, dtype=np.int64)
+        return cls(metadata, stream.time_base or Fraction(1, 1), stream.base_rate, stream.average_rate, stamps)
 
     def __len__(self) -> int:
         return self.metadata.num_frames or 0
@@ -102,11 +131,10 @@ class ApproximateTimeline:
     def targets_for_indices(self, indices: list[int]) -> list[Target]:
         if self.variable_rate and not self._warned:
             self._warned = True
-            stream = self.demuxer.stream
             warn_user(
                 f"The stream's header does not give a constant frame rate (average "
-                f"{float(stream.average_rate or 0):.4g} fps, base {float(stream.base_rate or 0):.4g} fps, "
-                f"time base {stream.time_base}): in seek_mode='approximate' frame indices are estimates. "
+                f"{float(self._average_rate or 0):.4g} fps, base {float(self._base_rate or 0):.4g} fps, "
+                f"time base {self.time_base}): in seek_mode='approximate' frame indices are estimates. "
                 "Use seek_mode='exact' for exact indices; time-based methods stay exact."
             )
         return time_targets(self.index_to_seconds(i) for i in indices)
@@ -121,14 +149,13 @@ class ApproximateTimeline:
         # The container's own index (MP4 sample tables, Matroska cues) is read
         # at open anyway; for MP4 its times are decode times, a slight
         # underestimate that only steers the seek-or-continue choice.
-        entries: Any = self.demuxer.stream.index_entries
-        if not len(entries):
+        stamps = self._keyframe_timestamps
+        if not len(stamps):
             return self.position(target.seconds)  # unknown: assume a seek is needed
-        at = entries.search_timestamp(self.seek_pts(target), backward=True)
+        at = int(np.searchsorted(stamps, self.seek_pts(target), side="right")) - 1
         if at < 0:
             return -math.inf
-        return self.position(self.demuxer.seconds(entries[at].timestamp))
+        return self.position(int(stamps[at]) * self._tb_num / self._tb_den)
 
     def seek_pts(self, target: Target) -> int:
-        time_base = self.demuxer.time_base
-        return math.floor(target.seconds * time_base.denominator / time_base.numerator)
+        return math.floor(target.seconds * self._tb_den / self._tb_num)

@@ -262,6 +262,100 @@ class EmulatedNvdec:
         return tuple(planes)
 
 
+class FakePyNvVideoCodec:
+    """The slice of PyNvVideoCodec's module API framefeed uses, decoding with
+    `EmulatedNvdec`. Keyword names are checked against the real signatures
+    (read from PyNvVideoCodec 2.2.4's bindings): a misspelt keyword raises
+    TypeError, as pybind11 would. `table` maps (codec, chroma, depth) to
+    `GetDecoderCaps` answers; missing entries are unsupported."""
+
+    class cudaVideoCodec:  # noqa: N801 - PyNvVideoCodec's name
+        H264, HEVC, VP8, VP9, AV1, MPEG1, MPEG2 = "H264", "HEVC", "VP8", "VP9", "AV1", "MPEG1", "MPEG2"
+
+    cudaVideoChromaFormat = type("cudaVideoChromaFormat", (), {"420": "420", "422": "422", "444": "444"})
+    OutputColorType = type("OutputColorType", (), {"NATIVE": "NATIVE", "RGB": "RGB", "RGBP": "RGBP"})
+    PacketData = FakePacketData
+    FFMPEG_NAMES = {"H264": "h264", "HEVC": "hevc", "VP8": "vp8", "VP9": "vp9", "AV1": "av1",
+                    "MPEG1": "mpeg1video", "MPEG2": "mpeg2video"}
+    _CREATE_KEYWORDS = {"gpuid", "codec", "cudacontext", "cudastream", "usedevicememory", "maxwidth", "maxheight",
+                        "outputColorType", "enableSEIMessage", "bWaitForSessionWarmUp", "latency",
+                        "enableDecodeStats"}
+    UNSUPPORTED = {"supported": 0, "num_decoder_engines": 7}
+
+    def __init__(self, table: dict) -> None:
+        self.table = table
+        self.created: list[dict] = []
+        self.caps_queries: list[tuple] = []
+
+    def CreateDecoder(self, **kwargs):  # noqa: N802
+        unknown = set(kwargs) - self._CREATE_KEYWORDS
+        if unknown:
+            raise TypeError(f"CreateDecoder() got unexpected keywords {unknown}")
+        self.created.append(kwargs)
+        return EmulatedNvdec(self.FFMPEG_NAMES[kwargs["codec"]])
+
+    def GetDecoderCaps(self, *, gpuid, codec, chromaformat, bitdepth):  # noqa: N802
+        self.caps_queries.append((gpuid, codec, chromaformat, bitdepth))
+        return self.table.get((self.FFMPEG_NAMES[codec], chromaformat, bitdepth), self.UNSUPPORTED)
+
+
+def caps(width_min, height_min, width_max, height_max, mb_num_max, supported=1):
+    return {"supported": supported, "num_decoder_engines": 7, "width_min": width_min, "height_min": height_min,
+            "width_max": width_max, "height_max": height_max, "mb_num_max": mb_num_max}
+
+
+# NVDEC limits per codec, chroma format and bit depth on Hopper (H100/H200),
+# after NVIDIA's NVDEC application note; what is absent is unsupported.
+HOPPER_CAPS = {
+    ("h264", "420", 8): caps(48, 16, 4096, 4096, 65536),
+    **{("hevc", chroma, depth): caps(144, 144, 8192, 8192, 262144)
+       for chroma in ("420", "444") for depth in (8, 10, 12)},
+    **{("vp9", "420", depth): caps(128, 128, 8192, 8192, 262144) for depth in (8, 10, 12)},
+    ("vp8", "420", 8): caps(48, 16, 4096, 4096, 65536),
+    ("mpeg1video", "420", 8): caps(48, 16, 4080, 4080, 65280),
+    ("mpeg2video", "420", 8): caps(48, 16, 4080, 4080, 65280),
+}
+
+
+def emulated_runtime(table: dict | None = None, *, compute_capability=(9, 0), device_name="NVIDIA H200"):
+    """An `NvdecRuntime` for a CPU-only machine: an 'H200' whose PyNvVideoCodec
+    is `FakePyNvVideoCodec`, whose decoders are `EmulatedNvdec` and whose
+    colour conversion is the torch reference, output on the CPU. Hand it to
+    `NvdecDecoders(0, runtime=...)`: no module global is patched."""
+    import torch
+
+    from framefeed.gpu_decode import NvdecRuntime
+    from framefeed.gpu_decode.decoder_cache import PooledDecoder
+
+    nvc = FakePyNvVideoCodec(HOPPER_CAPS if table is None else table)
+
+    def create_decoder(key):
+        decoder = nvc.CreateDecoder(gpuid=key.device_index, codec=getattr(nvc.cudaVideoCodec, _NVC_NAMES[key.codec]),
+                                    cudacontext=777, cudastream=4242, usedevicememory=True,
+                                    outputColorType=nvc.OutputColorType.NATIVE)
+        return PooledDecoder(key, decoder, None)
+
+    return NvdecRuntime(
+        nvc=nvc,
+        device_facts=lambda index: (compute_capability, device_name),
+        create_decoder=create_decoder,
+        retire=None,
+        make_converter=lambda index, stream, fmt, traits, turns: ReferenceConverter(traits.colour, turns),
+        prepare_kernel=lambda index, sample_bytes: None,
+        output_device=lambda index: torch.device("cpu"),
+    )
+
+
+_NVC_NAMES = {ffmpeg: nvc for nvc, ffmpeg in FakePyNvVideoCodec.FFMPEG_NAMES.items()}
+
+
+def emulated_nvdec_decoders(table: dict | None = None, **kwargs):
+    """A fresh `NvdecDecoders` owner on `emulated_runtime`."""
+    from framefeed.gpu_decode import NvdecDecoders
+
+    return NvdecDecoders(0, runtime=emulated_runtime(table, **kwargs))
+
+
 class ReferenceConverter:
     """The `SurfaceConverter` role on the CPU: the torch reference conversion."""
 

@@ -21,10 +21,8 @@ from gpu_fixtures import (
     decode_all_rgb,
     demuxed_packets,
 )
+from pipeline import Pipeline
 
-import framefeed.decoders._video_decoder as video_decoder_module
-from framefeed.backend_selection import BackendSelection
-from framefeed.decoders import CpuFallbackStatus, VideoDecoder
 from framefeed.gpu_decode.backend import NO_PTS, NvdecBackend
 from framefeed.gpu_decode.bitstream import (
     START_CODE,
@@ -362,20 +360,6 @@ def test_frames_without_timestamps_report_none():
     assert backend.pts_of(frame) is None
 
 
-def use_emulated_nvdec(monkeypatch):
-    """Make VideoDecoder open an NvdecBackend on the CPU stand-in."""
-
-    def open_backend(demuxer, metadata, device, *, rotation_quarter_turns, **_):
-        traits = stream_traits(demuxer.stream)
-        backend = NvdecBackend(decoder=EmulatedNvdec(demuxer.stream.codec.name), make_packet=FakePacketData,
-                               preparer=PacketPreparer(demuxer.stream),
-                               converter=ReferenceConverter(traits.colour, rotation_quarter_turns),
-                               output_device=torch.device("cpu"))
-        return BackendSelection(backend, CpuFallbackStatus("cuda:0"))
-
-    monkeypatch.setattr(video_decoder_module, "open_backend", open_backend)
-
-
 EMULATED_FILES = ["h264_closed_gop.mp4", "h264_open_gop.mp4", "h264_edit_list.mp4", "h264_annexb.ts",
                   "h264_matroska.mkv", "h264_full_range_bt709.mp4", "hevc_cra.mp4", "hevc_444.mp4",
                   "vp9.webm", "vp8.webm", "mpeg2.ts"]
@@ -387,36 +371,33 @@ APPROXIMATE_FILES = ["h264_closed_gop.mp4", "h264_open_gop.mp4", "h264_matroska.
 
 @pytest.mark.parametrize("name, seek_mode", [(name, "exact") for name in EMULATED_FILES]
                          + [(name, "approximate") for name in APPROXIMATE_FILES])
-def test_emulated_nvdec_backend_matches_ffmpeg(corpus, monkeypatch, name, seek_mode):
+def test_emulated_nvdec_backend_matches_ffmpeg(corpus, name, seek_mode):
     """The whole pipeline (session, plan, seeks, retain, flushes) on the NVDEC
     backend with a CPU stand-in decoder returns FFmpeg's frames: PyAV's plain
     sequential decode converted by swscale is the ground truth."""
     truth, truth_pts = decode_all_rgb(corpus[name])
-    use_emulated_nvdec(monkeypatch)
-    decoder = VideoDecoder(str(corpus[name]), seek_mode=seek_mode, dimension_order="NHWC")
-    assert isinstance(decoder._backend, NvdecBackend)
-    time_base = decoder._demuxer.time_base
+    decoder = Pipeline(corpus[name], seek_mode, "emulated-nvdec")
+    assert isinstance(decoder.backend, NvdecBackend)
+    time_base = decoder.opened.params.time_base
     seconds = [float(pts * time_base) for pts in truth_pts]
     count = len(truth)
     assert len(decoder) == count
 
     def check(batch, indices):
-        assert batch.pts_seconds.tolist() == pytest.approx([seconds[i] for i in indices], abs=1e-9)
+        assert batch.pts_seconds == pytest.approx([seconds[i] for i in indices], abs=1e-9)
         expected = torch.from_numpy(np.stack([truth[i] for i in indices]))
         diff = (batch.data.int() - expected.int()).abs()
         assert diff.max().item() <= 2, f"max |diff| {diff.max().item()} at indices {indices}"
 
     for index in range(count):  # every frame by index, in order
-        frame = decoder.get_frame_at(index)
-        assert frame.pts_seconds == pytest.approx(seconds[index], abs=1e-9)
-        assert (frame.data.int() - torch.from_numpy(truth[index]).int()).abs().max().item() <= 2
+        check(decoder.get_frame_at(index), [index])
     rng = random.Random(name)
     for _ in range(3):  # random order with duplicates: seeks backwards and forwards
         indices = [rng.randrange(count) for _ in range(8)]
         check(decoder.get_frames_at(indices), indices)
     for index in [count - 1, 0, count // 2, 1]:  # jumps that land mid-GOP
         check(decoder.get_frames_at([index]), [index])
-    end = decoder.metadata.end_stream_seconds
+    end = decoder.opened.metadata.end_stream_seconds
     times = [seconds[0] + (seconds[-1] - seconds[0]) * rng.random() for _ in range(6)]
     played = [max(i for i in range(count) if seconds[i] <= t) for t in times]
     check(decoder.get_frames_played_at(times), played)

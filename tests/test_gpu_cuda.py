@@ -26,6 +26,7 @@ from framefeed.gpu_decode.backend import NvdecBackend, OwnedSurface
 from framefeed.gpu_decode.capabilities import stream_traits
 from framefeed.gpu_decode.colour import native_planes, reference_rgb, surface_format_for
 from framefeed.gpu_decode.surfaces import surface_rows
+from framefeed.packets import CodecParameters
 from framefeed.source import resolve_source
 
 pytestmark = pytest.mark.cuda
@@ -183,7 +184,8 @@ def test_output_is_ready_on_the_callers_stream(corpus):
 
 def _open_backend(path, turns):
     demuxer = Demuxer(resolve_source(str(path)), None)
-    backend, reason = gpu_decode.open_nvdec_backend(demuxer, None, DEVICE, turns)
+    params = CodecParameters.from_stream(demuxer.stream, turns)
+    backend, reason = gpu_decode.open_nvdec_backend(params, DEVICE, stream=demuxer.stream)
     assert backend is not None, reason
     return demuxer, backend
 
@@ -266,7 +268,7 @@ def test_decoder_cache_reuses_decoders(corpus):
     path = str(corpus["h264_closed_gop.mp4"])
     VideoDecoder(path, device="cuda")[0]  # make sure one exists
     gc.collect()
-    cache = gpu_decode.decoder_cache_for(0)
+    cache = gpu_decode.default_decoders(0).decoder_cache
     created, reused = cache.created, cache.reused
     for _ in range(10):
         decoder = VideoDecoder(path, device="cuda")

@@ -6,7 +6,6 @@ modelled on NVIDIA's published NVDEC limits."""
 from __future__ import annotations
 
 import gc
-import inspect
 import subprocess
 import sys
 import threading
@@ -16,15 +15,24 @@ from types import SimpleNamespace
 import av
 import pytest
 import torch
-from gpu_fixtures import GPU_CORPUS, EmulatedNvdec, FakePacketData, ReferenceConverter, build_corpus
+from gpu_fixtures import (
+    GPU_CORPUS,
+    HOPPER_CAPS,
+    EmulatedNvdec,
+    FakePacketData,
+    FakePyNvVideoCodec,
+    ReferenceConverter,
+    build_corpus,
+    caps,
+    emulated_nvdec_decoders,
+)
 
-import framefeed.gpu_decode as gpu_decode
-from framefeed.backend_selection import open_backend
+from framefeed.backends import BackendContext, open_backend
 from framefeed.cpu_fallback.backend import CpuBackend
 from framefeed.decoders import VideoDecoder
 from framefeed.demux.demuxer import Demuxer
-from framefeed.demux.metadata import header_metadata
 from framefeed.errors import CudaUnavailableError
+from framefeed.gpu_decode import NvdecDecoders
 from framefeed.gpu_decode.backend import NvdecBackend
 from framefeed.gpu_decode.bitstream import PacketPreparer, PreparedPacket
 from framefeed.gpu_decode.capabilities import (
@@ -34,6 +42,7 @@ from framefeed.gpu_decode.capabilities import (
     stream_traits,
 )
 from framefeed.gpu_decode.decoder_cache import DecoderCache, DecoderKey, PooledDecoder
+from framefeed.packets import CodecParameters
 from framefeed.source import resolve_source
 
 
@@ -42,24 +51,7 @@ def corpus(tmp_path_factory):
     return build_corpus(tmp_path_factory)
 
 
-def caps(width_min, height_min, width_max, height_max, mb_num_max, supported=1):
-    return {"supported": supported, "num_decoder_engines": 7, "width_min": width_min, "height_min": height_min,
-            "width_max": width_max, "height_max": height_max, "mb_num_max": mb_num_max}
-
-
-UNSUPPORTED = {"supported": 0, "num_decoder_engines": 7}
-
-# NVDEC limits per codec, chroma format and bit depth on Hopper (H100/H200),
-# after NVIDIA's NVDEC application note; what is absent is unsupported.
-HOPPER_CAPS = {
-    ("h264", "420", 8): caps(48, 16, 4096, 4096, 65536),
-    **{("hevc", chroma, depth): caps(144, 144, 8192, 8192, 262144)
-       for chroma in ("420", "444") for depth in (8, 10, 12)},
-    **{("vp9", "420", depth): caps(128, 128, 8192, 8192, 262144) for depth in (8, 10, 12)},
-    ("vp8", "420", 8): caps(48, 16, 4096, 4096, 65536),
-    ("mpeg1video", "420", 8): caps(48, 16, 4080, 4080, 65280),
-    ("mpeg2video", "420", 8): caps(48, 16, 4080, 4080, 65280),
-}
+UNSUPPORTED = FakePyNvVideoCodec.UNSUPPORTED
 # Ada (L4, L40) adds AV1.
 ADA_CAPS = {**HOPPER_CAPS, **{("av1", "420", depth): caps(128, 128, 8192, 8192, 262144) for depth in (8, 10)}}
 
@@ -155,31 +147,30 @@ def test_cuda_without_a_gpu_is_a_clear_error(corpus, monkeypatch):
         assert "device='cpu'" in str(info.value)
 
 
-def _open_backend_for(path, device):
+def _open_backend_for(path, device, owner=None):
     demuxer = Demuxer(resolve_source(str(path)), None)
-    metadata = header_metadata(demuxer.stream, demuxer.container, None)
-    kwargs = {"rotation_quarter_turns": 0}
-    if "num_threads" in inspect.signature(open_backend).parameters:
-        kwargs["num_threads"] = 1
-    return demuxer, open_backend(demuxer, metadata, device, **kwargs)
+    params = CodecParameters.from_stream(demuxer.stream)
+    return demuxer, open_backend(params, device, BackendContext(stream=demuxer.stream, nvdec=owner))
 
 
 @pytest.fixture
 def no_pynvvideocodec(monkeypatch, tmp_path):
     """A PyNvVideoCodec whose import fails the way it does when the driver's
-    video libraries are missing (the package raises RuntimeError)."""
+    video libraries are missing (the package raises RuntimeError), on a
+    machine where torch sees a GPU; yields a fresh decoder owner."""
     package = tmp_path / "PyNvVideoCodec"
     package.mkdir()
     (package / "__init__.py").write_text(
         "raise RuntimeError('libnvcuvid.so.1: cannot open shared object file: No such file or directory')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "PyNvVideoCodec", raising=False)
-    monkeypatch.setattr(gpu_decode, "_modules", {})
-    yield
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    yield NvdecDecoders(0)
 
 
 def test_missing_driver_library_falls_back_with_the_reason(corpus, no_pynvvideocodec):
-    demuxer, selection = _open_backend_for(corpus["h264_closed_gop.mp4"], torch.device("cuda", 0))
+    demuxer, selection = _open_backend_for(corpus["h264_closed_gop.mp4"], torch.device("cuda", 0),
+                                           no_pynvvideocodec)
     try:
         assert isinstance(selection.backend, CpuBackend)
         assert bool(selection.status) is True
@@ -189,7 +180,8 @@ def test_missing_driver_library_falls_back_with_the_reason(corpus, no_pynvvideoc
 
 
 def test_stream_reasons_come_before_library_checks(corpus, no_pynvvideocodec):
-    demuxer, selection = _open_backend_for(corpus["vp9_odd_size.webm"], torch.device("cuda", 0))
+    demuxer, selection = _open_backend_for(corpus["vp9_odd_size.webm"], torch.device("cuda", 0),
+                                           no_pynvvideocodec)
     try:
         assert isinstance(selection.backend, CpuBackend)
         assert "odd frame size" in str(selection.status)
@@ -201,8 +193,8 @@ def test_video_decoder_on_cuda_without_pynvvideocodec_reports_cpu_fallback(corpu
     """With a GPU visible to torch but no usable PyNvVideoCodec, construction
     succeeds and says why it decodes on the CPU (no frames are decoded here:
     this machine has no GPU to upload them to)."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     decoder = VideoDecoder(str(corpus["h264_closed_gop.mp4"]), device="cuda:0")
     assert bool(decoder.cpu_fallback) is True
     assert "libnvcuvid.so.1" in str(decoder.cpu_fallback)
@@ -338,72 +330,25 @@ def test_backend_close_is_idempotent():
 # -- open_nvdec_backend's wiring, with a fake PyNvVideoCodec ------------------------------------------
 
 
-class FakePyNvVideoCodec:
-    """The slice of PyNvVideoCodec's module API framefeed uses. Keyword names
-    are checked against the real signatures (read from PyNvVideoCodec 2.2.4's
-    bindings): a misspelt keyword raises TypeError, as pybind11 would."""
-
-    class cudaVideoCodec:  # noqa: N801 - PyNvVideoCodec's name
-        H264, HEVC, VP8, VP9, AV1, MPEG1, MPEG2 = "H264", "HEVC", "VP8", "VP9", "AV1", "MPEG1", "MPEG2"
-
-    cudaVideoChromaFormat = type("cudaVideoChromaFormat", (), {"420": "420", "422": "422", "444": "444"})
-    OutputColorType = type("OutputColorType", (), {"NATIVE": "NATIVE", "RGB": "RGB", "RGBP": "RGBP"})
-    PacketData = FakePacketData
-    _FFMPEG_NAMES = {"H264": "h264", "HEVC": "hevc", "VP8": "vp8", "VP9": "vp9", "AV1": "av1",
-                     "MPEG1": "mpeg1video", "MPEG2": "mpeg2video"}
-    _CREATE_KEYWORDS = {"gpuid", "codec", "cudacontext", "cudastream", "usedevicememory", "maxwidth", "maxheight",
-                        "outputColorType", "enableSEIMessage", "bWaitForSessionWarmUp", "latency",
-                        "enableDecodeStats"}
-
-    def __init__(self, table):
-        self.table = table
-        self.created, self.caps_queries = [], []
-
-    def CreateDecoder(self, **kwargs):  # noqa: N802
-        unknown = set(kwargs) - self._CREATE_KEYWORDS
-        if unknown:
-            raise TypeError(f"CreateDecoder() got unexpected keywords {unknown}")
-        self.created.append(kwargs)
-        return EmulatedNvdec(self._FFMPEG_NAMES[kwargs["codec"]])
-
-    def GetDecoderCaps(self, *, gpuid, codec, chromaformat, bitdepth):  # noqa: N802
-        self.caps_queries.append((gpuid, codec, chromaformat, bitdepth))
-        return self.table.get((self._FFMPEG_NAMES[codec], chromaformat, bitdepth), UNSUPPORTED)
-
-
 @pytest.fixture
-def fake_gpu(monkeypatch):
-    """A machine with one 'H200' whose PyNvVideoCodec is the fake above and
-    whose colour conversion is the CPU reference."""
-    import framefeed.gpu_decode.decoder_cache as decoder_cache_module
-
-    fake = FakePyNvVideoCodec(HOPPER_CAPS)
-    monkeypatch.setattr(gpu_decode, "_modules", {"PyNvVideoCodec": (fake, ""), "cupy": (object(), "")})
-    monkeypatch.setattr(gpu_decode, "_caps", None)
-    monkeypatch.setattr(decoder_cache_module, "_caches", {})
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (9, 0))
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "NVIDIA H200")
-    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: type("S", (), {"cuda_stream": 4242})())
-    monkeypatch.setattr(gpu_decode, "_primary_context", lambda index: 777)
-    monkeypatch.setattr(gpu_decode, "compile_kernel", lambda index, sample_bytes: None)
-    monkeypatch.setattr(gpu_decode, "CudaSurfaceConverter",
-                        lambda device, stream, fmt, width, height, spec, turns: ReferenceConverter(spec, turns))
-    return fake
+def fake_gpu():
+    """A decoder owner on an emulated 'H200' (see `gpu_fixtures.emulated_runtime`)."""
+    return emulated_nvdec_decoders(HOPPER_CAPS)
 
 
-def _open_nvdec(path):
+def _open_nvdec(path, owner):
     demuxer = Demuxer(resolve_source(str(path)), None)
-    backend, reason = gpu_decode.open_nvdec_backend(demuxer, None, torch.device("cuda", 0), 0)
+    backend, reason = owner.open_backend(CodecParameters.from_stream(demuxer.stream), stream=demuxer.stream)
     return demuxer, backend, reason
 
 
 def test_open_nvdec_backend_wires_pynvvideocodec(corpus, fake_gpu):
-    demuxer, backend, reason = _open_nvdec(corpus["hevc_main10.mp4"])
+    demuxer, backend, reason = _open_nvdec(corpus["hevc_main10.mp4"], fake_gpu)
+    nvc = fake_gpu.runtime()[0].nvc
     try:
         assert reason == "" and isinstance(backend, NvdecBackend)
-        assert fake_gpu.caps_queries == [(0, "HEVC", "420", 10)]
-        (created,) = fake_gpu.created
+        assert nvc.caps_queries == [(0, "HEVC", "420", 10)]
+        (created,) = nvc.created
         assert created == {"gpuid": 0, "codec": "HEVC", "cudacontext": 777, "cudastream": 4242,
                            "usedevicememory": True, "outputColorType": "NATIVE"}
         frames = []
@@ -417,18 +362,24 @@ def test_open_nvdec_backend_wires_pynvvideocodec(corpus, fake_gpu):
 
 
 def test_open_nvdec_backend_reuses_and_routes(corpus, fake_gpu):
+    nvc = fake_gpu.runtime()[0].nvc
     for _ in range(3):
-        demuxer, backend, reason = _open_nvdec(corpus["h264_closed_gop.mp4"])
+        demuxer, backend, reason = _open_nvdec(corpus["h264_closed_gop.mp4"], fake_gpu)
         assert reason == ""
         backend.close()
         demuxer.close()
-    assert len(fake_gpu.created) == 1  # one decoder, reused through the cache
-    assert gpu_decode.decoder_cache_for(0).reused == 2
-    assert len(fake_gpu.caps_queries) == 1
-    demuxer, backend, reason = _open_nvdec(corpus["av1.mkv"])
+    assert len(nvc.created) == 1  # one decoder, reused through the owner's cache
+    assert fake_gpu.decoder_cache.reused == 2
+    assert len(nvc.caps_queries) == 1
+    other = emulated_nvdec_decoders(HOPPER_CAPS)  # another owner (a pool thread) has its own decoders
+    demuxer, backend, reason = _open_nvdec(corpus["h264_closed_gop.mp4"], other)
+    backend.close()
+    demuxer.close()
+    assert other.decoder_cache.created == 1 and fake_gpu.decoder_cache.created == 1
+    demuxer, backend, reason = _open_nvdec(corpus["av1.mkv"], fake_gpu)
     demuxer.close()
     assert backend is None and "no AV1 decoder" in reason
-    demuxer, backend, reason = _open_nvdec(corpus["hevc_below_minimum.mp4"])
+    demuxer, backend, reason = _open_nvdec(corpus["hevc_below_minimum.mp4"], fake_gpu)
     demuxer.close()
     assert backend is None and "below" in reason
 
@@ -440,7 +391,7 @@ def test_open_nvdec_backend_falls_back_when_decoder_creation_fails(corpus, fake_
     def refuse(**kwargs):
         raise PyNvVCException("cuvidCreateDecoder failed: CUDA_ERROR_OUT_OF_MEMORY")
 
-    monkeypatch.setattr(fake_gpu, "CreateDecoder", refuse)
-    demuxer, backend, reason = _open_nvdec(corpus["h264_closed_gop.mp4"])
+    monkeypatch.setattr(fake_gpu.runtime()[0].nvc, "CreateDecoder", refuse)
+    demuxer, backend, reason = _open_nvdec(corpus["h264_closed_gop.mp4"], fake_gpu)
     demuxer.close()
     assert backend is None and "CUDA_ERROR_OUT_OF_MEMORY" in reason

@@ -14,6 +14,7 @@ import torch
 
 from framefeed.cpu_fallback.rgb import RgbConverter
 from framefeed.errors import DecodingError
+from framefeed.packets import DISCARD_MARK
 
 
 def configure_decoder_threads(stream: Any, num_threads: int) -> None:
@@ -26,7 +27,9 @@ def configure_decoder_threads(stream: Any, num_threads: int) -> None:
 
 
 class CpuBackend:
-    """Decodes one stream's packets with the stream's own PyAV codec context.
+    """Decodes one stream's packets with a PyAV codec context: the stream's
+    own (packets from the demuxer) or one opened from `CodecParameters`
+    (packets from a shipped bundle).
 
     Frames are `av.VideoFrame`s; they own their pixels, so `retain` is free.
     """
@@ -35,24 +38,43 @@ class CpuBackend:
     output_device = torch.device("cpu")
     channels_first_output = False  # swscale writes packed RGB rows
 
-    def __init__(self, stream: Any, *, rotation_quarter_turns: int) -> None:
-        # Threads were set by `configure_decoder_threads` before the codec opened.
-        self._codec = stream.codec_context
+    def __init__(self, codec_context: Any, *, rotation_quarter_turns: int) -> None:
+        # Threads were set (`configure_decoder_threads`) before the codec opened.
+        self._codec = codec_context
         self._converter = RgbConverter(rotation_quarter_turns)
+        self._discarded: set[int] = set()  # pts of rebuilt discard packets not yet output
         self.frames_decoded = 0
 
     def reset(self) -> None:
         """Forget all decoder state (after a seek)."""
         self._codec.flush_buffers()
+        self._discarded.clear()
 
     def send(self, packet: Any) -> Sequence[Any]:
         """Decode one packet; returns the frames it completed, in display order."""
+        if packet.opaque == DISCARD_MARK and packet.pts is not None:
+            # A rebuilt packet cannot carry FFmpeg's discard flag: drop its frame here.
+            self._discarded.add(packet.pts)
         try:
             frames = self._codec.decode(packet)
         except av.error.FFmpegError as error:
             raise DecodingError(f"FFmpeg could not decode a packet (pts {packet.pts}): {error}") from error
+        if self._discarded:
+            frames = self._drop_discarded(frames)
         self.frames_decoded += len(frames)
         return frames
+
+    def _drop_discarded(self, frames: Sequence[Any]) -> list[Any]:
+        kept = []
+        for frame in frames:
+            if frame.pts in self._discarded:
+                self._discarded.discard(frame.pts)
+            else:
+                kept.append(frame)
+        return kept
+
+    def close(self) -> None:
+        """Nothing to give back: the codec context goes with its owner."""
 
     def drain(self) -> Sequence[Any]:
         """End of stream: the frames still held by the decoder."""
@@ -60,6 +82,8 @@ class CpuBackend:
             frames = self._codec.decode(None)
         except av.error.FFmpegError as error:
             raise DecodingError(f"FFmpeg failed while draining the decoder: {error}") from error
+        if self._discarded:
+            frames = self._drop_discarded(frames)
         self.frames_decoded += len(frames)
         return frames
 

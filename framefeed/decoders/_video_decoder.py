@@ -1,7 +1,10 @@
 """`VideoDecoder`: the public entry point (torchcodec-compatible).
 
-It wires the pipeline together: source -> demuxer (+ frame index in exact
-mode) -> timeline -> decode plan -> backend -> output tensors.
+A thin wrapper over the values of `framefeed.opening` (demuxer, timeline,
+codec parameters), a backend from the registry (`framefeed.backends`), and
+the executor (`framefeed.session.DecodeSession`): each method turns its
+request into targets, and the session plans and executes them into output
+tensors this class sizes and allocates.
 """
 
 from __future__ import annotations
@@ -17,14 +20,13 @@ import torch
 from torch import Tensor
 
 from framefeed._validation import require_int, require_seconds
-from framefeed.backend_selection import open_backend, resolve_device
-from framefeed.cpu_fallback.backend import configure_decoder_threads
+from framefeed.backend_selection import BackendContext, open_backend, resolve_device
 from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
-from framefeed.demux.demuxer import STREAM_START, Demuxer
-from framefeed.demux.frame_index import build_frame_index
-from framefeed.demux.metadata import VideoStreamMetadata, header_metadata, with_content
-from framefeed.errors import FrameTimeOutOfRangeError, VideoOpenError
+from framefeed.demux.demuxer import Demuxer
+from framefeed.demux.metadata import VideoStreamMetadata
+from framefeed.errors import FrameTimeOutOfRangeError
 from framefeed.frames import Frame, FrameBatch
+from framefeed.opening import open_demuxed
 from framefeed.plan import Target
 from framefeed.session import DecodeSession, OutputBuffer
 from framefeed.source import resolve_source
@@ -93,27 +95,17 @@ class VideoDecoder:
 
     def _open(self, seek_mode: str, num_threads: int) -> None:
         demuxer = self._demuxer
-        configure_decoder_threads(demuxer.stream, num_threads)
-        rotation = _stream_rotation(demuxer)
-        metadata = header_metadata(demuxer.stream, demuxer.container, rotation)
-        if seek_mode == "exact":
-            index = build_frame_index(demuxer)
-            metadata = with_content(metadata, len(index), index.begin_seconds, index.end_seconds)
-            self._timeline: ExactTimeline | ApproximateTimeline = ExactTimeline(index)
-        else:
-            if not metadata.num_frames or metadata.end_stream_seconds is None:
-                raise VideoOpenError(
-                    f"The header of {demuxer.source.description} gives neither a frame count nor a "
-                    "duration and frame rate; use seek_mode='exact'"
-                )
-            self._timeline = ApproximateTimeline(metadata, demuxer)
+        opened = open_demuxed(demuxer, seek_mode, num_threads)
+        metadata = opened.metadata
+        self._timeline: ExactTimeline | ApproximateTimeline = opened.timeline
         self.metadata: VideoStreamMetadata = metadata
         self.stream_index: int = demuxer.stream.index
-        turns = round((rotation or 0.0) / 90.0) % 4
-        selection = open_backend(demuxer, metadata, self._device, rotation_quarter_turns=turns)
+        selection = open_backend(opened.params, self._device, BackendContext(stream=demuxer.stream,
+                                                                             num_threads=num_threads))
         self._backend = selection.backend
         self._cpu_fallback: CpuFallbackStatus = selection.status
-        self._session = DecodeSession(demuxer, self._backend, self._timeline, fps_hint=metadata.average_fps or 0.0)
+        self._session = DecodeSession(demuxer, self._backend, self._timeline, facts=self._timeline.facts,
+                                      disposable=opened.disposable)
         self._num_frames = int(metadata.num_frames or 0)
         self._begin = float(metadata.begin_stream_seconds or 0.0)
         self._end = float(metadata.end_stream_seconds or 0.0)
@@ -127,9 +119,7 @@ class VideoDecoder:
         cache). Also happens when the decoder is garbage-collected; later
         decoding calls raise RuntimeError."""
         self._session.close()
-        close_backend = getattr(self._backend, "close", None)
-        if close_backend is not None:
-            close_backend()
+        self._backend.close()
         self._demuxer.close()
 
     def __enter__(self) -> VideoDecoder:
@@ -337,33 +327,6 @@ class VideoDecoder:
             f"VideoDecoder({self._demuxer.source.description}, stream {self.stream_index}, "
             f"{self._num_frames} frames, {self._seek_mode}, device={self._device})"
         )
-
-
-def _stream_rotation(demuxer: Demuxer) -> float | None:
-    """Counter-clockwise display rotation in degrees, None when there is none.
-
-    MP4/MOV: from the track header, without decoding. Other containers: PyAV
-    does not expose stream side data, so decode the first frame and read the
-    display matrix FFmpeg attached to it.
-    """
-    if demuxer.is_isobmff:
-        tables = demuxer.track_tables()
-        if tables is not None:
-            return tables.rotation_degrees
-    codec = demuxer.stream.codec_context
-    try:
-        for packet in demuxer.packets():
-            frames = codec.decode(packet)
-            if frames:
-                rotation = frames[0].rotation
-                return float(rotation) if rotation else None
-        return None
-    except Exception as error:  # undecodable first frame: no rotation known
-        if type(error).__module__.startswith("av"):
-            return None
-        raise
-    finally:
-        demuxer.seek(STREAM_START)
 
 
 def _as_int_list(values: Any, name: str) -> list[int]:

@@ -22,7 +22,8 @@ STREAM_START = -(1 << 62)
 
 
 class Demuxer:
-    """Reads one video stream's packets from a container.
+    """Reads one video stream's packets from a container; a `PacketSource`
+    (`framefeed.packets`).
 
     Attributes:
         container: the PyAV input container.
@@ -51,6 +52,14 @@ class Demuxer:
         format_name = self.container.format.name if self.container.format else ""
         self.is_isobmff = "mov" in format_name or "mp4" in format_name
         self._tables: isobmff.TrackTables | None | bool = False  # False: not read yet
+
+    @property
+    def description(self) -> str:
+        return self.source.description
+
+    def cut_after(self) -> int | None:
+        """None: `packets()` ends only at the end of the stream."""
+        return None
 
     def seconds(self, pts: int) -> float:
         """Seconds of a pts: the exact rational pts * time_base, rounded once.

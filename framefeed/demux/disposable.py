@@ -23,8 +23,12 @@ DisposableTest = Callable[[Any], bool]
 def disposable_packet_test(stream: Any) -> DisposableTest | None:
     """A function telling whether a packet of `stream` is disposable, or None
     when the codec or its extradata gives no safe answer."""
-    codec = codec_name(stream)
-    extradata = bytes(stream.codec_context.extradata or b"")
+    return disposable_test_for(codec_name(stream), bytes(stream.codec_context.extradata or b""))
+
+
+def disposable_test_for(codec: str, extradata: bytes) -> DisposableTest | None:
+    """`disposable_packet_test` from the codec name and extradata alone (a
+    `framefeed.packets.CodecParameters` holds both)."""
     if codec == "h264":
         framing = _nal_framing(extradata, length_size_at=4, config_version_byte=1)
         if framing is None:

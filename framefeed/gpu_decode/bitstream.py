@@ -25,6 +25,7 @@ import av
 import numpy as np
 
 from framefeed.demux.demuxer import codec_name
+from framefeed.packets import CodecParameters, packet_is_discard
 
 # FFmpeg codec name (`stream.codec.canonical_name`) -> PyNvVideoCodec's
 # `cudaVideoCodec` member. Codecs missing here are decoded on the CPU.
@@ -153,20 +154,61 @@ class PreparedPacket:
         return bytes(memoryview(self.payload).cast("B")[: self.size])
 
 
-class PacketPreparer:
-    """Turns the demuxer's packets of one stream into `PreparedPacket`s.
+def nal_length_size(codec: str, extradata: bytes) -> int:
+    """Bytes of each NAL unit's length prefix for H.264/HEVC stored with an
+    avcC/hvcC record; 0 for start-code (Annex-B) streams and other codecs."""
+    data = bytes(extradata or b"")
+    if codec not in ANNEXB_FILTERS or not data or is_annexb(data):
+        return 0
+    at = 4 if codec == "h264" else 21
+    return (data[at] & 0x3) + 1 if len(data) > at else 0
 
-    After construction and after every `reset()` (a seek or an end-of-stream
-    flush), the first packet produced is prefixed with the stream's parameter
-    sets. Timestamps and flags are read before filtering, because the filter
-    takes the packet over.
+
+def length_prefixed_to_annexb(data: bytes, length_size: int) -> bytes:
+    """Replace each NAL unit's length prefix with a 4-byte start code (what
+    `h264_mp4toannexb` does besides inserting parameter sets, which
+    `PacketPreparer` sends itself after every reset).
+
+    Raises:
+        ValueError: a length that runs past the packet.
+    """
+    out = bytearray()
+    pos, end = 0, len(data)
+    while pos + length_size <= end:
+        size = int.from_bytes(data[pos:pos + length_size], "big")
+        start = pos + length_size
+        if start + size > end:
+            raise ValueError(f"NAL unit of {size} bytes at offset {pos} runs past the {end}-byte packet")
+        out += START_CODE
+        out += data[start:start + size]
+        pos = start + size
+    return bytes(out)
+
+
+class PacketPreparer:
+    """Turns one stream's packets into `PreparedPacket`s.
+
+    Built from a PyAV stream (packets from its demuxer: FFmpeg's Annex-B
+    filter converts them) or from `CodecParameters` (packets shipped without
+    a container: length prefixes are rewritten here). After construction and
+    after every `reset()` (a seek or an end-of-stream flush), the first packet
+    produced is prefixed with the stream's parameter sets. Timestamps and
+    flags are read before filtering, because the filter takes the packet over.
     """
 
     def __init__(self, stream: Any) -> None:
-        self.codec_name = codec_name(stream)
-        self.parameter_sets = parameter_sets(self.codec_name, stream.codec_context.extradata)
-        filter_name = ANNEXB_FILTERS.get(self.codec_name)
-        self._filter = av.bitstream.BitStreamFilterContext(filter_name, in_stream=stream) if filter_name else None
+        self._length_size = 0
+        if isinstance(stream, CodecParameters):
+            self.codec_name = stream.codec
+            self.parameter_sets = parameter_sets(self.codec_name, stream.extradata)
+            self._filter = None
+            self._length_size = nal_length_size(self.codec_name, stream.extradata)
+        else:
+            self.codec_name = codec_name(stream)
+            self.parameter_sets = parameter_sets(self.codec_name, stream.codec_context.extradata)
+            filter_name = ANNEXB_FILTERS.get(self.codec_name)
+            self._filter = (av.bitstream.BitStreamFilterContext(filter_name, in_stream=stream)
+                            if filter_name else None)
         self._needs_parameter_sets = bool(self.parameter_sets)
 
     def reset(self) -> None:
@@ -178,7 +220,10 @@ class PacketPreparer:
     def prepare(self, packet: Any) -> list[PreparedPacket]:
         """The packet(s) to decode for one demuxed packet (usually exactly one)."""
         pts, dts, duration = packet.pts, packet.dts, packet.duration or None
-        key, discard = bool(packet.is_keyframe), bool(packet.is_discard)
+        key, discard = bool(packet.is_keyframe), packet_is_discard(packet)
+        if self._length_size:
+            data = np.frombuffer(length_prefixed_to_annexb(bytes(packet), self._length_size), dtype=np.uint8)
+            return [self._prepared_array(data, pts, dts, duration, key, discard)]
         if self._filter is None:
             return [self._prepared(packet, pts, dts, duration, key, discard)]
         outputs = self._filter.filter(packet)
@@ -207,3 +252,10 @@ class PacketPreparer:
             merged = np.frombuffer(self.parameter_sets + bytes(packet), dtype=np.uint8)
             return PreparedPacket(merged, merged.ctypes.data, merged.size, pts, dts, duration, key, discard)
         return PreparedPacket(packet, packet.buffer_ptr, packet.buffer_size, pts, dts, duration, key, discard)
+
+    def _prepared_array(self, data: np.ndarray, pts: int | None, dts: int | None, duration: int | None,
+                        key: bool, discard: bool) -> PreparedPacket:
+        if self._needs_parameter_sets:
+            self._needs_parameter_sets = False
+            data = np.frombuffer(self.parameter_sets + data.tobytes(), dtype=np.uint8)
+        return PreparedPacket(data, data.ctypes.data, data.size, pts, dts, duration, key, discard)

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from framefeed.demux.demuxer import codec_name
 from framefeed.gpu_decode.bitstream import NVDEC_CODECS
-from framefeed.gpu_decode.colour import ColourSpec, colour_spec_for_stream
+from framefeed.gpu_decode.colour import ColourSpec, colour_spec_for
+from framefeed.packets import CodecParameters
 
 # Field orders FFmpeg reports for interlaced content (AVFieldOrder TT, BB, TB, BT).
 _INTERLACED_FIELD_ORDERS = (2, 3, 4, 5)
@@ -69,15 +69,22 @@ class StreamTraits:
 
 def stream_traits(stream: Any) -> StreamTraits:
     """Read `StreamTraits` from a PyAV video stream (no decoding)."""
-    ctx = stream.codec_context
-    colour, colour_reason = colour_spec_for_stream(stream)
+    return traits_of(CodecParameters.from_stream(stream))
+
+
+def traits_of(params: CodecParameters) -> StreamTraits:
+    """`StreamTraits` from codec parameters (a stream's, or a shipped bundle's)."""
+    if params.pixel_format is None:
+        colour, colour_reason = None, "the stream declares no pixel format"
+    else:
+        colour, colour_reason = colour_spec_for(params.pixel_format, params.colorspace, params.color_range)
     return StreamTraits(
-        codec=codec_name(stream),
-        width=int(ctx.width or 0),
-        height=int(ctx.height or 0),
-        pixel_format=ctx.format.name if ctx.format is not None else None,
-        profile=ctx.profile or None,
-        interlaced=int(getattr(ctx, "field_order", 0) or 0) in _INTERLACED_FIELD_ORDERS,
+        codec=params.codec,
+        width=params.width,
+        height=params.height,
+        pixel_format=params.pixel_format,
+        profile=params.profile,
+        interlaced=params.field_order in _INTERLACED_FIELD_ORDERS,
         colour=colour,
         colour_reason=colour_reason,
     )

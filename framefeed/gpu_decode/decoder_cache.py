@@ -12,12 +12,12 @@ Each decoder keeps the CUDA stream it was created with (PyNvVideoCodec binds
 a decoder to one stream at creation), so work queued by an earlier owner
 stays ordered before the next owner's.
 
-This module does not touch CUDA itself: decoders come from a factory.
+This module does not touch CUDA itself: decoders come from a factory. Each
+`gpu_decode.owner.NvdecDecoders` holds one cache (no process-wide state here).
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 from collections import OrderedDict
@@ -132,31 +132,3 @@ class DecoderCache:
         if self._on_evict is not None:
             self._on_evict(entry)
         entry.decoder = None  # PyNvVideoCodec frees the decoder with its last reference
-
-
-_caches: dict[int, DecoderCache] = {}
-_caches_lock = threading.Lock()
-
-
-def cache_for_device(device_index: int, factory: DecoderFactory,
-                     on_evict: Callable[[PooledDecoder], None] | None = None) -> DecoderCache:
-    """The process-wide decoder cache of one device (created on first use)."""
-    with _caches_lock:
-        if not _caches:
-            # Destroy idle decoders while CUDA is still up, not during module teardown.
-            atexit.register(clear_all_caches)
-        cache = _caches.get(device_index)
-        if cache is None:
-            cache = _caches[device_index] = DecoderCache(factory, capacity_from_environment(), on_evict)
-        return cache
-
-
-def clear_all_caches() -> None:
-    """Destroy every idle decoder of every device."""
-    with _caches_lock:
-        caches = list(_caches.values())
-    for cache in caches:
-        try:
-            cache.clear()
-        except Exception:  # at exit, a broken driver must not turn into a traceback
-            pass

@@ -1,0 +1,277 @@
+"""Who owns NVDEC decoders: `NvdecDecoders`, one per CUDA device and owner.
+
+Whoever decodes holds one and passes it in: a `VideoDecoder` uses the
+process default of its device (`default_decoders`), a pool thread or a
+service worker creates its own, so decoders are never shared by accident
+and their lifetime is the owner's. An owner keeps the device's idle
+decoders (`decoder_cache.DecoderCache`), the `GetDecoderCaps` answers, and
+the `NvdecRuntime`: the machine-facing pieces (PyNvVideoCodec, CUDA streams
+and contexts, the colour kernel). Tests hand an owner an emulated runtime
+(`tests/gpu_fixtures.py`) instead of patching module globals.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from framefeed.gpu_decode.backend import NvdecBackend, SurfaceConverter
+from framefeed.gpu_decode.bitstream import NVDEC_CODECS, PacketPreparer
+from framefeed.gpu_decode.capabilities import (
+    DecoderCapsCache,
+    StreamTraits,
+    hardware_reason,
+    pynvvideocodec_caps_query,
+    stream_reason,
+    traits_of,
+)
+from framefeed.gpu_decode.colour import surface_format_for
+from framefeed.gpu_decode.decoder_cache import (
+    DecoderCache,
+    DecoderKey,
+    PooledDecoder,
+    capacity_from_environment,
+)
+from framefeed.packets import CodecParameters
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+@dataclass
+class NvdecRuntime:
+    """What NVDEC decoding needs from the machine (`cuda_runtime()` is the real one).
+
+    Attributes:
+        nvc: the PyNvVideoCodec module (or a stand-in with `PacketData`,
+            `GetDecoderCaps`, `CreateDecoder`).
+        device_facts: device index -> (compute capability or None, device name).
+        create_decoder: `DecoderKey` -> a new `PooledDecoder`.
+        retire: called on a decoder before it is destroyed (None: nothing).
+        make_converter: (device index, decoder's CUDA stream, surface format,
+            traits, quarter turns) -> the `SurfaceConverter` writing RGB.
+        prepare_kernel: (device index, bytes per sample) -> None, before first use.
+        output_device: device index -> where output tensors live.
+    """
+
+    nvc: Any
+    device_facts: Callable[[int], tuple[tuple[int, int] | None, str]]
+    create_decoder: Callable[[DecoderKey], PooledDecoder]
+    retire: Callable[[PooledDecoder], None] | None
+    make_converter: Callable[[int, Any, str, StreamTraits, int], SurfaceConverter]
+    prepare_kernel: Callable[[int, int], None]
+    output_device: Callable[[int], torch.device]
+
+
+def import_optional(name: str, what: str) -> tuple[Any, str]:
+    """(module, "") or (None, why it cannot be imported). A failed import is
+    tried again next time (Python does not cache failures)."""
+    try:
+        return __import__(name), ""
+    except Exception as error:  # ImportError, OSError, PyNvVideoCodec's RuntimeError
+        return None, f"{what} cannot be imported ({first_line(error)})"
+
+
+def load_pynvvideocodec() -> tuple[Any, str]:
+    """(PyNvVideoCodec, "") or (None, reason): its import fails without the
+    driver's video libraries (libnvcuvid.so.1, libnvidia-encode.so.1)."""
+    return import_optional("PyNvVideoCodec", "PyNvVideoCodec (pip install PyNvVideoCodec>=2.2.4)")
+
+
+def load_cupy() -> tuple[Any, str]:
+    return import_optional("cupy", "CuPy (pip install cupy-cuda13x or cupy-cuda12x)")
+
+
+def cuda_runtime() -> tuple[NvdecRuntime | None, str]:
+    """The real runtime, or (None, why NVDEC cannot be used in this process)."""
+    if not torch.cuda.is_available():
+        return None, "torch sees no CUDA GPU"
+    nvc, reason = load_pynvvideocodec()
+    if nvc is None:
+        return None, reason
+    cupy, reason = load_cupy()
+    if cupy is None:
+        return None, reason
+    from framefeed.gpu_decode.backend import CudaSurfaceConverter
+    from framefeed.gpu_decode.kernels import compile_kernel
+
+    def make_converter(index: int, stream: Any, surface_format: str, traits: StreamTraits, turns: int) -> Any:
+        return CudaSurfaceConverter(torch.device("cuda", index), stream, surface_format, traits.width,
+                                    traits.height, traits.colour, turns)
+
+    return NvdecRuntime(
+        nvc=nvc,
+        device_facts=lambda index: (torch.cuda.get_device_capability(index), torch.cuda.get_device_name(index)),
+        create_decoder=functools.partial(_create_cuda_decoder, nvc),
+        retire=_retire,
+        make_converter=make_converter,
+        prepare_kernel=compile_kernel,
+        output_device=lambda index: torch.device("cuda", index),
+    ), ""
+
+
+def _primary_context(device_index: int) -> int:
+    """The device's primary CUDA context handle (the one torch uses), so the
+    decoder and our kernels share a context."""
+    import cupy
+
+    torch.cuda.init()
+    with cupy.cuda.Device(device_index):
+        return int(cupy.cuda.driver.ctxGetCurrent())
+
+
+def _create_cuda_decoder(nvc: Any, key: DecoderKey) -> PooledDecoder:
+    device = torch.device("cuda", key.device_index)
+    stream = torch.cuda.Stream(device)  # one stream per decoder, for its whole life
+    decoder = nvc.CreateDecoder(
+        gpuid=key.device_index,
+        codec=getattr(nvc.cudaVideoCodec, NVDEC_CODECS[key.codec]),
+        cudacontext=_primary_context(key.device_index),
+        cudastream=stream.cuda_stream,
+        usedevicememory=True,
+        outputColorType=nvc.OutputColorType.NATIVE,
+    )
+    return PooledDecoder(key, decoder, stream)
+
+
+def _retire(entry: PooledDecoder) -> None:
+    # Work queued on its stream may still read the decoder's pictures.
+    if entry.stream is not None:
+        entry.stream.synchronize()
+
+
+class NvdecDecoders:
+    """The NVDEC decoders and capability answers of one owner on one device.
+
+    Args:
+        device_index: the CUDA device.
+        runtime: the machine-facing pieces; None loads the real ones on first use.
+        capacity: idle decoders kept (default `$FRAMEFEED_NVDEC_CACHE_SIZE` or 8).
+
+    Thread-safe. `close()` destroys the idle decoders; backends still open
+    keep theirs until they close.
+    """
+
+    def __init__(self, device_index: int = 0, runtime: NvdecRuntime | None = None,
+                 capacity: int | None = None) -> None:
+        self.device_index = device_index
+        self._runtime = runtime
+        self._reason = ""
+        self._loaded = runtime is not None
+        self._capacity = capacity_from_environment() if capacity is None else capacity
+        self._lock = threading.Lock()
+        self._caps: DecoderCapsCache | None = None
+        self._cache: DecoderCache | None = None
+
+    def runtime(self) -> tuple[NvdecRuntime | None, str]:
+        """(runtime, "") or (None, why NVDEC is unusable here); loaded once."""
+        with self._lock:
+            if not self._loaded:
+                self._runtime, self._reason = cuda_runtime()
+                self._loaded = True
+            return self._runtime, self._reason
+
+    @property
+    def decoder_cache(self) -> DecoderCache:
+        runtime, reason = self.runtime()
+        if runtime is None:
+            raise RuntimeError(reason)
+        with self._lock:
+            if self._cache is None:
+                self._cache = DecoderCache(runtime.create_decoder, self._capacity, runtime.retire)
+            return self._cache
+
+    def caps(self, traits: StreamTraits) -> dict[str, int]:
+        runtime, reason = self.runtime()
+        if runtime is None:
+            raise RuntimeError(reason)
+        with self._lock:
+            if self._caps is None:
+                self._caps = DecoderCapsCache(pynvvideocodec_caps_query(runtime.nvc))
+        return self._caps.get(self.device_index, traits.codec, traits.chroma_format, traits.bit_depth)
+
+    def open_backend(self, params: CodecParameters, *, stream: Any = None) -> tuple[NvdecBackend | None, str]:
+        """(backend, "") when NVDEC decodes the stream exactly, else (None,
+        reason). `stream`: the PyAV stream when packets come from its demuxer
+        (FFmpeg's bitstream filter then converts them); None for shipped
+        packets. Never raises for a stream or machine NVDEC cannot serve."""
+        traits = traits_of(params)
+        reason = stream_reason(traits)
+        if reason:
+            return None, reason
+        runtime, reason = self.runtime()
+        if runtime is None:
+            return None, reason
+        index = self.device_index
+        try:
+            caps = self.caps(traits)
+        except Exception as error:
+            return None, f"GetDecoderCaps failed for {traits.codec} ({first_line(error)})"
+        compute_capability, device_name = runtime.device_facts(index)
+        reason = hardware_reason(traits, caps, compute_capability, device_name)
+        if reason:
+            return None, reason
+        surface_format = surface_format_for(traits.colour)
+        cache = self.decoder_cache
+        try:
+            pooled = cache.acquire(DecoderKey(index, traits.codec, traits.width, traits.height, surface_format))
+        except Exception as error:
+            return None, f"could not create an NVDEC decoder ({first_line(error)})"
+        try:
+            runtime.prepare_kernel(index, 2 if surface_format in ("P016", "YUV444_16Bit") else 1)
+            converter = runtime.make_converter(index, pooled.stream, surface_format, traits,
+                                               params.rotation_quarter_turns)
+            backend = NvdecBackend(
+                decoder=pooled.decoder,
+                make_packet=runtime.nvc.PacketData,
+                preparer=PacketPreparer(stream if stream is not None else params),
+                converter=converter,
+                output_device=runtime.output_device(index),
+                flush_first=pooled.reused,
+                on_close=functools.partial(cache.release, pooled),
+            )
+        except Exception as error:  # e.g. the flush of a reused decoder failed: decode on the CPU instead
+            cache.release(pooled)
+            return None, f"could not set up the NVDEC backend ({first_line(error)})"
+        return backend, ""
+
+    def close(self) -> None:
+        """Destroy every idle decoder of this owner."""
+        with self._lock:
+            cache = self._cache
+        if cache is not None:
+            try:
+                cache.clear()
+            except Exception:  # at exit, a broken driver must not turn into a traceback
+                pass
+
+
+_defaults: dict[int, NvdecDecoders] = {}
+_defaults_lock = threading.Lock()
+
+
+def default_decoders(device_index: int) -> NvdecDecoders:
+    """The process's default owner for a device (what `VideoDecoder` uses)."""
+    with _defaults_lock:
+        if not _defaults:
+            # Destroy idle decoders while CUDA is still up, not during module teardown.
+            atexit.register(_close_defaults)
+        owner = _defaults.get(device_index)
+        if owner is None:
+            owner = _defaults[device_index] = NvdecDecoders(device_index)
+        return owner
+
+
+def _close_defaults() -> None:
+    with _defaults_lock:
+        owners = list(_defaults.values())
+    for owner in owners:
+        owner.close()

@@ -1,0 +1,102 @@
+"""Opening a stream for decoding: source -> demuxer -> metadata -> timeline,
+plus the plain values (codec parameters, disposable-packet test) that plans,
+bundles and backends are built from. Shared by `VideoDecoder` and by worker
+processes that only plan and demux (`framefeed.bundling.ship_request`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from framefeed.cpu_fallback.backend import configure_decoder_threads
+from framefeed.demux.demuxer import STREAM_START, Demuxer
+from framefeed.demux.disposable import DisposableTest, disposable_test_for
+from framefeed.demux.frame_index import build_frame_index
+from framefeed.demux.metadata import VideoStreamMetadata, header_metadata, with_content
+from framefeed.errors import VideoOpenError
+from framefeed.packets import CodecParameters
+from framefeed.source import resolve_source
+from framefeed.timeline import ApproximateTimeline, ExactTimeline
+
+
+@dataclass
+class OpenedStream:
+    """An opened video stream and what decoding it needs.
+
+    Attributes:
+        demuxer: the open container (a `PacketSource`); close it when done.
+        metadata: header metadata (plus content in exact mode).
+        timeline: maps requests to targets and seek points (plain values).
+        params: codec parameters (plain values: picklable).
+        disposable: which packets nothing references (None: unknown).
+    """
+
+    demuxer: Demuxer
+    metadata: VideoStreamMetadata
+    timeline: ExactTimeline | ApproximateTimeline
+    params: CodecParameters
+    disposable: DisposableTest | None
+
+
+def open_stream(source: Any, stream_index: int | None = None, seek_mode: str = "exact",
+                num_threads: int = 1) -> OpenedStream:
+    """Open `source` (anything `VideoDecoder` accepts) and index it (exact
+    mode) or read its header (approximate mode).
+
+    Raises:
+        VideoOpenError, FileNotFoundError, TypeError, ValueError: as `VideoDecoder`.
+    """
+    demuxer = Demuxer(resolve_source(source), stream_index)
+    try:
+        return open_demuxed(demuxer, seek_mode, num_threads)
+    except BaseException:
+        demuxer.close()
+        raise
+
+
+def open_demuxed(demuxer: Demuxer, seek_mode: str, num_threads: int) -> OpenedStream:
+    configure_decoder_threads(demuxer.stream, num_threads)
+    rotation = stream_rotation(demuxer)
+    metadata = header_metadata(demuxer.stream, demuxer.container, rotation)
+    if seek_mode == "exact":
+        index = build_frame_index(demuxer)
+        metadata = with_content(metadata, len(index), index.begin_seconds, index.end_seconds)
+        timeline: ExactTimeline | ApproximateTimeline = ExactTimeline(index, metadata.average_fps or 0.0)
+    else:
+        if not metadata.num_frames or metadata.end_stream_seconds is None:
+            raise VideoOpenError(
+                f"The header of {demuxer.source.description} gives neither a frame count nor a "
+                "duration and frame rate; use seek_mode='exact'"
+            )
+        timeline = ApproximateTimeline.from_stream(metadata, demuxer.stream)
+    turns = round((rotation or 0.0) / 90.0) % 4
+    params = CodecParameters.from_stream(demuxer.stream, turns)
+    return OpenedStream(demuxer, metadata, timeline, params, disposable_test_for(params.codec, params.extradata))
+
+
+def stream_rotation(demuxer: Demuxer) -> float | None:
+    """Counter-clockwise display rotation in degrees, None when there is none.
+
+    MP4/MOV: from the track header, without decoding. Other containers: PyAV
+    does not expose stream side data, so decode the first frame and read the
+    display matrix FFmpeg attached to it.
+    """
+    if demuxer.is_isobmff:
+        tables = demuxer.track_tables()
+        if tables is not None:
+            return tables.rotation_degrees
+    codec = demuxer.stream.codec_context
+    try:
+        for packet in demuxer.packets():
+            frames = codec.decode(packet)
+            if frames:
+                rotation = frames[0].rotation
+                return float(rotation) if rotation else None
+        return None
+    except Exception as error:  # undecodable first frame: no rotation known
+        if type(error).__module__.startswith("av"):
+            return None
+        raise
+    finally:
+        demuxer.seek(STREAM_START)
