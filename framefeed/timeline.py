@@ -23,7 +23,6 @@ from framefeed.demux.metadata import VideoStreamMetadata
 from framefeed.plan import StreamFacts, Target, exact_targets, time_targets
 
 
-
 class ExactTimeline:
     """Timeline of a fully indexed stream."""
 
