@@ -238,7 +238,7 @@ class Engine:
                 pts_t, durations_t = pts_t.unflatten(0, job.clip_shape), durations_t.unflatten(0, job.clip_shape)
             batch = PoolBatch(data, pts_t, durations_t, info)
         except Exception as error:
-            self._finish_session_work(session, job, opened, began, returned=0)
+            self._finish_session_work(session, job, opened, began)
             self._fail(job, error)
             return
         with self._lock:
@@ -248,9 +248,9 @@ class Engine:
             if opened.status:
                 self._counts["cpu_fallbacks"] += 1
         job.future.set_result(batch)  # before the room is freed: handed out, then out of flight
-        self._finish_session_work(session, job, opened, began, returned=count)
+        self._finish_session_work(session, job, opened, began)
 
-    def _finish_session_work(self, session: Session, job: Job, opened: Any, began: float, returned: int) -> None:
+    def _finish_session_work(self, session: Session, job: Job, opened: Any, began: float) -> None:
         """Give the decoder back, drop the packets, free the room in flight."""
         try:
             if opened is not None:
