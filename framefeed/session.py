@@ -139,6 +139,9 @@ class DecodeSession:
         self._skip_before: int | None = None  # disposable packets are skippable below this pts
         self._target_times: list[float] = []  # this call's time targets, sorted
         self._max_pts_demuxed: int | None = None  # largest pts sent to the decoder since the seek
+        # issue 9: pts of frames left undecoded since the seek (sorted), so a time
+        # target's duration is the gap to the true next frame, not the next decoded one.
+        self._skipped_pts: list[int] = []
 
     # -- public -------------------------------------------------------------
 
@@ -285,6 +288,7 @@ class DecodeSession:
         self._current = None
         self._landing = None
         self._max_pts_demuxed = None
+        self._skipped_pts.clear()
 
     def _forget_position(self) -> None:
         self._packets = None
@@ -340,6 +344,8 @@ class DecodeSession:
                 and skip_test(packet)
             ):
                 self.stats.packets_skipped += 1
+                if not packet.is_discard:
+                    bisect.insort(self._skipped_pts, pts)
                 continue
             if pts is not None and not packet.is_discard and (
                 self._max_pts_demuxed is None or pts > self._max_pts_demuxed
@@ -449,7 +455,12 @@ class DecodeSession:
     def _duration(self, frame: Any, following: Any) -> float:
         backend = self.backend
         if following is not None:
-            return self.demuxer.seconds(backend.pts_of(following) - backend.pts_of(frame))
+            pts, next_pts = backend.pts_of(frame), backend.pts_of(following)
+            # issue 9: a skipped (undecoded) frame between them is the real next frame.
+            at = bisect.bisect_right(self._skipped_pts, pts)
+            if at < len(self._skipped_pts) and self._skipped_pts[at] < next_pts:
+                next_pts = self._skipped_pts[at]
+            return self.demuxer.seconds(next_pts - pts)
         own = backend.duration_of(frame)
         if own:
             return self.demuxer.seconds(own)
