@@ -100,9 +100,13 @@ def test_played_in_range_with_fps_resamples():
     reference = corpus.reference_frames(H264.name)
     batch = decoder.get_frames_played_in_range(0.0, 1.0, fps=10)
     assert len(batch) == 10
-    # Each sample is the frame displayed at k / 10 s (frames last 0.04 s here).
-    expected = [max(r.seconds for r in reference if r.seconds <= k / 10) for k in range(10)]
-    assert batch.pts_seconds.tolist() == expected
+    # As torchcodec: sample k is the frame displayed at k / 10 s, reported with
+    # that time as pts and 1 / fps as duration (frames last 0.04 s here).
+    shown = [max(i for i, r in enumerate(reference) if r.seconds <= k * 0.1) for k in range(10)]
+    for sample, index in enumerate(shown):
+        assert torch.equal(batch.data[sample].permute(1, 2, 0), torch.from_numpy(reference[index].rgb))
+    assert batch.pts_seconds.tolist() == [k * 0.1 for k in range(10)]
+    assert batch.duration_seconds.tolist() == [0.1] * 10
 
 
 def test_info_command_prints_metadata(tmp_path):
