@@ -231,7 +231,7 @@ def thread_count(value: Any) -> int:
         ValueError: a negative count.
     """
     if value is None:
-        raise ArgumentValueTypeError("num_ffmpeg_threads = None should be an int (use 0 to let FFmpeg choose).")
+        raise ArgumentValueTypeError("num_ffmpeg_threads = None should be an int. Use 0 to let FFmpeg choose.")
     try:
         count = operator.index(value)
     except TypeError:

@@ -159,7 +159,7 @@ def resolve_source(source: Any) -> VideoSource:
             return VideoSource("url", repr(text), text)
         path = text[len("file://") :] if text.startswith("file://") else text
         if not os.path.exists(path):
-            raise VideoFileNotFoundError(2, "Video file not found", path)
+            raise VideoFileNotFoundError(2, "Could not open input file: video file not found", path)
         if os.path.isdir(path):
             raise IsADirectoryError(21, "Expected a video file, got a directory", path)
         return VideoSource("path", repr(path), path, os.path.getsize(path))
