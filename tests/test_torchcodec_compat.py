@@ -25,7 +25,7 @@ import torch
 
 import corpus
 import framefeed
-from framefeed import Frame, FrameBatch, VideoDecoder
+from framefeed import FrameBatch, VideoDecoder
 from framefeed import samplers as ff_samplers
 from framefeed.decoders import CpuFallbackStatus
 from framefeed.samples import VideoSpec, encode_video, x264_options
@@ -617,7 +617,7 @@ def test_compiled_functions_decode_without_graph_breaks(dimension_order, ntsc):
 
     eager_scalar, eager_frame = frame_at(3)
     scalar, frame = torch.compile(frame_at, fullgraph=True)(3)
-    assert torch.equal(frame, eager_frame) and torch.allclose(scalar.double(), torch.tensor(eager_scalar).double())
+    assert torch.equal(frame, eager_frame) and torch.allclose(scalar.double(), torch.as_tensor(eager_scalar).double())
     indices = torch.tensor([5, 1, 5])
     for compiled, eager in zip(torch.compile(batches, fullgraph=True)(indices), batches(indices), strict=True):
         assert compiled.shape == eager.shape and torch.equal(compiled, eager)
