@@ -33,6 +33,10 @@ class ArgumentValueTypeError(TypeError, ValueError):
     """An argument of the wrong type where torchcodec raises ValueError."""
 
 
+class ArgumentValueError(ValueError, RuntimeError):
+    """A bad value torchcodec's C++ checks reject with RuntimeError (e.g. fps <= 0)."""
+
+
 class UnsupportedDeviceError(ValueError, RuntimeError):
     """A device framefeed cannot decode on (torchcodec: RuntimeError "Unknown device type")."""
 

@@ -263,6 +263,8 @@ ERROR_CASES = {
                                   "Invalid start seconds: -1. It must be greater than or equal to 0"),
     "played range stop after": (_decoder_call("get_frames_played_in_range", 0, 5), (ValueError,),
                                 "Invalid stop seconds: 5. It must be less than or equal to 1.001"),
+    "played range fps 0": (_decoder_call("get_frames_played_in_range", 0, 0.5, fps=0), (RuntimeError, ValueError),
+                           "fps must be positive, got 0"),
     "played range None": (_decoder_call("get_frames_played_in_range", 0.1, None), (TypeError,), ""),
     "seek mode": (lambda d: d.VideoDecoder(PATH[0], seek_mode="fast"), (ValueError,),
                   "Invalid seek mode (fast). Supported values are exact, approximate."),

@@ -300,7 +300,7 @@ class VideoDecoder:
         if fps is not None:
             rate = args.seconds_scalar(fps, "fps")
             if not 0 < rate < math.inf:
-                raise ValueError(f"Invalid fps {fps}: fps must be positive (and finite), got {fps}")
+                raise args.ArgumentValueError(f"Invalid fps: fps must be positive, got {fps} (a finite rate above 0)")
             period = 1 / rate
             times = [start + k * period for k in range(round((stop - start) * rate))]
             batch = self._batch(self._decode(self._timeline.targets_for_times(times), len(times)))
