@@ -139,8 +139,9 @@ def _open_container(source: VideoSource) -> Any:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as error:
         reason = getattr(error, "strerror", None) or str(error)
+        opening = "Could not open input file" if source.kind in ("path", "url") else "Failed to open input buffer"
         raise VideoOpenError(
-            f"Could not open {source.description} as a video container: {reason}. "
+            f"{opening}: {reason}. Could not open {source.description} as a video container: {reason}. "
             "Expected a media file FFmpeg can read (e.g. MP4, MKV, WebM, MOV)"
         ) from error
 
@@ -157,13 +158,13 @@ def _select_stream(container: Any, stream_index: int | None, description: str) -
         raise TypeError(f"stream_index must be an int or None, got {type(stream_index).__name__}")
     if not 0 <= stream_index < len(container.streams):
         raise ValueError(
-            f"Invalid stream_index {stream_index}: the file has {len(container.streams)} streams; "
-            f"video streams are at {video_indices}"
+            f"The stream index {stream_index} is not a valid stream. Invalid stream_index {stream_index}: "
+            f"the file has {len(container.streams)} streams; video streams are at {video_indices}"
         )
     if stream_index not in video_indices:
         kind = container.streams[stream_index].type
         raise ValueError(
-            f"Invalid stream_index {stream_index}: stream {stream_index} is a {kind} stream, "
-            f"not video; video streams are at {video_indices}"
+            f"The stream at index {stream_index} is not a video stream. Invalid stream_index {stream_index}: "
+            f"stream {stream_index} is a {kind} stream, not video; video streams are at {video_indices}"
         )
     return container.streams[stream_index]

@@ -207,6 +207,11 @@ def _sampling_range(
             f" (the default: end_stream_seconds {end_stream} - (num_frames_per_clip - 1) * "
             f"seconds_between_frames {seconds_between_frames}; a clip that long does not fit after the start)"
         )
+    elif given_end <= begin_stream:
+        raise ValueError(
+            f"sampling_range_end ({given_end}) must be at least {begin_stream} (begin_stream_seconds): "
+            "no clip could start before it."
+        )
     else:
         end = given_end
         why = ""
