@@ -9,6 +9,7 @@ decoding (so the answer is the true frame at that time, never a neighbour).
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -86,8 +87,13 @@ class ApproximateTimeline:
         ticking = bool(base and base == tick_rate and base > _PLAUSIBLE_MAX_FPS)
         self.variable_rate = bool(base and average and base != average) or ticking
         rate = average if self.variable_rate else (base or average)
-        self.fps = float(rate) if rate else (metadata.average_fps or 0.0)
+        # Index times are computed in exact rationals and rounded once (see index_to_seconds).
+        self._rate = Fraction(rate) if rate else (Fraction(metadata.average_fps) if metadata.average_fps else None)
+        self.fps = float(self._rate) if self._rate else 0.0
         self.begin = metadata.begin_stream_seconds or 0.0
+        start = stream.start_time
+        self._begin = start * Fraction(demuxer.time_base) if start is not None and demuxer.time_base else (
+            Fraction(self.begin))
         self.promised_end_seconds = metadata.end_stream_seconds
         self._warned = False
 
@@ -95,9 +101,9 @@ class ApproximateTimeline:
         return self.metadata.num_frames or 0
 
     def index_to_seconds(self, index: int) -> float:
-        if self.fps <= 0:
+        if not self._rate or self._rate <= 0:
             raise ValueError("the header gives no frame rate: index access needs seek_mode='exact'")
-        return self.begin + (index + 0.5) / self.fps
+        return float(self._begin + (index + Fraction(1, 2)) / self._rate)
 
     def targets_for_indices(self, indices: list[int]) -> list[Target]:
         if self.variable_rate and not self._warned:

@@ -98,7 +98,7 @@ class VideoDecoder:
         metadata = header_metadata(demuxer.stream, demuxer.container, rotation)
         if seek_mode == "exact":
             index = build_frame_index(demuxer)
-            metadata = with_content(metadata, len(index), index.begin_seconds, index.end_seconds)
+            metadata = with_content(metadata, index)
             self._timeline: ExactTimeline | ApproximateTimeline = ExactTimeline(index)
         else:
             if not metadata.num_frames or metadata.end_stream_seconds is None:
