@@ -76,3 +76,22 @@ class NoisyPeer(Contender):
         print("INVALID INDEX 120 (printed by Python)")
         os.write(1, b"[WARN] written to fd 1 by native code\n")
         return 7
+
+
+class ThroughputStandIn(Contender):
+    """A stand-in for benchmarks/gpu_throughput.py's decoders: fine at most
+    thread counts (decoding 10 pictures per thread, returning 8), but it
+    segfaults at 7 threads (as PyNvVideoCodec's ThreadedDecoder did on the
+    H200) and hangs at 14."""
+
+    library = "throughput-stand-in"
+
+    def throughput(self, path: str, params: dict) -> int:
+        threads = int(params["threads"])
+        if threads == 7:
+            ctypes.string_at(0)
+        if threads == 14:
+            time.sleep(3600)
+        time.sleep(0.01)
+        self.counts = {"decoded": 10 * threads, "returned": 8 * threads}
+        return 8 * threads

@@ -20,13 +20,19 @@ import torch
 
 
 class Contender:
-    """Base: a name, a device, and the workload methods it implements."""
+    """Base: a name, a device, and the workload methods it implements.
+
+    A workload method may also fill `counts` with counters of its last run
+    (say `{"decoded": 260, "returned": 240}`); the benchmark reports them with
+    the run.
+    """
 
     library = "?"
 
     def __init__(self, device: str = "cpu", threads: int = 1) -> None:
         self.device = device
         self.threads = threads  # CPU decoding threads (0: the library chooses)
+        self.counts: dict[str, int] = {}
 
     @property
     def name(self) -> str:

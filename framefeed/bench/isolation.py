@@ -48,6 +48,7 @@ class RunOutcome:
 
     status: "ok", "error" (the contender raised), "crashed" (the process died)
         or "timed out" (killed after the timeout).
+    counts: the contender's own counters of the run (see `Contender.counts`).
     """
 
     status: str
@@ -56,6 +57,7 @@ class RunOutcome:
     nvdec_percent: float | None = None
     error: str | None = None
     signal: int | None = None
+    counts: dict[str, int] | None = None
 
     @property
     def ok(self) -> bool:
@@ -189,7 +191,7 @@ class ContenderProcess:
             answer = self._last_answer
             if request["op"] == "run":
                 outcome = RunOutcome("ok", frames=int(answer["frames"]), seconds=float(answer["seconds"]),
-                                     nvdec_percent=answer.get("nvdec_percent"))
+                                     nvdec_percent=answer.get("nvdec_percent"), counts=answer.get("counts") or {})
         return outcome
 
     def _await(self, timeout: float) -> RunOutcome:

@@ -7,7 +7,8 @@ per line on stdin, with one JSON object per line:
 - `{"op": "probe", "workloads": [...]}` ->
   `{"ok": true, "unavailable": str | null, "supports": [...]}`
 - `{"op": "run", "workload": str, "path": str, "params": {...}}` ->
-  `{"ok": true, "frames": int, "seconds": float, "nvdec_percent": float | null}`
+  `{"ok": true, "frames": int, "seconds": float, "nvdec_percent": float | null,
+  "counts": {str: int}}` (`counts`: what the contender put in its `counts`)
   or `{"ok": false, "error": str}` (a Python exception; a crash ends the process)
 - `{"op": "exit"}` -> the process exits.
 
@@ -56,6 +57,7 @@ class _Worker:
 
     def run(self, workload: str, path: str, params: dict[str, Any]) -> dict[str, Any]:
         sampler = self._utilisation_sampler()
+        self.contender.counts = {}
         if sampler is not None:
             sampler.start()
         try:
@@ -64,7 +66,8 @@ class _Worker:
             seconds = time.perf_counter() - start
         finally:
             percent = sampler.stop() if sampler is not None else None
-        return {"ok": True, "frames": int(produced), "seconds": seconds, "nvdec_percent": percent}
+        counts = {str(k): int(v) for k, v in (getattr(self.contender, "counts", None) or {}).items()}
+        return {"ok": True, "frames": int(produced), "seconds": seconds, "nvdec_percent": percent, "counts": counts}
 
     def _utilisation_sampler(self) -> Any:
         if not self.device.startswith("cuda"):
