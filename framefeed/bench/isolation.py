@@ -89,6 +89,7 @@ class ContenderProcess:
         self._answers: queue.Queue[str | None] = queue.Queue()
         self._log: Any = None
         self._last_answer: dict[str, Any] = {}
+        self._ready = False
 
     # -- lifetime ------------------------------------------------------------------
 
@@ -99,15 +100,24 @@ class ContenderProcess:
         env.pop("FRAMEFEED_PROGRESS", None)
         return env
 
+    def launch(self) -> None:
+        """Start the worker without waiting for it (several start in parallel;
+        the first request waits until it is ready)."""
+        if self._process is None:
+            self._log = tempfile.TemporaryFile(mode="w+", prefix="framefeed-bench-worker-")
+            self._answers = queue.Queue()
+            self._process = subprocess.Popen(
+                self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
+                env=self._environment(), start_new_session=True,  # its own process group, killed as one
+            )
+            threading.Thread(target=self._read_answers, args=(self._process, self._answers), daemon=True).start()
+            self._ready = False
+
     def _start(self) -> RunOutcome:
-        self._log = tempfile.TemporaryFile(mode="w+", prefix="framefeed-bench-worker-")
-        self._answers = queue.Queue()
-        self._process = subprocess.Popen(
-            self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
-            env=self._environment(), start_new_session=True,  # its own process group, killed as one
-        )
-        threading.Thread(target=self._read_answers, args=(self._process, self._answers), daemon=True).start()
-        return self._await(START_TIMEOUT_SECONDS)
+        self.launch()
+        outcome = self._await(START_TIMEOUT_SECONDS)
+        self._ready = outcome.ok
+        return outcome
 
     @staticmethod
     def _read_answers(process: subprocess.Popen[str], answers: queue.Queue[str | None]) -> None:
@@ -173,6 +183,10 @@ class ContenderProcess:
         return self._request({"op": "run", "workload": workload, "path": path, "params": params}, self.timeout)
 
     def _request(self, request: dict[str, Any], timeout: float) -> RunOutcome:
+        if self._process is not None and not self._ready:  # launched, not yet heard from
+            started = self._start()
+            if not started.ok:
+                return started
         if self._process is None or self._process.poll() is not None:
             if self._process is not None:
                 self.close()

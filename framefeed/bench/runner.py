@@ -136,6 +136,8 @@ def _probe(contenders: list[Contender], workloads: list[Workload], processes: di
     skipped: list[Skipped] = []
     supported: dict[str, set[str]] = {}
     for contender in contenders:
+        processes[contender.name].launch()  # start-ups overlap
+    for contender in contenders:
         reason, names = processes[contender.name].probe([w.name for w in workloads])
         if reason:
             skipped.append(Skipped(contender.name, reason))
