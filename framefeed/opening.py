@@ -66,7 +66,7 @@ def open_demuxed(demuxer: Demuxer, seek_mode: str, num_threads: int,
     metadata = header_metadata(demuxer.stream, demuxer.container, rotation)
     if seek_mode != "approximate":
         index = build_frame_index(demuxer) if mappings is None else index_from_mappings(demuxer, mappings)
-        metadata = with_content(metadata, len(index), index.begin_seconds, index.end_seconds)
+        metadata = with_content(metadata, index)
         timeline: ExactTimeline | ApproximateTimeline = ExactTimeline(index, metadata.average_fps or 0.0)
     else:
         if not metadata.num_frames or metadata.end_stream_seconds is None:
