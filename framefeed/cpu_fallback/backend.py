@@ -13,7 +13,7 @@ import av
 import torch
 
 from framefeed.cpu_fallback.rgb import RgbConverter
-from framefeed.errors import DecodingError
+from framefeed.errors import DecodingError, ffmpeg_reason
 
 
 def configure_decoder_threads(stream: Any, num_threads: int) -> None:
@@ -50,7 +50,7 @@ class CpuBackend:
         try:
             frames = self._codec.decode(packet)
         except av.error.FFmpegError as error:
-            raise DecodingError(f"FFmpeg could not decode a packet (pts {packet.pts}): {error}") from error
+            raise DecodingError(f"FFmpeg could not decode a packet (pts {packet.pts}): {ffmpeg_reason(error)}") from error
         self.frames_decoded += len(frames)
         return frames
 
@@ -59,7 +59,7 @@ class CpuBackend:
         try:
             frames = self._codec.decode(None)
         except av.error.FFmpegError as error:
-            raise DecodingError(f"FFmpeg failed while draining the decoder: {error}") from error
+            raise DecodingError(f"FFmpeg failed while draining the decoder: {ffmpeg_reason(error)}") from error
         self.frames_decoded += len(frames)
         return frames
 

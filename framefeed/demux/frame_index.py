@@ -182,8 +182,11 @@ def _from_sample_table(demuxer: Demuxer) -> FrameIndex | None:
         return None  # truncated file: only a scan knows which packets exist
     try:
         offsets, deltas = tables.composition_offsets, tables.sample_deltas
-    except ValueError:
-        return None  # tables that disagree with each other: trust only packets
+    except ValueError as error:
+        # Tables that are impossible or disagree with each other: FFmpeg's
+        # packets are the authority on what the file holds, so index those.
+        warn_user(f"{demuxer.source.description}: {error}; indexing the video from its packets instead")
+        return None
     pts = dts + offsets
     shift = _verify_against_packets(demuxer, pts, positions, flags)
     if shift is None:
