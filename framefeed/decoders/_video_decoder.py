@@ -23,7 +23,7 @@ from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
 from framefeed.demux.demuxer import STREAM_START, Demuxer
 from framefeed.demux.frame_index import build_frame_index
 from framefeed.demux.metadata import VideoStreamMetadata, header_metadata, with_content
-from framefeed.errors import FrameTimeOutOfRangeError, VideoOpenError
+from framefeed.errors import DecodingError, FrameTimeOutOfRangeError, VideoOpenError, public_api
 from framefeed.frames import Frame, FrameBatch
 from framefeed.plan import Target
 from framefeed.session import DecodeSession, OutputBuffer
@@ -60,6 +60,7 @@ class VideoDecoder:
         CudaUnavailableError (a RuntimeError): CUDA requested but unusable.
     """
 
+    @public_api(VideoOpenError)
     def __init__(
         self,
         source: str | Path | bytes | Tensor | Any,
@@ -148,6 +149,7 @@ class VideoDecoder:
     def __len__(self) -> int:
         return self._num_frames
 
+    @public_api(DecodingError)
     def __getitem__(self, key: numbers.Integral | slice) -> Tensor:
         """`decoder[i]`: frame i's data; `decoder[a:b:c]`: stacked frames (Python
         slice semantics, empty slices give an empty batch).
@@ -162,12 +164,14 @@ class VideoDecoder:
             return self.get_frames_in_range(*key.indices(self._num_frames)).data
         raise TypeError(f"Unsupported key type: {type(key).__name__}. Supported types are int and slice.")
 
+    @public_api(DecodingError)
     def __iter__(self) -> Iterator[Tensor]:
         for index in range(self._num_frames):
             yield self[index]
 
     # -- index-based access -------------------------------------------------------
 
+    @public_api(DecodingError)
     def get_frame_at(self, index: int) -> Frame:
         """Frame at `index` (negative counts from the end).
 
@@ -177,6 +181,7 @@ class VideoDecoder:
         position = self._check_index(index)
         return Frame(*self._decode_one(self._timeline.targets_for_indices([position])[0]))
 
+    @public_api(DecodingError)
     def get_frames_at(self, indices: Sequence[int] | Tensor) -> FrameBatch:
         """Frames at `indices`, in the order given; duplicates allowed.
 
@@ -187,6 +192,7 @@ class VideoDecoder:
         positions = [self._check_index(i) for i in _as_int_list(indices, "indices")]
         return self._batch(self._decode(self._timeline.targets_for_indices(positions), len(positions)))
 
+    @public_api(DecodingError)
     def get_frames_in_range(self, start: int, stop: int, step: int = 1) -> FrameBatch:
         """Frames `start, start+step, ...` before `stop` (half-open, Python
         slice clamping, so out-of-range bounds are clipped, never an error).
@@ -200,6 +206,7 @@ class VideoDecoder:
             raise ValueError("Invalid step 0: step must be a non-zero int")
         return self._frames_at_positions(list(range(*bounds.indices(self._num_frames))))
 
+    @public_api(DecodingError)
     def get_all_frames(self, fps: float | None = None) -> FrameBatch:
         """Every frame of the stream (at `fps` if given: the frames displayed at
         `begin + k / fps`)."""
@@ -209,6 +216,7 @@ class VideoDecoder:
 
     # -- time-based access ---------------------------------------------------------
 
+    @public_api(DecodingError)
     def get_frame_played_at(self, seconds: float) -> Frame:
         """The frame displayed at `seconds`: `pts <= seconds < next pts`.
 
@@ -218,6 +226,7 @@ class VideoDecoder:
         when = self._check_played_time(_as_seconds(seconds, "seconds"), IndexError)
         return Frame(*self._decode_one(self._timeline.targets_for_times([when])[0]))
 
+    @public_api(DecodingError)
     def get_frames_played_at(self, seconds: Sequence[float] | Tensor) -> FrameBatch:
         """Frames displayed at each of `seconds`, in the order given.
 
@@ -228,6 +237,7 @@ class VideoDecoder:
         times = [self._check_played_time(t, FrameTimeOutOfRangeError) for t in _as_float_list(seconds, "seconds")]
         return self._batch(self._decode(self._timeline.targets_for_times(times), len(times)))
 
+    @public_api(DecodingError)
     def get_frames_played_in_range(
         self, start_seconds: float, stop_seconds: float, fps: float | None = None
     ) -> FrameBatch:
