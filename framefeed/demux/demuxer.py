@@ -43,10 +43,10 @@ class Demuxer:
         self._closer = weakref.finalize(self, self.container.close)
         try:
             self.stream = _select_stream(self.container, stream_index, source.description)
-            if self.stream.codec_context is None:  # FFmpeg knows no decoder for this codec
+            if self.stream.codec_context is None:  # PyAV's answer to an unknown codec id
                 raise VideoOpenError(
                     f"The video stream {self.stream.index} of {source.description} uses a codec FFmpeg "
-                    f"cannot decode ({self.stream.codec.name if self.stream.codec else 'unknown codec'})"
+                    "does not know, so it cannot be decoded (damaged header?)"
                 )
         except BaseException:
             self.container.close()
@@ -79,8 +79,9 @@ class Demuxer:
         A read error ends the packets, as it ends the input in FFmpeg's own
         command-line tool: what came before is decodable, frames after it are
         reported missing by whoever asked for them. The error is kept in
-        `demux_error` and reported once as a warning. Running out of memory
-        raises DecodingError instead.
+        `demux_error` and reported once as a warning. (FFmpeg's "Cannot
+        allocate memory" here is almost always a damaged packet size it
+        refuses to allocate, so it is treated the same way.)
         """
         self._at_start = False
         try:
@@ -88,10 +89,6 @@ class Demuxer:
                 if packet.size:
                     yield packet
         except av.error.FFmpegError as error:
-            if isinstance(error, MemoryError):
-                raise DecodingError(
-                    f"Out of memory while reading {self.source.description}: {ffmpeg_reason(error)}"
-                ) from error
             if self.demux_error is None:
                 warn_user(
                     f"Reading {self.source.description} failed ({ffmpeg_reason(error)}); frames after "

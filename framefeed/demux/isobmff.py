@@ -24,6 +24,8 @@ from typing import BinaryIO
 import numpy as np
 
 _CONTAINER_BOXES = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts"}
+# Bytes per entry of the tables FFmpeg allocates by their claimed count.
+_ENTRY_BYTES = {b"stts": 8, b"ctts": 8, b"stss": 4}
 # Box types an MP4/MOV file starts with.
 _TOP_LEVEL_KINDS = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"styp", b"sidx"}
 # A moov larger than this is not a header we want to hold in memory.
@@ -245,10 +247,10 @@ def read_moov(reader: BinaryIO, file_size: int | None = None) -> bytes | None:
 def check_entry_counts(moov: bytes) -> None:
     """Refuse run-length tables that claim more entries than their box holds.
 
-    FFmpeg reserves memory for every entry an `stts` or `ctts` box claims
-    before reading them (8 bytes each: 2-32 GiB for a corrupted count), so
-    this runs on the raw header before FFmpeg parses it. The other tables
-    FFmpeg bounds by itself, and ours are checked when first used.
+    FFmpeg reserves memory for every entry an `stts`, `ctts` or `stss` box
+    claims before reading them (4-8 bytes each: up to 32 GiB for a corrupted
+    count), so this runs on the raw header before FFmpeg parses it. The other
+    tables FFmpeg bounds by itself, and ours are checked when first used.
 
     Raises:
         SampleTableError: naming the box, the track and the claimed count.
@@ -261,12 +263,12 @@ def check_entry_counts(moov: bytes) -> None:
                 track += 1
             if kind in _CONTAINER_BOXES and depth < _MAX_DEPTH:
                 walk(cs, ce, depth + 1, track)
-            elif kind in (b"stts", b"ctts") and ce - cs >= 8:
-                count = struct.unpack_from(">I", data, cs + 4)[0]
-                if 8 * count > ce - cs - 8:
+            elif kind in _ENTRY_BYTES and ce - cs >= 8:
+                count, entry = struct.unpack_from(">I", data, cs + 4)[0], _ENTRY_BYTES[kind]
+                if entry * count > ce - cs - 8:
                     raise SampleTableError(
                         f"'{kind.decode()}' box of track {track} claims {count} entries but holds room "
-                        f"for {(ce - cs - 8) // 8}"
+                        f"for {(ce - cs - 8) // entry}"
                     )
 
     walk(0, len(data), 0, 0)
