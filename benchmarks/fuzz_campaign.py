@@ -82,6 +82,9 @@ def main() -> int:
         "counts": outcome_counts(records),
         "ffmpeg_refused_memory": {lib: sum(1 for r in records if r["library"] == lib and r["ffmpeg_refused_memory"])
                                   for lib in libraries},
+        # Internal errors the public boundary turned into documented types: each is a bug to fix at its origin.
+        "safety_net_hits": sorted({f"{r['case']}: {r['detail'][:200]}" for r in records
+                                   if r["library"] == "framefeed" and "with an internal" in r["detail"]}),
         "slowest": sorted(({k: r[k] for k in ("case", "library", "source", "seek_mode", "seconds", "outcome")}
                            for r in records), key=lambda r: -r["seconds"])[:10],
     }
@@ -150,6 +153,9 @@ def _markdown(summary: dict, failed: list[dict], args: argparse.Namespace) -> st
         lines += ["", "torchcodec raised, framefeed returned frames:", ""]
         lines += [f"- {n} x `{key}`" for key, n in div["torchcodec_raised_framefeed_returned"].items()] or ["- none"]
     lines += ["", "## framefeed failures", ""]
+    hits = summary["safety_net_hits"]
+    lines += [f"Internal errors caught by the public boundary (`errors.public_api`): {len(hits)}."]
+    lines += [f"- `{hit}`" for hit in hits] + [""]
     lines += [f"- {r['outcome']}: `{r['case']}` ({r['damage']}) {r['source']} {r['seek_mode']}: {r['detail'][:300]}"
               for r in failed] or ["None."]
     lines += ["", "## Slowest runs", "", "| case | library | source | mode | seconds | outcome |",

@@ -200,7 +200,8 @@ def _from_sample_table(demuxer: Demuxer) -> FrameIndex | None:
     except ValueError as error:
         # Tables that are impossible or disagree with each other: FFmpeg's
         # packets are the authority on what the file holds, so index those.
-        warn_user(f"{demuxer.source.description}: {error}; indexing the video from its packets instead")
+        if getattr(error, "impossible", True):
+            warn_user(f"{demuxer.source.description}: {error}; indexing the video from its packets instead")
         return None
     pts = dts + offsets
     shift = _verify_against_packets(demuxer, pts, positions, flags)

@@ -38,7 +38,13 @@ _MAX_DEPTH = 6
 
 
 class SampleTableError(ValueError):
-    """A sample table whose sizes are impossible for the file (names the box and the value)."""
+    """A sample table whose sizes are impossible for the file (names the box and
+    the value). `impossible` is False for tables that merely disagree in a way
+    sloppy muxers produce (runs covering fewer samples than the track has)."""
+
+    def __init__(self, message: str, *, impossible: bool = True) -> None:
+        super().__init__(message)
+        self.impossible = impossible
 
 
 class TrackTables:
@@ -100,7 +106,8 @@ class TrackTables:
             largest = int(counts.max()) if len(counts) else 0
             raise SampleTableError(
                 f"'{kind.decode()}' box of track {self.track_id} covers {total} samples (largest run "
-                f"{largest}) but the track has {samples} ('stsz')"
+                f"{largest}) but the track has {samples} ('stsz')",
+                impossible=total > samples,
             )
         return np.repeat(pairs["value"].astype(np.int64), counts)
 
