@@ -292,6 +292,21 @@ def test_argument_errors_and_documented_errors_pass_unchanged():
     assert isinstance(documented_error(DecodingError("x"), VideoOpenError, "VideoDecoder"), VideoOpenError)
 
 
+def test_file_object_read_error_is_named():
+    """An OSError from the user's file object used to leak from PyAV as is."""
+    data = corpus.BY_NAME["h264_bframes.mkv"].path.read_bytes()
+
+    class FailingFile(io.BytesIO):
+        def read(self, size=-1):
+            if self.tell() > len(data) * 0.6:
+                raise OSError("disk on fire")
+            return super().read(size)
+
+    with pytest.raises(VideoOpenError, match="Reading file-like object FailingFile failed: disk on fire") as info:
+        VideoDecoder(FailingFile(data))
+    assert isinstance(info.value.__cause__.__cause__, OSError)
+
+
 def test_public_api_wraps_generators():
     @public_api(DecodingError)
     def frames():

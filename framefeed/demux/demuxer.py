@@ -82,6 +82,9 @@ class Demuxer:
         `demux_error` and reported once as a warning. (FFmpeg's "Cannot
         allocate memory" here is almost always a damaged packet size it
         refuses to allocate, so it is treated the same way.)
+
+        Raises:
+            DecodingError: a file-like source raised an I/O error.
         """
         self._at_start = False
         try:
@@ -95,13 +98,16 @@ class Demuxer:
                     "that point are treated as missing (damaged file?)"
                 )
             self.demux_error = error
+        except OSError as error:  # the user's file object failed to read: not damage, an I/O failure
+            raise DecodingError(f"Reading {self.source.description} failed: {error}") from error
 
     def seek(self, pts: int) -> None:
         """Position before the keyframe at or before `pts` (stream time base).
         `STREAM_START` rewinds to the beginning.
 
         Raises:
-            DecodingError: the container cannot seek there.
+            DecodingError: the container cannot seek there, or a file-like
+                source failed to read.
         """
         if pts <= STREAM_START and self._at_start:
             return  # freshly opened: already at the start (some inputs cannot seek at all)
@@ -116,6 +122,8 @@ class Demuxer:
             # Some demuxers refuse timestamps far before the stream (Matroska
             # without cues, e.g. a cut recording): rewind to the start instead.
             self._rewind(error)
+        except OSError as error:  # raised by a file-like source's read, through FFmpeg
+            raise DecodingError(f"Reading {self.source.description} failed: {error}") from error
 
     def _rewind(self, first_error: Exception) -> None:
         for target in (self.stream.start_time or 0, 0):
