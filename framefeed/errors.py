@@ -41,7 +41,15 @@ class VideoFileNotFoundError(FileNotFoundError, VideoOpenError):
 
 
 class DecodingError(RuntimeError):
-    """The stream could not be decoded (corrupt or truncated data)."""
+    """A requested frame could not be produced from the data.
+
+    Policy for damaged streams: framefeed returns a requested frame whenever
+    FFmpeg outputs it (decoding from the frame's keyframe), and raises this
+    when FFmpeg does not output it (its packets are damaged or missing), never
+    returning a neighbouring frame in its place. Also raised when a file-like
+    source fails to read, and for a time past the end of a truncated file
+    whose header promises more.
+    """
 
 
 class CudaUnavailableError(RuntimeError):
