@@ -36,6 +36,15 @@ from framefeed.testing.fuzz_inputs import MUTATIONS, SEEDS, generate_cases
 from framefeed.testing.fuzz_runner import OUTCOMES, library_available
 
 RESULTS = Path(__file__).resolve().parent / "results"
+_HOW_TO_READ = """How to read this (policy in README, "Bad input"): "was not produced" is framefeed refusing
+to return a neighbour for a frame FFmpeg does not output (torchcodec returns the next frame
+it decodes, or one labelled with the requested time); the few where FFmpeg does output the
+frame, out of timestamp order, wait for the executor of issue 10, as does "Could not
+position the decoder" (retried seeks landing on the same keyframe). "The file looks
+truncated" is approximate mode declining to return the last frame for a time past the end
+of a stream whose header promises more. Different timestamps are almost all MPEG-TS, where
+torchcodec 0.13 returns the frame after the requested one.
+"""
 
 
 def parse_args() -> argparse.Namespace:
@@ -193,6 +202,7 @@ def _markdown(summary: dict, failed: list[dict], args: argparse.Namespace) -> st
         missing = summary.get("missing_frames") or {}
         lines += ["", "Of the \"was not produced\" calls above, by a sequential PyAV decode of the same file: "
                   + ("; ".join(f"{k}: {v}" for k, v in missing.items()) or "none") + "."]
+        lines += [_HOW_TO_READ]
         lines += ["", "torchcodec raised, framefeed returned frames:", ""]
         lines += [f"- {n} x `{key}`" for key, n in div["torchcodec_raised_framefeed_returned"].items()] or ["- none"]
     lines += ["", "## framefeed failures", ""]
