@@ -27,6 +27,7 @@ from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
 from framefeed.demux.custom_frame_mappings import FrameMappings, resolve_seek_mode
 from framefeed.demux.demuxer import Demuxer
 from framefeed.demux.metadata import VideoStreamMetadata
+from framefeed.errors import DecodingError, VideoOpenError, public_api
 from framefeed.frames import Frame, FrameBatch
 from framefeed.opening import open_demuxed
 from framefeed.plan import Target
@@ -75,6 +76,7 @@ class VideoDecoder:
         CudaUnavailableError (a RuntimeError): CUDA requested but unusable.
     """
 
+    @public_api(VideoOpenError)
     def __init__(
         self,
         source: str | Path | bytes | Tensor | Any,
@@ -153,6 +155,7 @@ class VideoDecoder:
     def __len__(self) -> int:
         return self._num_frames
 
+    @public_api(DecodingError)
     def __getitem__(self, key: numbers.Integral | slice) -> Tensor:
         """`decoder[i]`: frame i's data; `decoder[a:b:c]`: stacked frames (Python
         slice semantics, empty slices give an empty batch).
@@ -170,12 +173,14 @@ class VideoDecoder:
             return self._frames_at_positions(list(range(*key.indices(self._num_frames)))).data
         raise TypeError(f"Unsupported key type: {type(key)}. Supported types are int and slice.")
 
+    @public_api(DecodingError)
     def __iter__(self) -> Iterator[Tensor]:
         for index in range(self._num_frames):
             yield self[index]
 
     # -- index-based access -------------------------------------------------------
 
+    @public_api(DecodingError)
     def get_frame_at(self, index: int) -> Frame:
         """Frame at `index` (negative counts from the end); an int, or a
         one-element tensor holding a whole number.
@@ -189,6 +194,7 @@ class VideoDecoder:
         position = args.frame_index(index, self._num_frames)
         return Frame(*self._decode_one(self._timeline.targets_for_indices([position])[0]))
 
+    @public_api(DecodingError)
     def get_frames_at(self, indices: Sequence[int] | Tensor) -> FrameBatch:
         """Frames at `indices`, in the order given; duplicates allowed.
         `indices`: a list of ints, or a tensor (or numpy array) of any integer
@@ -203,6 +209,7 @@ class VideoDecoder:
         positions = args.frame_indices(indices, self._num_frames)
         return self._frames_at_positions(positions)
 
+    @public_api(DecodingError)
     def get_frames_in_range(self, start: int | None, stop: int | None = None, step: int | None = 1) -> FrameBatch:
         """Frames `start, start+step, ...` before `stop` (half-open, Python
         slice semantics: None means the natural end, out-of-range bounds are
@@ -216,6 +223,7 @@ class VideoDecoder:
             return _ops.frames_in_range(self, start, stop, step)
         return self._frames_at_positions(list(args.index_range(start, stop, step, self._num_frames)))
 
+    @public_api(DecodingError)
     def get_all_frames(self, fps: float | None = None) -> FrameBatch:
         """Every frame of the stream; with `fps`, the stream resampled at that
         rate (as `get_frames_played_in_range(begin, end, fps)`)."""
@@ -227,6 +235,7 @@ class VideoDecoder:
 
     # -- time-based access ---------------------------------------------------------
 
+    @public_api(DecodingError)
     def get_frame_played_at(self, seconds: float) -> Frame:
         """The frame displayed at `seconds`: `pts <= seconds < next pts`.
 
@@ -238,6 +247,7 @@ class VideoDecoder:
         when = args.check_played_time(args.seconds_scalar(seconds, "seconds"), self._begin, self._end, batch=False)
         return Frame(*self._decode_one(self._timeline.targets_for_times([when])[0]))
 
+    @public_api(DecodingError)
     def get_frames_played_at(self, seconds: Sequence[float] | Tensor) -> FrameBatch:
         """Frames displayed at each of `seconds` (a list, or a tensor of any
         numeric dtype read flattened), in the order given.
@@ -252,6 +262,7 @@ class VideoDecoder:
         times = [args.check_played_time(t, self._begin, self._end, batch=True) for t in args.seconds_list(seconds)]
         return self._batch(self._decode(self._timeline.targets_for_times(times), len(times)))
 
+    @public_api(DecodingError)
     def get_frames_played_in_range(
         self, start_seconds: float, stop_seconds: float, fps: float | None = None
     ) -> FrameBatch:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from framefeed.decoders import VideoDecoder
+from framefeed.errors import DecodingError, public_api
 from framefeed.frames import FrameBatch
 from framefeed.samplers._common import (
     Policy,
@@ -26,6 +27,7 @@ from framefeed.samplers._common import (
 )
 
 
+@public_api(DecodingError)
 def clips_at_random_indices(
     decoder: VideoDecoder,
     *,
@@ -80,6 +82,7 @@ def clips_at_random_indices(
     return _decode_clips(decoder, request, starts.tolist())
 
 
+@public_api(DecodingError)
 def clips_at_regular_indices(
     decoder: VideoDecoder,
     *,

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from framefeed.decoders import VideoDecoder
+from framefeed.errors import DecodingError, public_api
 from framefeed.frames import FrameBatch
 from framefeed.samplers._common import (
     Policy,
@@ -29,6 +30,7 @@ from framefeed.samplers._common import (
 )
 
 
+@public_api(DecodingError)
 def clips_at_random_timestamps(
     decoder: VideoDecoder,
     *,
@@ -89,6 +91,7 @@ def clips_at_random_timestamps(
     return _decode_clips(decoder, request, starts.tolist())
 
 
+@public_api(DecodingError)
 def clips_at_regular_timestamps(
     decoder: VideoDecoder,
     *,
