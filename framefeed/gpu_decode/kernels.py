@@ -30,6 +30,7 @@ from framefeed.gpu_decode.colour import (
     ConversionCoefficients,
     TableCoefficients,
 )
+from framefeed.gpu_decode.resampling import Resampling, picture_to_source, rotated_size
 from framefeed.gpu_decode.surfaces import SurfacePlanes
 
 _ARGS = """
@@ -482,6 +483,36 @@ class ResampleTables:
             np.int32(self.out_width), np.int32(self.out_height),
             *(np.int32(value) for value in self.source_map),
         )
+
+
+def resample_tables(resampling: Resampling, quarter_turns: int, source_width: int, source_height: int,
+                    device: Any) -> tuple[ResampleTables, tuple[Any, ...]]:
+    """The tables of `resampling` as tensors on `device` and their
+    `ResampleTables`, for pictures of `source_width x source_height` turned
+    `quarter_turns` counter-clockwise. The caller keeps the tensors alive
+    while kernels may read them.
+
+    Raises:
+        ValueError: `resampling` is for pictures of another size.
+    """
+    import torch
+
+    expected = rotated_size(quarter_turns, source_width, source_height)
+    if tuple(resampling.input_size) != expected:
+        raise ValueError(f"transforms resolved for {resampling.input_size[0]}x{resampling.input_size[1]} frames "
+                         f"applied to {expected[0]}x{expected[1]} frames ({source_width}x{source_height} "
+                         f"turned {quarter_turns % 4} quarter turns)")
+    rows, cols = resampling.rows, resampling.cols
+    tensors = tuple(torch.from_numpy(array).to(device).contiguous()
+                    for array in (rows.spans, rows.weights, cols.spans, cols.weights))
+    rows_span, rows_weights, cols_span, cols_weights = tensors
+    tables = ResampleTables(
+        rows_span.data_ptr(), rows_weights.data_ptr(), rows_weights.shape[1],
+        cols_span.data_ptr(), cols_weights.data_ptr(), cols_weights.shape[1],
+        resampling.output_size[0], resampling.output_size[1],
+        picture_to_source(quarter_turns, source_width, source_height),
+    )
+    return tables, tensors
 
 
 # Where the resample arguments go: after the planes and the destination walk.
