@@ -379,7 +379,6 @@ class ReferenceConverter:
         import torch
 
         from framefeed.gpu_decode.colour import reference_rgb
-
         from framefeed.gpu_decode.resampling import reference_resampled
 
         rgb = torch.rot90(reference_rgb(*planes, self._spec), self._turns, dims=(0, 1))

@@ -30,7 +30,12 @@ from framefeed import VideoDecoder
 from framefeed._transform_backend import TransformedBackend, with_transforms
 from framefeed.backends import BackendContext, open_backend
 from framefeed.gpu_decode.backend import NvdecBackend
-from framefeed.gpu_decode.colour import colour_spec_for, colour_spec_for_stream, native_planes, reference_rgb
+from framefeed.gpu_decode.colour import (
+    colour_spec_for,
+    colour_spec_for_stream,
+    native_planes,
+    reference_rgb,
+)
 from framefeed.gpu_decode.kernels import destination_walk, resample_tables
 from framefeed.gpu_decode.resampling import (
     AxisTaps,
