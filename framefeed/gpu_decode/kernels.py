@@ -14,6 +14,14 @@ column and channel. That single description covers channels-last and
 channels-first output slots and folds the display rotation into the index
 arithmetic, so no intermediate image is ever materialised.
 
+Each conversion is a per-pixel functor (`FloatPathPixel`, `SwscalePixel`).
+The `*_resampled` kernels run one thread per *output* pixel instead: they
+apply decoder transforms (crops and antialiased bilinear resizes, after
+rotation) in the same launch, summing converted picture pixels with the
+weights of `resampling`'s tap tables (`ResampleTables`) and rounding once;
+picture pixels are read through the rotation (`picture_to_source`) and the
+walk is the output slot's own.
+
 CuPy is imported lazily (only when a kernel is launched).
 """
 
