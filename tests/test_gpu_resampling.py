@@ -234,6 +234,29 @@ def test_crops_are_the_converted_pixels(host_kernel):
     assert torch.equal(out, full[top : top + 30, left : left + 41])
 
 
+def test_kernel_source_compiles_for_hopper(tmp_path):
+    """The whole source (plain and resampled kernels) compiles as CUDA for
+    sm_90 without spilling, when a CUDA toolkit is installed (no GPU needed;
+    CuPy compiles the same source with NVRTC on the GPU machine)."""
+    import shutil
+    import subprocess
+
+    from framefeed.gpu_decode.kernels import _KERNEL_NAMES, KERNEL_SOURCE
+
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("no nvcc (CUDA toolkit) on this machine")
+    source = tmp_path / "kernels.cu"
+    source.write_text(KERNEL_SOURCE)
+    result = subprocess.run([nvcc, "-arch=sm_90", "-cubin", "-o", str(tmp_path / "kernels.cubin"), str(source),
+                             "-Xptxas", "-v"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = result.stdout + result.stderr
+    for name in _KERNEL_NAMES:
+        assert f"Compiling entry function '{name}'" in report, name
+    assert report.count("0 bytes spill stores, 0 bytes spill loads") == len(_KERNEL_NAMES), report
+
+
 def test_tables_for_another_size_are_refused():
     resampling = resampling_for(resolve_transforms([Resize((10, 10))], 48, 64))
     with pytest.raises(ValueError, match="resolved for 48x64 frames applied to 64x48"):
