@@ -359,12 +359,13 @@ def decode_with(opened, pipeline, backend, indices: list[int]) -> torch.Tensor:
     ("hevc_main10.mp4", [CenterCrop((100, 120)), Resize((57, 31))]),
     ("hevc_444.mp4", [RandomCrop((90, 111))]),
     ("hevc_444_10bit.mp4", [Resize((300, 200)), CenterCrop((250, 150)), Resize((64, 64))]),
+    ("rotated_90.mp4", [CenterCrop((200, 100)), Resize((61, 45))]),
 ])
 def test_nvdec_backend_applies_the_pipeline_itself(gpu_corpus, name, transforms):
     """A pipeline in `BackendContext` reaches the NVDEC backend (emulated
     decoder, reference conversion): it is not wrapped, reports the pipeline
     as applied, and its frames have the output size and match the CPU path."""
-    path = str(gpu_corpus[name])
+    path = corpus_path(name, gpu_corpus)
     torch.manual_seed(5)
     opened, pipeline, backend = open_with_transforms(path, torch.device("cuda", 0), transforms,
                                                      emulated_nvdec_decoders())
