@@ -320,7 +320,8 @@ HOPPER_CAPS = {
 def emulated_runtime(table: dict | None = None, *, compute_capability=(9, 0), device_name="NVIDIA H200"):
     """An `NvdecRuntime` for a CPU-only machine: an 'H200' whose PyNvVideoCodec
     is `FakePyNvVideoCodec`, whose decoders are `EmulatedNvdec` and whose
-    colour conversion is the torch reference, output on the CPU. Hand it to
+    colour conversion (with any transforms) is the torch reference of the
+    fused kernel, output on the CPU. Hand it to
     `NvdecDecoders(0, runtime=...)`: no module global is patched."""
     import torch
 
@@ -340,7 +341,8 @@ def emulated_runtime(table: dict | None = None, *, compute_capability=(9, 0), de
         device_facts=lambda index: (compute_capability, device_name),
         create_decoder=create_decoder,
         retire=None,
-        make_converter=lambda index, stream, fmt, traits, turns: ReferenceConverter(traits.colour, turns),
+        make_converter=lambda index, stream, fmt, traits, turns, transforms: ReferenceConverter(
+            traits.colour, turns, transforms),
         prepare_kernel=lambda index, sample_bytes: None,
         output_device=lambda index: torch.device("cpu"),
     )
@@ -357,11 +359,15 @@ def emulated_nvdec_decoders(table: dict | None = None, **kwargs):
 
 
 class ReferenceConverter:
-    """The `SurfaceConverter` role on the CPU: the torch reference conversion."""
+    """The `SurfaceConverter` role on the CPU: the torch reference conversion,
+    then (with `transforms`) the fused kernel's reference crop and resize."""
 
-    def __init__(self, spec: Any, quarter_turns: int) -> None:
+    def __init__(self, spec: Any, quarter_turns: int, transforms: Any = None) -> None:
+        from framefeed.gpu_decode.resampling import resampling_for
+
         self._spec = spec
         self._turns = quarter_turns % 4
+        self._resampling = resampling_for(transforms) if transforms else None
 
     def view(self, picture: FakePicture) -> tuple[Any, Any, Any]:
         return picture.planes
@@ -373,6 +379,9 @@ class ReferenceConverter:
         import torch
 
         from framefeed.gpu_decode.colour import reference_rgb
+        from framefeed.gpu_decode.resampling import reference_resampled
 
-        rgb = reference_rgb(*planes, self._spec)
-        dst.copy_(torch.rot90(rgb, self._turns, dims=(0, 1)))
+        rgb = torch.rot90(reference_rgb(*planes, self._spec), self._turns, dims=(0, 1))
+        if self._resampling is not None:
+            rgb = reference_resampled(rgb.contiguous(), self._resampling)
+        dst.copy_(rgb)

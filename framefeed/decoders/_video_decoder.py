@@ -21,7 +21,6 @@ from torch import Tensor
 
 from framefeed import _arguments as args
 from framefeed import _ops
-from framefeed._transform_backend import with_transforms
 from framefeed.backend_selection import BackendContext, open_backend, resolve_device
 from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
 from framefeed.demux.custom_frame_mappings import FrameMappings, resolve_seek_mode
@@ -118,9 +117,9 @@ class VideoDecoder:
         self.metadata: VideoStreamMetadata = metadata
         self.stream_index: int = demuxer.stream.index
         pipeline = resolve_transforms(transforms, int(metadata.height or 0), int(metadata.width or 0))
-        selection = open_backend(opened.params, self._device, BackendContext(stream=demuxer.stream,
-                                                                             num_threads=num_threads))
-        self._backend = with_transforms(selection.backend, pipeline)
+        selection = open_backend(opened.params, self._device, BackendContext(
+            stream=demuxer.stream, num_threads=num_threads, transforms=pipeline))
+        self._backend = selection.backend  # writes transformed frames (fused into NVDEC's kernel)
         self._cpu_fallback: CpuFallbackStatus = selection.status
         self._session = DecodeSession(demuxer, self._backend, self._timeline, facts=self._timeline.facts,
                                       disposable=opened.disposable)
