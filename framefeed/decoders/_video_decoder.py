@@ -21,12 +21,14 @@ from torch import Tensor
 
 from framefeed._validation import require_int, require_seconds
 from framefeed.backend_selection import BackendContext, open_backend, resolve_device
+from framefeed.backends import BackendSelection
 from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
 from framefeed.demux.demuxer import Demuxer
 from framefeed.demux.metadata import VideoStreamMetadata
 from framefeed.errors import FrameTimeOutOfRangeError
 from framefeed.frames import Frame, FrameBatch
 from framefeed.opening import open_demuxed
+from framefeed.packets import CodecParameters
 from framefeed.plan import Target
 from framefeed.session import DecodeSession, OutputBuffer
 from framefeed.source import resolve_source
@@ -100,8 +102,7 @@ class VideoDecoder:
         self._timeline: ExactTimeline | ApproximateTimeline = opened.timeline
         self.metadata: VideoStreamMetadata = metadata
         self.stream_index: int = demuxer.stream.index
-        selection = open_backend(opened.params, self._device, BackendContext(stream=demuxer.stream,
-                                                                             num_threads=num_threads))
+        selection = self._open_backend(opened.params, BackendContext(stream=demuxer.stream, num_threads=num_threads))
         self._backend = selection.backend
         self._cpu_fallback: CpuFallbackStatus = selection.status
         self._session = DecodeSession(demuxer, self._backend, self._timeline, facts=self._timeline.facts,
@@ -111,6 +112,11 @@ class VideoDecoder:
         self._end = float(metadata.end_stream_seconds or 0.0)
         self._height = int(metadata.height or 0)
         self._width = int(metadata.width or 0)
+
+    def _open_backend(self, params: CodecParameters, context: BackendContext) -> BackendSelection:
+        """The backend for this decoder's device, from the registry. (A seam:
+        the tests' emulated-NVDEC decoder overrides it to pass its own owner.)"""
+        return open_backend(params, self._device, context)
 
     # -- lifetime -------------------------------------------------------------
 
