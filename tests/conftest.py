@@ -14,10 +14,17 @@ import functools
 import os
 
 import pytest
+import torch
 
 import corpus
 
 REQUIRE_CUDA = os.environ.get("FRAMEFEED_REQUIRE_CUDA", "").strip() not in ("", "0")
+
+# The tests' torch work is many small CPU ops (the emulated NVDEC's reference
+# colour conversion above all). Intra-op threads gain little on such sizes and,
+# on a busy CI machine, spin against the decoders: 20x slower when measured
+# on 2 shared cores. One thread keeps the suite's time predictable.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -30,15 +37,13 @@ def corpus_files():
 def cuda_unavailable_reason() -> str:
     """Why `cuda` tests cannot run in this process ("" when they can)."""
     try:
-        import torch
-
         if not torch.cuda.is_available():
             return "torch.cuda.is_available() is False"
         from framefeed.gpu_decode import nvdec_unavailable_reason
 
         reason = nvdec_unavailable_reason()
     except Exception as error:  # pragma: no cover - import problems surface elsewhere
-        return f"torch or framefeed.gpu_decode failed ({type(error).__name__}: {error})"
+        return f"framefeed.gpu_decode failed ({type(error).__name__}: {error})"
     return f"NVDEC unavailable: {reason}" if reason else ""
 
 
