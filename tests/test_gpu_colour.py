@@ -15,7 +15,6 @@ import av
 import numpy as np
 import pytest
 import torch
-from gpu_fixtures import build_corpus
 from host_kernels import compile_host_kernels, run_on_host
 
 from framefeed.cpu_fallback.rgb import RgbConverter
@@ -34,8 +33,8 @@ RANGES = {"limited": (1, "MPEG"), "full": (2, "JPEG")}
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory):
-    return build_corpus(tmp_path_factory)
+def corpus(corpus_files):
+    return corpus_files
 
 
 def synthetic_frame(pix_fmt: str, width: int, height: int, content: str, seed: int = 0):
@@ -78,9 +77,9 @@ def difference(ours: torch.Tensor, theirs: torch.Tensor) -> tuple[int, float]:
 
 
 @pytest.mark.parametrize("name, matrix, full, depth, shift", [
-    ("h264_closed_gop.mp4", "bt601", False, 8, 1),  # unspecified -> BT.601 limited, as FFmpeg
-    ("h264_full_range_bt709.mp4", "bt709", True, 8, 1),
-    ("hevc_main10.mp4", "bt601", False, 10, 1),
+    ("h264_bframes_long_gop.mp4", "bt601", False, 8, 1),  # unspecified -> BT.601 limited, as FFmpeg
+    ("full_range_bt709.mp4", "bt709", True, 8, 1),
+    ("hevc_10bit.mkv", "bt601", False, 10, 1),
     ("hevc_444.mp4", "bt601", False, 8, 0),
     ("hevc_444_10bit.mp4", "bt601", False, 10, 0),
     ("vp9.webm", "bt601", False, 8, 1),
@@ -238,8 +237,8 @@ def test_reference_on_odd_4_2_0_sizes(matrix):
     assert mean < 4.0, f"mean |diff| {mean:.3f}"
 
 
-@pytest.mark.parametrize("name", ["h264_closed_gop.mp4", "h264_full_range_bt709.mp4", "hevc_cra.mp4",
-                                  "hevc_444.mp4", "vp9.webm", "hevc_main10.mp4", "hevc_444_10bit.mp4",
+@pytest.mark.parametrize("name", ["h264_bframes_long_gop.mp4", "full_range_bt709.mp4", "hevc_cra.mp4",
+                                  "hevc_444.mp4", "vp9.webm", "hevc_10bit.mkv", "hevc_444_10bit.mp4",
                                   "mpeg2.ts"])
 def test_reference_matches_cpu_backend_on_decoded_pictures(corpus, name):
     """Real decoded pictures: the reference against framefeed's own CPU
@@ -421,7 +420,7 @@ def test_kernel_source_equals_torch_reference(host_kernel, pix_fmt, surface_form
     assert batch[0].sum() == 0  # the neighbouring slot is untouched
 
 
-@pytest.mark.parametrize("name", ["hevc_main10.mp4", "hevc_444_10bit.mp4"])
+@pytest.mark.parametrize("name", ["hevc_10bit.mkv", "hevc_444_10bit.mp4"])
 def test_kernel_source_on_10_bit_corpus_frames_equals_the_cpu_path(host_kernel, corpus, name):
     """What NVDEC's 10-bit output becomes: the kernel source, run on the CPU
     over P016/YUV444_16Bit surfaces of real decoded pictures, against the CPU

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from gpu_fixtures import build_corpus
 
 import framefeed.gpu_decode as gpu_decode
 from framefeed.decoders import VideoDecoder
@@ -36,7 +35,7 @@ if _UNAVAILABLE:
 DEVICE = torch.device("cuda", 0)
 # Every surface format; MPEG-2 is left out of the CPU comparison (its IDCT
 # legitimately differs from FFmpeg's by up to 9, see test_gpu_cuda.py).
-FILES = ["h264_closed_gop.mp4", "h264_full_range_bt709.mp4", "hevc_main10.mp4", "hevc_444.mp4",
+FILES = ["h264_bframes_long_gop.mp4", "full_range_bt709.mp4", "hevc_10bit.mkv", "hevc_444.mp4",
          "hevc_444_10bit.mp4", "vp9.webm"]
 PIPELINES = {
     "centre crop": lambda h, w: [CenterCrop((h - 11, w - 20))],
@@ -53,8 +52,8 @@ CROPS = ("centre crop", "random crop")
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory):
-    return build_corpus(tmp_path_factory)
+def corpus(corpus_files):
+    return corpus_files
 
 
 @pytest.mark.parametrize("name", FILES)

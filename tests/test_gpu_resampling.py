@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from gpu_fixtures import build_corpus, emulated_nvdec_decoders
+from gpu_fixtures import emulated_nvdec_decoders
 from host_kernels import compile_host_kernels, run_on_host
 
 import corpus
@@ -267,8 +267,8 @@ def test_tables_for_another_size_are_refused():
 
 
 @pytest.fixture(scope="session")
-def gpu_corpus(tmp_path_factory):
-    return build_corpus(tmp_path_factory)
+def gpu_corpus(corpus_files):
+    return corpus_files
 
 
 def corpus_path(name: str, gpu_corpus) -> str:
@@ -355,8 +355,8 @@ def decode_with(opened, pipeline, backend, indices: list[int]) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name, transforms", [
-    ("h264_closed_gop.mp4", [Resize((40, 50))]),
-    ("hevc_main10.mp4", [CenterCrop((100, 120)), Resize((57, 31))]),
+    ("h264_bframes_long_gop.mp4", [Resize((40, 50))]),
+    ("hevc_10bit.mkv", [CenterCrop((100, 120)), Resize((57, 31))]),
     ("hevc_444.mp4", [RandomCrop((90, 111))]),
     ("hevc_444_10bit.mp4", [Resize((300, 200)), CenterCrop((250, 150)), Resize((64, 64))]),
     ("rotated_90.mp4", [CenterCrop((200, 100)), Resize((61, 45))]),
@@ -388,7 +388,7 @@ def test_nvdec_backend_applies_the_pipeline_itself(gpu_corpus, name, transforms)
 
 
 def test_other_backends_are_wrapped_by_open_backend(gpu_corpus):
-    path = str(gpu_corpus["h264_closed_gop.mp4"])
+    path = str(gpu_corpus["h264_bframes_long_gop.mp4"])
     opened, pipeline, backend = open_with_transforms(path, torch.device("cpu"), [Resize((40, 50))])
     try:
         assert isinstance(backend, TransformedBackend)
@@ -401,7 +401,7 @@ def test_other_backends_are_wrapped_by_open_backend(gpu_corpus):
 
 
 def test_a_backend_applying_another_pipeline_is_an_error(gpu_corpus):
-    path = str(gpu_corpus["h264_closed_gop.mp4"])
+    path = str(gpu_corpus["h264_bframes_long_gop.mp4"])
     opened, pipeline, backend = open_with_transforms(path, torch.device("cuda", 0), [Resize((40, 50))],
                                                      emulated_nvdec_decoders())
     try:
