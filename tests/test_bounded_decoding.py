@@ -12,7 +12,7 @@ import warnings
 import av
 import numpy as np
 import pytest
-from pipeline import open_backend_kind
+from backends_under_test import open_selection
 
 import corpus
 from framefeed import VideoDecoder
@@ -206,7 +206,7 @@ def test_shipped_packets_of_out_of_order_output(reordered_h264):
 
 def _execute(plan, bundle) -> OutputBuffer:
     params = bundle.params
-    backend = open_backend_kind("cpu", params)[0]
+    backend = open_selection("cpu", params).backend
     out = OutputBuffer.allocate(plan.slot_count, params.height, params.width, backend.output_device)
     try:
         return execute_plan(plan, BundleSource(bundle), backend, out,
