@@ -10,8 +10,10 @@ device, exactly as without transforms; crops are views of it and a Resize is
 CPU torch's uint8 kernel (what torchvision's `Resize` runs on uint8 tensors,
 so frames equal torchvision's output on the full frame, and are within a mean
 |difference| of 1 of torchcodec's FFmpeg bilinear scaling), on CUDA the float
-kernel, rounded (torchvision's CUDA path). On CUDA this is correct but not
-yet fused into the NVDEC colour-conversion kernel.
+kernel, rounded (torchvision's CUDA path). NVDEC backends do not come
+here: their colour kernel crops and resizes in the same launch
+(`gpu_decode.resampling`, `applied_transforms`); this path serves the CPU
+backend, including CUDA decoders that fell back to it.
 
 Why not scale inside the swscale call that converts YUV to RGB (one pass,
 about as fast)? swscale then filters chroma at chroma resolution: on noisy
@@ -30,9 +32,20 @@ import torch.nn.functional as F
 from framefeed.transforms import CropStep, TransformPipeline
 
 
-def with_transforms(backend: Any, pipeline: TransformPipeline) -> Any:
-    """`backend` itself when there is nothing to do, else a wrapper applying `pipeline`."""
+def with_transforms(backend: Any, pipeline: TransformPipeline | None) -> Any:
+    """`backend` itself when there is nothing to do (no pipeline, or a backend
+    that applies this very pipeline itself: its `applied_transforms`, as NVDEC's
+    fused kernel does), else a wrapper applying `pipeline`.
+
+    Raises:
+        ValueError: `backend` already applies a different pipeline.
+    """
     if not pipeline:
+        return backend
+    applied = getattr(backend, "applied_transforms", None)
+    if applied:
+        if applied != pipeline:
+            raise ValueError(f"the backend already applies {applied}; cannot also apply {pipeline}")
         return backend
     return TransformedBackend(backend, TorchTransformer(backend, pipeline))
 

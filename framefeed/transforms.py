@@ -17,12 +17,13 @@ stream's own size; decoded frames have the transformed size.
   so `torch.manual_seed(s)` reproduces it; every frame of that decoder is
   cropped at the same place.
 
-Sizes are `(height, width)`. Frames are converted to RGB at full size as
-without transforms, then cropped (views) and resized with torch's antialiased
-bilinear interpolation on the decoder's device: on the CPU the result equals
-torchvision's `Resize` applied to the full frame. On CUDA this runs after the
-NVDEC colour conversion, not yet fused into its kernel
-(`framefeed._transform_backend`).
+Sizes are `(height, width)`. On the CPU, frames are converted to RGB at full
+size as without transforms, then cropped (views) and resized with torch's
+antialiased bilinear interpolation (`framefeed._transform_backend`): the
+result equals torchvision's `Resize` applied to the full frame. On NVDEC the
+colour kernel applies the resolved pipeline in the launch that converts each
+picture, writing only the output size (`framefeed.gpu_decode.resampling`).
+Backends receive the resolved pipeline in `backends.BackendContext.transforms`.
 """
 
 from __future__ import annotations

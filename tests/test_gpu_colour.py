@@ -15,7 +15,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from gpu_fixtures import build_corpus
+from host_kernels import compile_host_kernels, run_on_host
 
 from framefeed.cpu_fallback.rgb import RgbConverter
 from framefeed.gpu_decode.colour import (
@@ -33,8 +33,8 @@ RANGES = {"limited": (1, "MPEG"), "full": (2, "JPEG")}
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory):
-    return build_corpus(tmp_path_factory)
+def corpus(corpus_files):
+    return corpus_files
 
 
 def synthetic_frame(pix_fmt: str, width: int, height: int, content: str, seed: int = 0):
@@ -77,9 +77,9 @@ def difference(ours: torch.Tensor, theirs: torch.Tensor) -> tuple[int, float]:
 
 
 @pytest.mark.parametrize("name, matrix, full, depth, shift", [
-    ("h264_closed_gop.mp4", "bt601", False, 8, 1),  # unspecified -> BT.601 limited, as FFmpeg
-    ("h264_full_range_bt709.mp4", "bt709", True, 8, 1),
-    ("hevc_main10.mp4", "bt601", False, 10, 1),
+    ("h264_bframes_long_gop.mp4", "bt601", False, 8, 1),  # unspecified -> BT.601 limited, as FFmpeg
+    ("full_range_bt709.mp4", "bt709", True, 8, 1),
+    ("hevc_10bit.mkv", "bt601", False, 10, 1),
     ("hevc_444.mp4", "bt601", False, 8, 0),
     ("hevc_444_10bit.mp4", "bt601", False, 10, 0),
     ("vp9.webm", "bt601", False, 8, 1),
@@ -237,8 +237,8 @@ def test_reference_on_odd_4_2_0_sizes(matrix):
     assert mean < 4.0, f"mean |diff| {mean:.3f}"
 
 
-@pytest.mark.parametrize("name", ["h264_closed_gop.mp4", "h264_full_range_bt709.mp4", "hevc_cra.mp4",
-                                  "hevc_444.mp4", "vp9.webm", "hevc_main10.mp4", "hevc_444_10bit.mp4",
+@pytest.mark.parametrize("name", ["h264_bframes_long_gop.mp4", "full_range_bt709.mp4", "hevc_cra.mp4",
+                                  "hevc_444.mp4", "vp9.webm", "hevc_10bit.mkv", "hevc_444_10bit.mp4",
                                   "mpeg2.ts"])
 def test_reference_matches_cpu_backend_on_decoded_pictures(corpus, name):
     """Real decoded pictures: the reference against framefeed's own CPU
@@ -374,91 +374,13 @@ def test_kernel_source_mirrors_the_reference_operation_order():
 # -- the CUDA kernel's source, executed on the CPU ------------------------------------------------
 
 
-HOST_PRELUDE = r"""
-#include <cmath>
-#include <cstdint>
-struct HostIndex { unsigned x, y, z; };
-static HostIndex blockIdx, blockDim, threadIdx;
-#define __global__
-#define __device__
-#define __forceinline__ inline
-static inline float __fmul_rn(float a, float b) { return a * b; }
-static inline float __fadd_rn(float a, float b) { return a + b; }
-static inline float __fsub_rn(float a, float b) { return a - b; }
-"""
-
-HOST_DRIVER = r"""
-#define HOST_LAUNCH(NAME, KERNEL)                                                   \
-extern "C" void NAME(unsigned grid_x, unsigned grid_y, unsigned block_x, unsigned block_y, ARGS) { \
-    blockDim = {block_x, block_y, 1};                                               \
-    for (unsigned by = 0; by < grid_y; ++by)                                        \
-        for (unsigned bx = 0; bx < grid_x; ++bx)                                    \
-            for (unsigned ty = 0; ty < block_y; ++ty)                               \
-                for (unsigned tx = 0; tx < block_x; ++tx) {                         \
-                    blockIdx = {bx, by, 0};                                         \
-                    threadIdx = {tx, ty, 0};                                        \
-                    KERNEL(FORWARD);                                                \
-                }                                                                   \
-}
-#define ARGS FLOAT_ARGS
-#define FORWARD FLOAT_FORWARD
-HOST_LAUNCH(host_yuv_to_rgb_8bit, yuv_to_rgb_8bit)
-HOST_LAUNCH(host_yuv_to_rgb_16bit, yuv_to_rgb_16bit)
-#undef ARGS
-#undef FORWARD
-#define ARGS GENERIC_ARGS
-#define FORWARD GENERIC_FORWARD
-HOST_LAUNCH(host_yuv420_16bit_to_rgb_swscale, yuv420_16bit_to_rgb_swscale)
-"""
-
-
 @pytest.fixture(scope="session")
 def host_kernel(tmp_path_factory):
-    """The kernel source compiled for the CPU (g++, no FMA contraction, like
-    the kernel's __f*_rn intrinsics), with a driver that runs every thread of
-    the launch grid. Skipped without a C++ compiler."""
-    import ctypes
-    import shutil
-    import subprocess
-
-    from framefeed.gpu_decode import kernels
-
-    compiler = shutil.which("g++") or shutil.which("clang++")
-    if compiler is None:
+    """The kernel source compiled for the CPU (`host_kernels`). Skipped without a C++ compiler."""
+    library = compile_host_kernels(tmp_path_factory.mktemp("host-kernel"))
+    if library is None:
         pytest.skip("no C++ compiler to run the kernel source on the CPU")
-    folder = tmp_path_factory.mktemp("host-kernel")
-    source = folder / "kernel.cpp"
-    macros = "".join(f"\n#define {name} {' '.join(text.split())}" for name, text in [
-        ("FLOAT_ARGS", kernels._ARGS), ("FLOAT_FORWARD", kernels._FORWARD),
-        ("GENERIC_ARGS", kernels._GENERIC_ARGS), ("GENERIC_FORWARD", kernels._GENERIC_FORWARD)])
-    source.write_text(HOST_PRELUDE + kernels.KERNEL_SOURCE + macros + "\n" + HOST_DRIVER)
-    library = folder / "kernel.so"
-    subprocess.run([compiler, "-std=c++14", "-O1", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC",
-                    "-o", str(library), str(source)], check=True, capture_output=True)
-    return ctypes.CDLL(str(library))
-
-
-def run_on_host(library, planes, dst, walk, coefficients, sample_shift, shift_x, shift_y):
-    import ctypes
-
-    from framefeed.gpu_decode.kernels import (
-        generic_path_arguments,
-        kernel_arguments,
-        kernel_name,
-        launch_grid,
-    )
-
-    if coefficients.table is not None:
-        args = generic_path_arguments(planes, dst.data_ptr(), walk, coefficients.table, sample_shift)
-    else:
-        args = kernel_arguments(planes, dst.data_ptr(), walk, coefficients, sample_shift, shift_x, shift_y)
-    ctype = {np.dtype(np.uint64): ctypes.c_void_p, np.dtype(np.int64): ctypes.c_longlong,
-             np.dtype(np.int32): ctypes.c_int, np.dtype(np.float32): ctypes.c_float}
-    function = getattr(library, "host_" + kernel_name(planes.sample_bytes, coefficients))
-    function.argtypes = [ctypes.c_uint] * 4 + [ctype[a.dtype] for a in args]
-    function.restype = None
-    (grid_x, grid_y, _), (block_x, block_y, _) = launch_grid(planes.width, planes.height)
-    function(grid_x, grid_y, block_x, block_y, *[a.item() for a in args])
+    return library
 
 
 @pytest.mark.parametrize("pix_fmt, surface_format, shift", [
@@ -498,7 +420,7 @@ def test_kernel_source_equals_torch_reference(host_kernel, pix_fmt, surface_form
     assert batch[0].sum() == 0  # the neighbouring slot is untouched
 
 
-@pytest.mark.parametrize("name", ["hevc_main10.mp4", "hevc_444_10bit.mp4"])
+@pytest.mark.parametrize("name", ["hevc_10bit.mkv", "hevc_444_10bit.mp4"])
 def test_kernel_source_on_10_bit_corpus_frames_equals_the_cpu_path(host_kernel, corpus, name):
     """What NVDEC's 10-bit output becomes: the kernel source, run on the CPU
     over P016/YUV444_16Bit surfaces of real decoded pictures, against the CPU

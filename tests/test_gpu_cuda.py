@@ -1,6 +1,8 @@
 """NVDEC on a real GPU: CUDA output against the CPU decoder, kernel against
 the torch reference, threads, decoder reuse, memory. Marked `cuda`; skipped
-without a CUDA GPU, PyNvVideoCodec or CuPy.
+without a CUDA GPU, PyNvVideoCodec or CuPy (a failure instead with
+FRAMEFEED_REQUIRE_CUDA=1, see conftest.py). The corpus frame tests also run
+on cuda (test_corpus_frames.py, test_shipping.py).
 
 Run on a GPU machine with:
     PYTHONPATH=. python -m pytest tests/test_gpu_cuda.py -v -s
@@ -17,9 +19,9 @@ import av
 import numpy as np
 import pytest
 import torch
-from gpu_fixtures import CORPUS_BY_NAME, GPU_CORPUS, build_corpus
 
 import framefeed.gpu_decode as gpu_decode
+from corpus import BY_NAME, FILES
 from framefeed.decoders import VideoDecoder
 from framefeed.demux.demuxer import Demuxer
 from framefeed.gpu_decode.backend import NvdecBackend, OwnedSurface
@@ -29,22 +31,16 @@ from framefeed.gpu_decode.surfaces import surface_rows
 from framefeed.packets import CodecParameters
 from framefeed.source import resolve_source
 
-pytestmark = pytest.mark.cuda
-
-if not torch.cuda.is_available():
-    pytest.skip("needs a CUDA GPU (torch.cuda.is_available() is False)", allow_module_level=True)
-_UNAVAILABLE = gpu_decode.nvdec_unavailable_reason()
-if _UNAVAILABLE:
-    pytest.skip(f"NVDEC unavailable: {_UNAVAILABLE}", allow_module_level=True)
+pytestmark = pytest.mark.cuda  # conftest.py skips (or fails) these without a usable GPU
 
 DEVICE = torch.device("cuda", 0)
-NVDEC_FILES = [entry.name for entry in GPU_CORPUS if entry.nvdec_on_hopper]
-FALLBACK_FILES = [entry.name for entry in GPU_CORPUS if not entry.nvdec_on_hopper]
+NVDEC_FILES = [entry.name for entry in FILES if entry.nvdec_on_hopper]
+FALLBACK_FILES = [entry.name for entry in FILES if not entry.nvdec_on_hopper]
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory):
-    return build_corpus(tmp_path_factory)
+def corpus(corpus_files):
+    return corpus_files
 
 
 def open_pair(path, **kwargs):
@@ -59,7 +55,7 @@ def compare(cuda_batch, cpu_batch, name, what, capsys=None):
     assert torch.equal(cuda_batch.duration_seconds, cpu_batch.duration_seconds), what
     diff = (cuda_batch.data.cpu().int() - cpu_batch.data.int()).abs()
     worst, mean = int(diff.max()) if diff.numel() else 0, float(diff.float().mean()) if diff.numel() else 0.0
-    if CORPUS_BY_NAME[name].ten_bit and capsys is not None:
+    if BY_NAME[name].ten_bit and capsys is not None:
         with capsys.disabled():
             print(f"\n[10-bit] {name} {what}: max |diff| {worst}, mean {mean:.3f}")
     check_pixels(name, worst, mean, what)
@@ -90,7 +86,7 @@ def check_pixels(name, worst, mean, what):
 
 @pytest.mark.parametrize("name", NVDEC_FILES + FALLBACK_FILES)
 def test_every_frame_by_index_equals_the_cpu_decoder(corpus, name, capsys):
-    entry = CORPUS_BY_NAME[name]
+    entry = BY_NAME[name]
     cuda, cpu = open_pair(corpus[name])
     if entry.nvdec_on_hopper:
         assert not cuda.cpu_fallback, str(cuda.cpu_fallback)
@@ -98,7 +94,7 @@ def test_every_frame_by_index_equals_the_cpu_decoder(corpus, name, capsys):
     elif name == "av1.mkv" and not cuda.cpu_fallback:
         pass  # GPUs other than Hopper and A100 decode AV1
     else:
-        assert cuda.cpu_fallback and entry.reason_part in str(cuda.cpu_fallback), str(cuda.cpu_fallback)
+        assert cuda.cpu_fallback and entry.nvdec_fallback in str(cuda.cpu_fallback), str(cuda.cpu_fallback)
     assert len(cuda) == len(cpu)
     compare(cuda.get_frames_in_range(0, len(cpu)), cpu.get_frames_in_range(0, len(cpu)), name, "batch", capsys)
     fresh_cuda, fresh_cpu = open_pair(corpus[name])
@@ -120,8 +116,8 @@ def test_random_order_batches(corpus, name, dimension_order, capsys):
 
 
 @pytest.mark.parametrize("name, seek_mode", [
-    ("h264_open_gop.mp4", "exact"), ("hevc_cra.mp4", "exact"), ("h264_edit_list.mp4", "exact"),
-    ("h264_annexb.ts", "exact"), ("mpeg2.ts", "exact"),
+    ("h264_open_gop.mp4", "exact"), ("hevc_cra.mp4", "exact"), ("discard_edit_list.mp4", "exact"),
+    ("h264_bframes.ts", "exact"), ("mpeg2.ts", "exact"),
     # Approximate mode maps index to time from the header: files whose header counts the frames exactly.
     ("h264_open_gop.mp4", "approximate"), ("hevc_cra.mp4", "approximate"), ("vp9.webm", "approximate"),
 ])
@@ -137,7 +133,7 @@ def test_seeks_backwards_and_across_keyframes(corpus, name, seek_mode):
     assert cuda._session.stats.seeks >= 2  # reverse order cannot be served without seeking
 
 
-@pytest.mark.parametrize("name", ["h264_closed_gop.mp4", "hevc_cra.mp4", "vp9.webm", "h264_edit_list.mp4"])
+@pytest.mark.parametrize("name", ["h264_bframes_long_gop.mp4", "hevc_cra.mp4", "vp9.webm", "discard_edit_list.mp4"])
 def test_time_based_access(corpus, name, capsys):
     cuda, cpu = open_pair(corpus[name])
     begin, end = cpu.metadata.begin_stream_seconds, cpu.metadata.end_stream_seconds
@@ -153,7 +149,7 @@ def test_samplers_work_unchanged_on_cuda(corpus):
     samplers = pytest.importorskip("framefeed.samplers")
     if not hasattr(samplers, "clips_at_random_indices"):
         pytest.skip("framefeed.samplers is not implemented in this checkout")
-    cuda, cpu = open_pair(corpus["h264_closed_gop.mp4"])
+    cuda, cpu = open_pair(corpus["h264_bframes_long_gop.mp4"])
     for sampler, kwargs in [(samplers.clips_at_random_indices, {"num_clips": 3, "num_frames_per_clip": 4}),
                             (samplers.clips_at_regular_timestamps,
                              {"seconds_between_clip_starts": 0.3, "num_frames_per_clip": 2})]:
@@ -179,7 +175,7 @@ def test_cpu_fallback_uploads_exact_cpu_frames(corpus, name):
 def test_output_is_ready_on_the_callers_stream(corpus):
     """Frames returned while a side stream is current are safe to use on it
     without any explicit synchronisation by the caller."""
-    name = "h264_closed_gop.mp4"
+    name = "h264_bframes_long_gop.mp4"
     cuda, cpu = open_pair(corpus[name])
     expected = cpu.get_frames_in_range(0, len(cpu)).data.float().mean(dim=(1, 2, 3))
     side = torch.cuda.Stream(DEVICE)
@@ -212,7 +208,7 @@ def _surface_tensor(owned: OwnedSurface, surface_format: str, height: int) -> to
     return raw.reshape(rows, planes.luma_pitch).to(torch.int32)
 
 
-@pytest.mark.parametrize("name", ["h264_closed_gop.mp4", "h264_full_range_bt709.mp4", "hevc_main10.mp4",
+@pytest.mark.parametrize("name", ["h264_bframes_long_gop.mp4", "full_range_bt709.mp4", "hevc_10bit.mkv",
                                   "hevc_444.mp4", "hevc_444_10bit.mp4", "vp9.webm"])
 @pytest.mark.parametrize("turns", [0, 1, 2, 3])
 def test_fused_kernel_equals_torch_reference(corpus, name, turns):
@@ -250,7 +246,7 @@ def test_fused_kernel_equals_torch_reference(corpus, name, turns):
 
 
 def test_two_decoders_in_two_threads_at_once(corpus):
-    names = ["h264_closed_gop.mp4", "hevc_cra.mp4"]
+    names = ["h264_bframes_long_gop.mp4", "hevc_cra.mp4"]
     expected = {name: VideoDecoder(str(corpus[name]), device="cpu").get_all_frames() for name in names}
     results, errors = {}, []
     barrier = threading.Barrier(len(names))
@@ -276,7 +272,7 @@ def test_two_decoders_in_two_threads_at_once(corpus):
 
 
 def test_decoder_cache_reuses_decoders(corpus):
-    path = str(corpus["h264_closed_gop.mp4"])
+    path = str(corpus["h264_bframes_long_gop.mp4"])
     VideoDecoder(path, device="cuda")[0]  # make sure one exists
     gc.collect()
     cache = gpu_decode.default_decoders(0).decoder_cache
@@ -291,7 +287,7 @@ def test_decoder_cache_reuses_decoders(corpus):
 
 
 def test_gpu_memory_stays_flat_across_500_decoder_creations(corpus):
-    paths = [str(corpus[name]) for name in ("h264_closed_gop.mp4", "hevc_cra.mp4")]
+    paths = [str(corpus[name]) for name in ("h264_bframes_long_gop.mp4", "hevc_cra.mp4")]
     for path in paths:  # warm up: contexts, kernels, one cached decoder per key
         VideoDecoder(path, device="cuda")[0]
     gc.collect()
@@ -358,7 +354,7 @@ def _our_nv12(path, count: int) -> list[np.ndarray]:
     return [surface[:rows, :width].numpy().astype(np.uint8) for surface in surfaces]
 
 
-@pytest.mark.parametrize("name", ["h264_closed_gop.mp4", "mpeg2.ts"])
+@pytest.mark.parametrize("name", ["h264_bframes_long_gop.mp4", "mpeg2.ts"])
 def test_our_nv12_equals_ffmpeg_nvdec(corpus, name, capsys):
     """The raw NV12 pictures: FFmpeg's own NVDEC path through PyAV (hwaccel)
     decodes the same packets to the same samples. For MPEG-2 this is the

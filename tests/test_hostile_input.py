@@ -58,14 +58,11 @@ def _pyav_frames(path: Path) -> dict[int, np.ndarray]:
 # -- bounded memory at open -----------------------------------------------------------------
 
 
-NEEDS_EXECUTOR = "needs executor bound (issue 10)"
-
-
 @pytest.mark.parametrize("box", [
     # FFmpeg applies the first composition offset to every sample, so frames
-    # leave the decoder out of pts order: the executor must keep looking
-    # within the keyframe interval instead of giving up at the first later pts.
-    pytest.param(b"ctts", marks=pytest.mark.xfail(strict=True, reason=NEEDS_EXECUTOR)),
+    # leave the decoder out of pts order: the executor keeps looking past the
+    # first later pts, within the keyframe interval plus the reorder delay.
+    b"ctts",
     b"stts",
 ])
 def test_corrupted_run_count_costs_no_memory_and_decodes_what_ffmpeg_outputs(tmp_path, box):
@@ -204,7 +201,6 @@ def test_frame_ffmpeg_never_outputs_is_a_decoding_error(damaged_second_gop):
             assert np.array_equal(frame.data.numpy(), reference[pts])
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_EXECUTOR)
 def test_time_access_when_retried_seeks_land_on_the_same_keyframe(damaged_second_gop):
     """Approximate mode, 0.5 s: the seek lands on the keyframe at 0.64 s, and
     so does every retry at "just before 0.64 s" (the keyframe at 0.32 s is

@@ -21,8 +21,8 @@ from torch import Tensor
 
 from framefeed import _arguments as args
 from framefeed import _ops
-from framefeed._transform_backend import with_transforms
 from framefeed.backend_selection import BackendContext, open_backend, resolve_device
+from framefeed.backends import BackendSelection
 from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
 from framefeed.demux.custom_frame_mappings import FrameMappings, resolve_seek_mode
 from framefeed.demux.demuxer import Demuxer
@@ -30,6 +30,7 @@ from framefeed.demux.metadata import VideoStreamMetadata
 from framefeed.errors import DecodingError, VideoOpenError, public_api
 from framefeed.frames import Frame, FrameBatch
 from framefeed.opening import open_demuxed
+from framefeed.packets import CodecParameters
 from framefeed.plan import Target
 from framefeed.session import DecodeSession, OutputBuffer
 from framefeed.source import resolve_source
@@ -118,9 +119,9 @@ class VideoDecoder:
         self.metadata: VideoStreamMetadata = metadata
         self.stream_index: int = demuxer.stream.index
         pipeline = resolve_transforms(transforms, int(metadata.height or 0), int(metadata.width or 0))
-        selection = open_backend(opened.params, self._device, BackendContext(stream=demuxer.stream,
-                                                                             num_threads=num_threads))
-        self._backend = with_transforms(selection.backend, pipeline)
+        selection = self._open_backend(opened.params, BackendContext(
+            stream=demuxer.stream, num_threads=num_threads, transforms=pipeline))
+        self._backend = selection.backend  # writes transformed frames (fused into NVDEC's kernel)
         self._cpu_fallback: CpuFallbackStatus = selection.status
         self._session = DecodeSession(demuxer, self._backend, self._timeline, facts=self._timeline.facts,
                                       disposable=opened.disposable)
@@ -128,6 +129,11 @@ class VideoDecoder:
         self._begin = float(metadata.begin_stream_seconds or 0.0)
         self._end = float(metadata.end_stream_seconds or 0.0)
         self._height, self._width = pipeline.output_size  # the frames returned: transformed
+
+    def _open_backend(self, params: CodecParameters, context: BackendContext) -> BackendSelection:
+        """The backend for this decoder's device, from the registry. (A seam:
+        the tests' emulated-NVDEC decoder overrides it to pass its own owner.)"""
+        return open_backend(params, self._device, context)
 
     # -- lifetime -------------------------------------------------------------
 
