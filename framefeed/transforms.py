@@ -128,10 +128,12 @@ class TransformPipeline:
         return bool(self.steps)
 
 
-def resolve_transforms(transforms: Any, height: int, width: int) -> TransformPipeline:
+def resolve_transforms(transforms: Any, height: int, width: int,
+                       generator: torch.Generator | None = None) -> TransformPipeline:
     """Turn the user's `transforms` into concrete steps for `height x width`
     frames: converts torchvision (and torchcodec) objects, checks sizes, and
-    draws RandomCrop positions from torch's global RNG, in list order.
+    draws RandomCrop positions from torch's global RNG (or `generator`), in
+    list order.
 
     Raises:
         TypeError: `transforms` is not iterable.
@@ -153,8 +155,8 @@ def resolve_transforms(transforms: Any, height: int, width: int) -> TransformPip
             if isinstance(transform, CenterCrop):
                 top, left = round((current[0] - size[0]) / 2), round((current[1] - size[1]) / 2)
             else:
-                top = int(torch.randint(0, current[0] - size[0] + 1, size=()).item())
-                left = int(torch.randint(0, current[1] - size[1] + 1, size=()).item())
+                top = int(torch.randint(0, current[0] - size[0] + 1, size=(), generator=generator).item())
+                left = int(torch.randint(0, current[1] - size[1] + 1, size=(), generator=generator).item())
             steps.append(CropStep(top, left, *size))
         current = size
     return TransformPipeline(tuple(steps), (int(height), int(width)), current)

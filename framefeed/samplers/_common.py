@@ -8,7 +8,9 @@ the values involved.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 from framefeed._validation import require_int, require_seconds
@@ -18,6 +20,26 @@ Policy = Literal["repeat_last", "wrap", "error"]
 POLICIES: tuple[str, ...] = ("repeat_last", "wrap", "error")
 
 _Value = TypeVar("_Value", int, float)
+_Sampler = TypeVar("_Sampler", bound=Callable[..., Any])
+
+
+# -- many videos at once ----------------------------------------------------------
+
+
+def accepts_pooled_videos(sampler: _Sampler) -> _Sampler:
+    """Let `sampler` take a `DecodePool.videos(...)` target as its decoder: it
+    then runs once per source, in order, on the caller's thread (so torch's
+    RNG is drawn exactly as a loop of per-decoder calls draws it) and returns
+    a list with one `Future` of clips per source (see `framefeed.pool`)."""
+
+    @functools.wraps(sampler)
+    def run(decoder: Any, **kwargs: Any) -> Any:
+        sample_each = getattr(decoder, "sample_each", None)
+        if sample_each is not None:
+            return sample_each(sampler, kwargs)
+        return sampler(decoder, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 # -- argument types -------------------------------------------------------------
@@ -100,6 +122,16 @@ def complete_short_clip(clip: list[_Value], num_frames_per_clip: int, policy: st
 
 
 # -- output -----------------------------------------------------------------------------
+
+
+def decode_as_clips(decoder: Any, method: str, values: list[Any], num_clips: int, num_frames_per_clip: int) -> Any:
+    """`decoder.<method>(values)` reshaped by `as_clips`. A pooled video
+    (`framefeed.pool`) takes the frames as one request instead and returns a
+    future of the clips."""
+    submit_clips = getattr(decoder, "submit_clips", None)
+    if submit_clips is not None:
+        return submit_clips(method, values, (num_clips, num_frames_per_clip))
+    return as_clips(getattr(decoder, method)(values), num_clips, num_frames_per_clip)
 
 
 def as_clips(frames: FrameBatch, num_clips: int, num_frames_per_clip: int) -> FrameBatch:

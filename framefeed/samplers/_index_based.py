@@ -19,14 +19,16 @@ from framefeed.errors import DecodingError, public_api
 from framefeed.frames import FrameBatch
 from framefeed.samplers._common import (
     Policy,
-    as_clips,
+    accepts_pooled_videos,
     check_decoder_and_clip_shape,
     check_num_clips,
     complete_short_clip,
+    decode_as_clips,
     require_int,
 )
 
 
+@accepts_pooled_videos
 @public_api(DecodingError)
 def clips_at_random_indices(
     decoder: VideoDecoder,
@@ -82,6 +84,7 @@ def clips_at_random_indices(
     return _decode_clips(decoder, request, starts.tolist())
 
 
+@accepts_pooled_videos
 @public_api(DecodingError)
 def clips_at_regular_indices(
     decoder: VideoDecoder,
@@ -204,5 +207,4 @@ def _decode_clips(decoder: Any, request: _IndexClipRequest, starts: list[int]) -
             )
             clip = complete_short_clip(clip, request.num_frames_per_clip, request.policy, overrun)
         indices.extend(clip)
-    frames = decoder.get_frames_at(indices)
-    return as_clips(frames, len(starts), request.num_frames_per_clip)
+    return decode_as_clips(decoder, "get_frames_at", indices, len(starts), request.num_frames_per_clip)

@@ -21,15 +21,17 @@ from framefeed.errors import DecodingError, public_api
 from framefeed.frames import FrameBatch
 from framefeed.samplers._common import (
     Policy,
-    as_clips,
+    accepts_pooled_videos,
     check_decoder_and_clip_shape,
     check_num_clips,
     complete_short_clip,
+    decode_as_clips,
     require_positive_spacing,
     require_seconds,
 )
 
 
+@accepts_pooled_videos
 @public_api(DecodingError)
 def clips_at_random_timestamps(
     decoder: VideoDecoder,
@@ -91,6 +93,7 @@ def clips_at_random_timestamps(
     return _decode_clips(decoder, request, starts.tolist())
 
 
+@accepts_pooled_videos
 @public_api(DecodingError)
 def clips_at_regular_timestamps(
     decoder: VideoDecoder,
@@ -240,5 +243,4 @@ def _decode_clips(decoder: Any, request: _TimeClipRequest, starts: list[float]) 
             )
             clip = complete_short_clip(clip, frames_per_clip, request.policy, overrun)
         times.extend(clip)
-    frames = decoder.get_frames_played_at(times)
-    return as_clips(frames, len(starts), frames_per_clip)
+    return decode_as_clips(decoder, "get_frames_played_at", times, len(starts), frames_per_clip)
