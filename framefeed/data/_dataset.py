@@ -1,0 +1,279 @@
+"""`ClipDataset`: a map-style torch `Dataset` whose item is one video's clips.
+
+Made to run inside DataLoader workers of any start method: it holds only
+picklable values, opens each source in `__getitem__` and closes it before
+returning, and never imports or initialises anything CUDA (nor
+`framefeed.gpu_decode`), whatever `device` says. For a CPU target it
+decodes; for a CUDA target it plans the sampler's frames and reads their
+compressed packets, and the main process decodes them (`ClipLoader`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from framefeed._validation import require_int
+from framefeed._warnings import warn_user
+from framefeed.data._items import (
+    DecodedClips,
+    ItemKey,
+    ShippedClips,
+    SkippedItem,
+    describe_source,
+    item_seed,
+    load_error,
+)
+from framefeed.data._sampling import PlanningVideo, resolve_sampler
+from framefeed.decoders import VideoDecoder
+from framefeed.opening import open_stream
+
+SEEK_MODES = ("exact", "approximate")
+DIMENSION_ORDERS = ("NCHW", "NHWC")
+ON_ERROR = ("raise", "skip")
+
+Item = DecodedClips | ShippedClips | SkippedItem
+
+
+class ClipDataset(Dataset):
+    """Clips from a list of videos, one video per item.
+
+    Args:
+        sources: the videos: anything `VideoDecoder` opens (paths, bytes, ...).
+        sampler: how clips are chosen from each video: "random_indices",
+            "regular_indices", "random_timestamps", "regular_timestamps" (the
+            `framefeed.samplers` functions of those names) or "all" (every
+            frame, in consecutive clips of `num_frames_per_clip`, the last one
+            completed by `policy`).
+        labels: one label per source (any values; numbers become a tensor in
+            `ClipLoader` batches), or None.
+        seek_mode: "exact" or "approximate", as for `VideoDecoder`.
+        dimension_order: "NCHW" (clips `(num_clips, T, C, H, W)`) or "NHWC".
+        transforms: callables applied in order to each item's frames as one
+            4-D uint8 tensor `(num_clips * T, C, H, W)` (in `dimension_order`),
+            each returning the new 4-D tensor with the same number of frames.
+            For a CPU target they run in `__getitem__`; for a CUDA target the
+            decoder in the main process runs them on the GPU. They must pickle
+            for spawn/forkserver workers (no lambdas).
+        on_error: "raise": a source that fails raises `ClipLoadError` naming it;
+            "skip": the item becomes a `SkippedItem` and a warning (once per
+            source per process, or once per source from `ClipLoader`) names it.
+        device: where the clips are decoded. "cpu": `__getitem__` decodes and
+            returns `DecodedClips`. "cuda"/"cuda:N": it returns `ShippedClips`
+            (the plan and its packets, CPU data) for a `DecodePool` in the main
+            process; nothing here touches CUDA, the device is only parsed.
+        seed: None: `dataset[i]` draws clips from torch's global RNG, as calling
+            the sampler would. An int: item i's clips are drawn with a seed
+            derived from (seed, epoch, i) (`set_epoch`), whichever process
+            fetches it. `ClipLoader` passes its own seed and epoch with each index.
+        stream_index: the video stream, None for the best one.
+        num_ffmpeg_threads: FFmpeg threads per decoder (CPU target; 1 suits
+            DataLoader workers, which are the parallelism).
+        **sampler_args: the sampler's arguments (`num_clips`,
+            `num_frames_per_clip`, `num_indices_between_frames`,
+            `seconds_between_frames`, `seconds_between_clip_starts`,
+            `sampling_range_start`, `sampling_range_end`, `policy`, as the
+            sampler takes them). A short video gets what the sampler gives it
+            (clips completed by `policy`, or the sampler's error).
+
+    Raises (at construction):
+        ValueError: unknown sampler, seek mode, dimension order, `on_error` or
+            device type; labels whose number differs from the sources'.
+        TypeError: arguments of the wrong type; a sampler argument the sampler
+            does not take.
+
+    `dataset[i]` raises IndexError outside `[0, len)` and `ClipLoadError` for a
+    failing source under `on_error="raise"`.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Any],
+        *,
+        sampler: Literal["random_indices", "regular_indices", "random_timestamps", "regular_timestamps",
+                         "all"] = "random_indices",
+        labels: Sequence[Any] | None = None,
+        seek_mode: Literal["exact", "approximate"] = "exact",
+        dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
+        transforms: Sequence[Callable[[Tensor], Tensor]] | None = None,
+        on_error: Literal["raise", "skip"] = "raise",
+        device: str | torch.device = "cpu",
+        seed: int | None = None,
+        stream_index: int | None = None,
+        num_ffmpeg_threads: int = 1,
+        **sampler_args: Any,
+    ) -> None:
+        if isinstance(sources, (str, bytes)) or not isinstance(sources, Sequence):
+            raise TypeError(f"sources must be a sequence of videos (a list of paths, ...), got {type(sources).__name__}")
+        self.sources = list(sources)
+        if labels is not None:
+            if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence | Tensor):
+                raise TypeError(f"labels must be a sequence with one label per source, got {type(labels).__name__}")
+            if len(labels) != len(self.sources):
+                raise ValueError(f"labels has {len(labels)} entries for {len(self.sources)} sources: give one per source")
+            labels = list(labels)
+        self.labels = labels
+        self.sampler_name = sampler
+        self.sampler_args = dict(sampler_args)
+        self._sampler = resolve_sampler(sampler, self.sampler_args)
+        _check_choice("seek mode", seek_mode, SEEK_MODES)
+        _check_choice("dimension order", dimension_order, DIMENSION_ORDERS)
+        _check_choice("on_error", on_error, ON_ERROR)
+        self.seek_mode = seek_mode
+        self.dimension_order = dimension_order
+        self.on_error = on_error
+        self.transforms = _check_transforms(transforms)
+        self.device = _parse_device(device)
+        self.seed = None if seed is None else require_int("seed", seed)
+        self.epoch = 0
+        self.stream_index = None if stream_index is None else require_int("stream_index", stream_index)
+        self.num_ffmpeg_threads = require_int("num_ffmpeg_threads", num_ffmpeg_threads)
+        self._warn_skips = True  # False when a ClipLoader reports skipped items itself
+        self._warned: set[str] = set()
+
+    # -- the Dataset protocol -------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, key: int | ItemKey) -> Item:
+        """Item `key`: `DecodedClips` (CPU target), `ShippedClips` (CUDA
+        target) or, for a failing source under `on_error="skip"`, `SkippedItem`.
+        `key` is an index or an `ItemKey` (index, epoch, seed)."""
+        index, epoch, seed = self._resolve_key(key)
+        source = self.sources[index]
+        label = None if self.labels is None else self.labels[index]
+        name = describe_source(source)
+        try:
+            with self._rng(seed, epoch, index):
+                if self.ships_packets:
+                    return ShippedClips(index, name, label, self._plan(source))
+                return self._decode(index, name, label, source)
+        except Exception as error:
+            if self.on_error == "raise":
+                raise load_error(name, index, error) from error
+            skipped = SkippedItem(index, name, label, f"{type(error).__name__}: {error}")
+            if self._warn_skips and name not in self._warned:
+                self._warned.add(name)
+                warn_user(skip_message(skipped))
+            return skipped
+
+    # -- configuration ----------------------------------------------------------------------------
+
+    @property
+    def ships_packets(self) -> bool:
+        """Whether items are plans plus packets (a CUDA target) rather than decoded clips."""
+        return self.device.type != "cpu"
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch that, with `seed`, picks the clips of `dataset[i]` (seeded datasets only)."""
+        self.epoch = require_int("epoch", epoch)
+
+    def with_target(self, ships_packets: bool) -> ClipDataset:
+        """A shallow copy whose items are plans plus packets (True) or decoded clips (False)."""
+        twin = copy.copy(self)
+        twin.device = torch.device("cuda") if ships_packets else torch.device("cpu")
+        twin._warned = set()
+        return twin
+
+    def __repr__(self) -> str:
+        arguments = ", ".join(f"{k}={v!r}" for k, v in self.sampler_args.items())
+        return (f"ClipDataset({len(self)} sources, sampler={self.sampler_name!r}"
+                f"{', ' + arguments if arguments else ''}, device={str(self.device)!r})")
+
+    # -- work ---------------------------------------------------------------------------------------
+
+    def _resolve_key(self, key: Any) -> tuple[int, int, int | None]:
+        if isinstance(key, ItemKey):
+            index, epoch, seed = require_int("index", key.index), key.epoch, key.seed
+        else:
+            index, epoch, seed = require_int("index", key), self.epoch, self.seed
+        if not 0 <= index < len(self.sources):
+            raise IndexError(f"Invalid dataset index {index}: it must be in [0, {len(self.sources)})")
+        return index, epoch, seed
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _rng(seed: int | None, epoch: int, index: int) -> Iterator[None]:
+        """Seeded: torch's CPU RNG seeded for this item, restored afterwards
+        (only the CPU generator: seeding CUDA's would touch the device)."""
+        if seed is None:
+            yield
+            return
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(item_seed(seed, epoch, index))
+            yield
+
+    def _decode(self, index: int, name: str, label: Any, source: Any) -> DecodedClips:
+        with VideoDecoder(source, seek_mode=self.seek_mode, dimension_order=self.dimension_order,
+                          num_ffmpeg_threads=self.num_ffmpeg_threads, device="cpu",
+                          stream_index=self.stream_index) as decoder:
+            clips = self._sampler(decoder, **self.sampler_args)
+        data = clips.data
+        if self.transforms and data.shape[0] * data.shape[1]:
+            data = apply_transforms(data.flatten(0, 1), self.transforms).unflatten(0, tuple(data.shape[:2]))
+        return DecodedClips(index, name, label, data, clips.pts_seconds, clips.duration_seconds)
+
+    def _plan(self, source: Any) -> Any:
+        opened = open_stream(source, self.stream_index, self.seek_mode)
+        try:
+            return self._sampler(PlanningVideo(opened), **self.sampler_args)
+        finally:
+            opened.demuxer.close()
+
+
+def skip_message(item: SkippedItem) -> str:
+    return f"Skipping {item.source} (dataset item {item.index}) and its clips: {item.error}"
+
+
+def apply_transforms(frames: Tensor, transforms: Sequence[Callable[[Tensor], Tensor]]) -> Tensor:
+    """`frames` (4-D, frames first) through each transform in turn.
+
+    Raises:
+        ValueError: a transform returned something else than a 4-D tensor of as many frames.
+    """
+    count = frames.shape[0]
+    for transform in transforms:
+        frames = transform(frames)
+        if not isinstance(frames, Tensor) or frames.ndim != 4 or frames.shape[0] != count:
+            shape = tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
+            raise ValueError(f"transform {transform!r} returned {shape}: transforms must return a tensor of "
+                             f"{count} frames (4-D, frames first)")
+    return frames
+
+
+def _check_choice(what: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"Invalid {what} ({value!r}). Supported values are {', '.join(valid)}.")
+
+
+def _check_transforms(transforms: Any) -> tuple[Callable[[Tensor], Tensor], ...]:
+    if transforms is None:
+        return ()
+    if callable(transforms):
+        transforms = (transforms,)
+    if not isinstance(transforms, Sequence):
+        raise TypeError(f"transforms must be a sequence of callables, got {type(transforms).__name__}")
+    for transform in transforms:
+        if not callable(transform):
+            raise TypeError(f"transforms must be callables, got {transform!r}")
+    return tuple(transforms)
+
+
+def _parse_device(device: Any) -> torch.device:
+    """The device's type and index, without asking CUDA anything (this runs in workers)."""
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a str or a torch.device, got {type(device).__name__}")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"Invalid device {device!r}: expected 'cpu', 'cuda' or 'cuda:N'") from error
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"Invalid device {device!r}: framefeed decodes on 'cpu' or 'cuda[:N]'")
+    return parsed
