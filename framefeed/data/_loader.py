@@ -42,6 +42,7 @@ class ClipLoader:
             clips, `(batch_size * num_clips, T, C, H, W)`.
         device: "cpu": workers decode. "cuda"/"cuda:N": workers plan and read
             packets; a `DecodePool` on the device decodes them in this process.
+            None: `pool`'s device, else torch's default device.
         num_workers: DataLoader worker processes (0: in this process).
         shuffle: visit items in a new random order each epoch (from `seed`).
         seed: the seed of the order and of every item's clips; None: drawn
@@ -81,7 +82,7 @@ class ClipLoader:
         dataset: ClipDataset,
         batch_size: int = 1,
         *,
-        device: str | torch.device | None = "cpu",
+        device: str | torch.device | None = None,
         num_workers: int = 0,
         shuffle: bool = False,
         seed: int | None = None,
