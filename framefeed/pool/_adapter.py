@@ -32,7 +32,7 @@ import torch
 
 from framefeed.backends import BackendContext, open_backend
 from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
-from framefeed.demux.disposable import DisposableTest
+from framefeed.demux.disposable import DisposableTest, disposable_test_for
 from framefeed.demux.metadata import VideoStreamMetadata
 from framefeed.errors import FrameTimeOutOfRangeError
 from framefeed.opening import OpenedStream, open_stream
@@ -128,6 +128,14 @@ def _work(video: OpenedVideo, plan: DecodePlan, count: int) -> Work:
     metadata = video.metadata
     shape = (int(metadata.height or 0), int(metadata.width or 0))
     return Work(video.description, plan, count, shape, video.stream.disposable, video.stream.params)
+
+
+def shipped_work(plan: DecodePlan, bundle: PacketBundle, frame_shape: tuple[int, int], description: str) -> Work:
+    """Work planned and demuxed elsewhere (a `ClipDataset` worker, `ship_request`):
+    only decoding is left. A time-range plan counts 0 frames in flight."""
+    params = bundle.params
+    disposable = disposable_test_for(params.codec, params.extradata)
+    return Work(description, plan, plan.slot_count, frame_shape, disposable, params, bundle)
 
 
 def _check_index(index: int, count: int) -> int:

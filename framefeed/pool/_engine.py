@@ -55,6 +55,7 @@ class Job:
     `open_only`: the future gets the `OpenedVideo` itself (no decoding).
     `clip_shape`: the batch is reshaped to `(clips, frames per clip, ...)`.
     `consumer`: the CUDA stream current when the request was submitted.
+    `work`: set at submission for a plan and bundle made elsewhere (`submit_plan`).
     """
 
     request: DecodeRequest
@@ -157,6 +158,9 @@ class Engine:
                     self._fail(job, error)
 
     def _prepare(self, job: Job) -> None:
+        if job.work is not None:  # planned and shipped elsewhere (`submit_plan`): only admission is left
+            self._admit_shipped(job)
+            return
         video = job.opened
         try:
             with self._demux_timer():
@@ -185,6 +189,17 @@ class Engine:
                 self.budget.release(job.ticket)
                 job.ticket = None
             self._fail(job, error)
+            return
+        self._work.put(job)
+
+    def _admit_shipped(self, job: Job) -> None:
+        work = job.work
+        assert work is not None
+        try:
+            job.ticket = self.budget.acquire(work.count, work.count * work.frame_bytes,
+                                             give_up=lambda: self._cancelling)
+        except BudgetClosed:
+            self._fail(job, PoolClosedError("the DecodePool was closed before this request was decoded"), "cancelled")
             return
         self._work.put(job)
 
