@@ -215,6 +215,10 @@ def test_epochs_reshuffle_order_and_clips_and_set_epoch_replays_one(videos):
     # A fresh loader with the same seed walks through the same epochs.
     assert_same(collect(loader_for(index_dataset(videos), shuffle=True, seed=3, batch_size=5), epochs=2),
                 [epoch0, epoch1])
+    # Persistent workers learn the epoch from the keys they are sent.
+    persistent = loader_for(index_dataset(videos), shuffle=True, seed=3, batch_size=5, num_workers=2,
+                            multiprocessing_context="fork", persistent_workers=True)
+    assert_same(collect(persistent, epochs=2), [epoch0, epoch1])
     # Without shuffle the order stays; the clips still change with the epoch.
     fixed = loader_for(index_dataset(videos), seed=3, batch_size=5)
     first, second = collect(fixed, epochs=2)
