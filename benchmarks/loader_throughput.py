@@ -32,6 +32,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -49,9 +50,11 @@ CACHE = REPO / "benchmarks" / ".cache"
 
 @dataclass(frozen=True)
 class Settings:
-    """The workload: files and the clips drawn from each."""
+    """The workload: files, how often each is listed in the dataset, and the
+    clips drawn from each item."""
 
     files: int
+    repeat: int
     frames: int
     width: int
     height: int
@@ -61,14 +64,17 @@ class Settings:
     batch_size: int
 
 
-CPU_SETTINGS = Settings(files=16, frames=250, width=640, height=360, gop=50, num_clips=2, frames_per_clip=8,
-                        batch_size=4)
-GPU_SETTINGS = Settings(files=24, frames=150, width=1920, height=1080, gop=30, num_clips=2, frames_per_clip=16,
-                        batch_size=8)
+CPU_SETTINGS = Settings(files=16, repeat=1, frames=250, width=640, height=360, gop=50, num_clips=2,
+                        frames_per_clip=8, batch_size=4)
+# 1080p batches are large (a 4-item batch of 16-frame clips is 400 MB): the CPU
+# loader's 14 workers keep 2 each in shared memory.
+GPU_SETTINGS = Settings(files=12, repeat=8, frames=150, width=1920, height=1080, gop=30, num_clips=1,
+                        frames_per_clip=16, batch_size=4)
 
 
 def make_videos(settings: Settings) -> list[str]:
-    """`settings.files` H.264 files with B-frames, encoded once."""
+    """`settings.files` H.264 files with B-frames, encoded once, each listed
+    `settings.repeat` times (items differ by their random clips)."""
     from framefeed.samples import VideoSpec, encode_video, x264_options
 
     folder = CACHE / f"loader-{settings.width}x{settings.height}-{settings.frames}f-gop{settings.gop}"
@@ -79,7 +85,7 @@ def make_videos(settings: Settings) -> list[str]:
             encode_video(path, VideoSpec(width=settings.width, height=settings.height, num_frames=settings.frames,
                                          fps=25, codec_options=x264_options(settings.gop), seed=i))
         paths.append(str(path))
-    return paths
+    return paths * settings.repeat
 
 
 # -- contenders ---------------------------------------------------------------------------------
@@ -155,10 +161,10 @@ def pool_requests(paths: list[str], settings: Settings, seed: int) -> list:
     return requests
 
 
-def pool_epoch(pool, requests: list) -> int:
+def pool_epoch(pool, requests: list, settings: Settings) -> int:
     clips = 0
     for batch in pool.map(requests):
-        clips += batch.data.shape[0]
+        clips += batch.data.shape[0] // settings.frames_per_clip  # a request's frames are its clips, flat
     torch.cuda.synchronize()
     return clips
 
@@ -216,8 +222,9 @@ def report(name: str, title: str, settings: Settings, measurements: list[Measure
              f"torch {facts['torch']}, torchcodec {facts['torchcodec']}, {facts['gpu']}; median of {runs} "
              f"interleaved runs after {warmup} warm-up run(s), one shuffled epoch per run.", "",
              f"Workload: {settings.files} H.264 files {settings.width}x{settings.height}, {settings.frames} frames "
-             f"(25 fps, GOP {settings.gop}, B-frames); per file {settings.num_clips} random clips of "
-             f"{settings.frames_per_clip} frames; batches of {settings.batch_size} files.", "",
+             f"(25 fps, GOP {settings.gop}, B-frames), each listed {settings.repeat} time(s); per item "
+             f"{settings.num_clips} random clip(s) of {settings.frames_per_clip} frames; batches of "
+             f"{settings.batch_size} items.", "",
              "## Targets", "", "| target | ratio | limit | result |", "| --- | --- | --- | --- |"]
     verdicts = []
     for description, ours, theirs, limit in targets:
@@ -261,16 +268,22 @@ def gpu_mode(args: argparse.Namespace) -> None:
     from framefeed.pool import DecodePool
 
     settings = GPU_SETTINGS
+    batch_bytes = settings.batch_size * settings.num_clips * settings.frames_per_clip * settings.width \
+        * settings.height * 3
+    shared = shutil.disk_usage("/dev/shm").total if os.path.isdir("/dev/shm") else 0
+    if shared < 2 * args.cpu_workers * batch_bytes:  # DataLoader workers hand batches over in /dev/shm
+        print(f"warning: /dev/shm holds {shared / 2**30:.1f} GiB; the CPU loader's {args.cpu_workers} workers may "
+              f"need {2 * args.cpu_workers * batch_bytes / 2**30:.1f} GiB (docker run --shm-size=16g)", file=sys.stderr)
     paths = make_videos(settings)
     loader_name = f"ClipLoader(device='cuda'), {args.gpu_workers} workers"
     pool_name = "DecodePool alone, same requests"
     cpu_name = f"ClipLoader(device='cpu'), {args.cpu_workers} workers"
     # The pool's requests are the loader's frames, planned before any timing.
     requests = {run: pool_requests(paths, settings, run) for run in range(args.warmup + args.runs)}
-    with DecodePool("cuda") as pool:
+    with DecodePool("cuda:0") as pool:
         measurements = measure({
-            loader_name: lambda run: loader_epoch(paths, settings, args.gpu_workers, run, device="cuda", pool=pool),
-            pool_name: lambda run: pool_epoch(pool, requests[run]),
+            loader_name: lambda run: loader_epoch(paths, settings, args.gpu_workers, run, device="cuda:0", pool=pool),
+            pool_name: lambda run: pool_epoch(pool, requests[run], settings),
             cpu_name: lambda run: loader_epoch(paths, settings, args.cpu_workers, run),
         }, args.runs, args.warmup)
         print(pool.stats(), file=sys.stderr)
