@@ -392,6 +392,27 @@ def test_emulated_nvdec_decodes_what_cpu_workers_decode_and_workers_stay_cuda_fr
     assert "framefeed.gpu_decode" in sys.modules  # ... while this process imported the GPU backend
 
 
+@pytest.mark.cuda
+def test_on_a_gpu_the_loader_decodes_on_nvdec_what_cpu_workers_decode(videos):
+    """Real NVDEC (skips without a GPU): batches on the GPU equal the CPU
+    workers' within 2 levels; the spawn worker imported nothing CUDA."""
+    pytest.importorskip("PyNvVideoCodec")
+    expected = collect(loader_for(index_dataset(videos), shuffle=True, seed=7))
+    dataset = ReportingDataset(good(videos), labels=[10, 11, 12, 13, 14], sampler="random_indices", num_clips=2,
+                               num_frames_per_clip=3, num_indices_between_frames=2)
+    with ClipLoader(dataset, batch_size=2, device="cuda", num_workers=1, multiprocessing_context="spawn",
+                    shuffle=True, seed=7) as loader:
+        batches = list(loader)
+        stats = loader.pool.stats()
+    assert all(batch.data.is_cuda for batch in batches)
+    seen = [Seen(b.indices.tolist(), b.sources, [10 + i for i in b.indices.tolist()], b.pts_seconds.tolist(),
+                 b.data.cpu()) for b in batches]
+    assert_same(seen, expected, tolerance=2)
+    assert stats.decoders_created >= 1  # the H.264 files on NVDEC (the 64x48 VP9 one is below its minimum)
+    reports = {tuple(label) for batch in batches for label in batch.labels}
+    assert all(found == () and not initialised for _, found, initialised in reports), reports
+
+
 @pytest.mark.filterwarnings("ignore:.*could not be decoded")
 @pytest.mark.parametrize("on_error", ["raise", "skip"])
 def test_a_file_failing_in_the_pool_follows_on_error(videos, on_error):
