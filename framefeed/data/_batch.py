@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import get_worker_info
 
 from framefeed.data._items import DecodedClips, ShippedClips, SkippedItem
 
@@ -119,7 +120,7 @@ def stack_clips(parts: Sequence[ClipPart]) -> ClipBatch:
         raise ValueError(f"Clips in one batch must have the same frame size, got {sizes}. Resize them in the "
                          "dataset's transforms, or batch videos of one size together.")
     counts = [int(part.data.shape[0]) for part in parts]
-    data = torch.cat([part.data for part in parts]) if len(parts) > 1 else parts[0].data
+    data = _concatenate([part.data for part in parts])
     pts = torch.cat([part.pts_seconds for part in parts])
     durations = torch.cat([part.duration_seconds for part in parts])
     sources = [part.source for part, count in zip(parts, counts, strict=True) for _ in range(count)]
@@ -127,6 +128,22 @@ def stack_clips(parts: Sequence[ClipPart]) -> ClipBatch:
                            dtype=torch.int64)
     labels = _stack_labels([part.label for part, count in zip(parts, counts, strict=True) for _ in range(count)])
     return ClipBatch(data, pts, durations, labels, sources, indices)
+
+
+def _concatenate(tensors: list[Tensor]) -> Tensor:
+    """`torch.cat(tensors)`; in a DataLoader worker, straight into shared
+    memory (as torch's default collate does), so handing the batch to the
+    main process copies nothing more."""
+    if get_worker_info() is None:
+        return torch.cat(tensors) if len(tensors) > 1 else tensors[0]
+    first = tensors[0]
+    shape = (sum(int(t.shape[0]) for t in tensors), *first.shape[1:])
+    count = 1
+    for size in shape:
+        count *= int(size)
+    storage = torch.UntypedStorage._new_shared(count * first.element_size())
+    out = torch.empty(0, dtype=first.dtype).set_(storage).view(shape)
+    return torch.cat(tensors, out=out)
 
 
 def _stack_labels(labels: list[Any]) -> Tensor | list[Any] | None:
