@@ -215,7 +215,8 @@ def machine() -> dict:
 
 
 def report(name: str, title: str, settings: Settings, measurements: list[Measurement],
-           targets: list[tuple[str, str, str, float]], runs: int, warmup: int) -> str:
+           targets: list[tuple[str, str, str, float]], runs: int, warmup: int, extra: list[str] | None = None,
+           extra_json: dict | None = None) -> str:
     by_name = {m.contender: m for m in measurements}
     facts = machine()
     lines = [f"# {title}", "",
@@ -244,12 +245,13 @@ def report(name: str, title: str, settings: Settings, measurements: list[Measure
     for m in measurements:
         lines.append(f"| {m.contender} | {m.clips_per_second:.1f} | {m.median:.2f} s | {min(m.seconds):.2f} s | "
                      f"{max(m.seconds):.2f} s | {m.clips} |")
+    lines += extra or []
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.md").write_text(text)
     document = {"machine": facts, "settings": asdict(settings), "runs": runs, "warmup": warmup,
                 "measurements": [{**asdict(m), "median": m.median, "clips_per_second": m.clips_per_second}
-                                 for m in measurements], "targets": verdicts}
+                                 for m in measurements], "targets": verdicts, **(extra_json or {})}
     (RESULTS / f"{name}.json").write_text(json.dumps(document, indent=2) + "\n")
     return text
 
@@ -272,8 +274,38 @@ def cpu_mode(args: argparse.Namespace) -> None:
         theirs: lambda run: torchcodec_epoch(paths, settings, args.workers, run),
     }, args.runs, args.warmup)
     targets = [("ClipLoader / torchcodec recipe, clips/s", ours, theirs, 1.0)]
+    item_seconds = item_cpu_seconds(paths, settings, args.item_runs)
+    ratio = statistics.median(item_seconds["torchcodec"]) / statistics.median(item_seconds["framefeed"])
+    extra = ["", "## CPU time per item (in this process, one thread)", "",
+             "Wall-clock runs on a shared machine swing with other jobs; the CPU time of the work each worker "
+             f"does for one item does not. Median of {args.item_runs} interleaved passes over every item "
+             "(`time.process_time`, torch and FFmpeg on one thread each, as in a worker).", "",
+             "| contender | CPU seconds per item |", "| --- | --- |"]
+    extra += [f"| {name} | {statistics.median(values) / len(paths) * 1000:.1f} ms |"
+              for name, values in item_seconds.items()]
+    extra += ["", f"torchcodec / framefeed CPU time per item: {ratio:.2f}x"]
     print(report("loader-cpu", "Training-loop throughput on CPU: ClipLoader vs the torchcodec recipe", settings,
-                 measurements, targets, args.runs, args.warmup))
+                 measurements, targets, args.runs, args.warmup, extra,
+                 {"item_cpu_seconds_per_pass": item_seconds, "item_cpu_ratio_torchcodec_over_framefeed": ratio}))
+
+
+def item_cpu_seconds(paths: list[str], settings: Settings, passes: int) -> dict[str, list[float]]:
+    """CPU seconds of one pass of `dataset[i]` over every item, per contender,
+    passes interleaved (after one untimed pass each)."""
+    from framefeed.data import ItemKey
+
+    torch.set_num_threads(1)
+    ours, theirs = clip_dataset(paths, settings), TorchcodecRecipe(paths, settings)
+    contenders = {"framefeed": lambda i, run: ours[ItemKey(i, run, 0)], "torchcodec": lambda i, run: theirs[i]}
+    seconds: dict[str, list[float]] = {name: [] for name in contenders}
+    for run in range(passes + 1):
+        for name, fetch in contenders.items():
+            began = time.process_time()
+            for index in range(len(paths)):
+                fetch(index, run)
+            if run:
+                seconds[name].append(time.process_time() - began)
+    return seconds
 
 
 def gpu_mode(args: argparse.Namespace) -> None:
@@ -314,6 +346,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2, help="CPU mode: DataLoader workers of both contenders")
+    parser.add_argument("--item-runs", type=int, default=5, help="CPU mode: in-process passes for CPU time per item")
     parser.add_argument("--gpu-workers", type=int, default=8, help="GPU mode: workers of ClipLoader(device='cuda')")
     parser.add_argument("--cpu-workers", type=int, default=14, help="GPU mode: workers of ClipLoader(device='cpu')")
     args = parser.parse_args()
