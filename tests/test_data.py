@@ -32,6 +32,7 @@ from framefeed.data import (
     ShippedClips,
     SkippedItem,
 )
+from framefeed.data._batch import collate_items
 from framefeed.samples import VideoSpec, encode_video, x264_options
 
 SIZE = (64, 48)
@@ -256,6 +257,32 @@ def test_all_frames_sampler_and_transforms(videos):
     assert torch.equal(item.data.flatten(0, 1), to_32x32(plain.data.flatten(0, 1)))
     wrapped = ClipDataset([path], sampler="all", num_frames_per_clip=5, policy="wrap")[0]
     assert wrapped.pts_seconds[-1].tolist() == times[30:] + times[30:32]
+
+
+def test_a_batch_is_decoded_into_one_buffer_and_joined_without_a_copy(videos):
+    dataset = index_dataset(videos, seed=1)
+    items = dataset.__getitems__([0, 3, 1])
+    batch = collate_items(items).clips
+    assert batch.data.data_ptr() == items[0].data.data_ptr()  # a view of the items' buffer
+    assert batch.data.stride(2) == 1  # channels innermost in memory, as VideoDecoder returns them
+    alone = [dataset[i] for i in (0, 3, 1)]
+    assert torch.equal(batch.data, torch.cat([item.data for item in alone]))
+    assert torch.equal(batch.pts_seconds, torch.cat([item.pts_seconds for item in alone]))
+    # A source failing while it decodes leaves a hole in the buffer: the rest is copied, still right.
+    sources = [videos["h264_0"], videos["truncated"], videos["h264_1"]]
+    holed = ClipDataset(sources, sampler="regular_indices", num_clips=3, num_frames_per_clip=2,
+                        seek_mode="approximate", on_error="skip")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        items = holed.__getitems__([0, 1, 2])
+        alone = [holed[0], holed[2]]
+    assert isinstance(items[1], SkippedItem)
+    first, last = items[0].data, items[2].data
+    assert first.untyped_storage().data_ptr() == last.untyped_storage().data_ptr()  # one buffer ...
+    assert last.storage_offset() > first.storage_offset() + first.numel()  # ... with a hole
+    joined = collate_items(items).clips
+    assert joined.data.data_ptr() != items[0].data.data_ptr()
+    assert torch.equal(joined.data, torch.cat([item.data for item in alone]))
 
 
 def test_a_short_video_follows_the_samplers_policy(videos):

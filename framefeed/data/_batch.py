@@ -25,7 +25,10 @@ class ClipBatch:
 
     Attributes:
         data: `(N, T, C, H, W)` uint8 (`(N, T, H, W, C)` for NHWC) on the
-            loader's device: N clips of T frames.
+            loader's device: N clips of T frames. Decoded on the CPU, the
+            channels are innermost in memory whatever the order (a permuted
+            view, as `VideoDecoder` returns frames); `.contiguous()` makes
+            NCHW memory when a model needs it.
         pts_seconds, duration_seconds: `(N, T)` float64 on the CPU, seconds.
         labels: one label per clip: a tensor `(N,)` when the labels are numbers
             (or a stacked tensor when they are tensors), else a list; None when
@@ -131,19 +134,48 @@ def stack_clips(parts: Sequence[ClipPart]) -> ClipBatch:
 
 
 def _concatenate(tensors: list[Tensor]) -> Tensor:
-    """`torch.cat(tensors)`; in a DataLoader worker, straight into shared
-    memory (as torch's default collate does), so handing the batch to the
-    main process copies nothing more."""
-    if get_worker_info() is None:
-        return torch.cat(tensors) if len(tensors) > 1 else tensors[0]
+    """`torch.cat(tensors)` along dim 0, in the memory layout of the first.
+    Items decoded into one buffer (`ClipDataset.__getitems__`) are adjacent
+    views of it: joined without a copy. Otherwise, in a DataLoader worker,
+    the copy goes straight into shared memory (as torch's default collate
+    does), so handing the batch to the main process copies nothing more."""
+    joined = _joined_view(tensors)
+    if joined is not None:
+        return joined
+    in_worker = get_worker_info() is not None
+    if len(tensors) == 1 and not in_worker:
+        return tensors[0]
     first = tensors[0]
-    shape = (sum(int(t.shape[0]) for t in tensors), *first.shape[1:])
-    count = 1
-    for size in shape:
-        count *= int(size)
-    storage = torch.UntypedStorage._new_shared(count * first.element_size())
-    out = torch.empty(0, dtype=first.dtype).set_(storage).view(shape)
-    return torch.cat(tensors, out=out)
+    order = sorted(range(first.ndim), key=lambda d: -first.stride(d))  # dims from outermost in memory
+    if order[0] != 0 or not all(t.permute(order).is_contiguous() for t in tensors):
+        order = list(range(first.ndim))
+    parts = [t.permute(order) for t in tensors]
+    shape = (sum(int(p.shape[0]) for p in parts), *parts[0].shape[1:])
+    if in_worker:
+        count = 1
+        for size in shape:
+            count *= int(size)
+        storage = torch.UntypedStorage._new_shared(count * first.element_size())
+        out = torch.empty(0, dtype=first.dtype).set_(storage).view(shape)
+    else:
+        out = torch.empty(shape, dtype=first.dtype)
+    torch.cat(parts, out=out)
+    return out.permute([order.index(d) for d in range(first.ndim)])
+
+
+def _joined_view(tensors: list[Tensor]) -> Tensor | None:
+    """One view covering `tensors` when each starts where the previous ends
+    in the same storage, with the same strides and trailing shape; else None."""
+    first = tensors[0]
+    storage = first.untyped_storage().data_ptr()
+    offset = first.storage_offset()
+    for tensor in tensors:
+        if (tensor.untyped_storage().data_ptr() != storage or tensor.stride() != first.stride()
+                or tensor.shape[1:] != first.shape[1:] or tensor.storage_offset() != offset):
+            return None
+        offset += int(tensor.shape[0]) * tensor.stride(0)
+    total = sum(int(tensor.shape[0]) for tensor in tensors)
+    return first.as_strided((total, *first.shape[1:]), first.stride(), first.storage_offset())
 
 
 def _stack_labels(labels: list[Any]) -> Tensor | list[Any] | None:

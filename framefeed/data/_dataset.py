@@ -1,11 +1,16 @@
 """`ClipDataset`: a map-style torch `Dataset` whose item is one video's clips.
 
 Made to run inside DataLoader workers of any start method: it holds only
-picklable values, opens each source in `__getitem__` and closes it before
-returning, and never imports or initialises anything CUDA (nor
-`framefeed.gpu_decode`), whatever `device` says. For a CPU target it
-decodes; for a CUDA target it plans the sampler's frames and reads their
-compressed packets, and the main process decodes them (`ClipLoader`).
+picklable values, opens each source when its item is fetched and closes it
+before the next, and never imports or initialises anything CUDA (nor
+`framefeed.gpu_decode`), whatever `device` says.
+
+Every item: open the source (`framefeed.opening`), run the sampler on a
+stand-in decoder that turns its frames into a plan (`_sampling`), then
+- a CPU target decodes the plan from the open file (`_decoding`), a whole
+  batch into one buffer (`__getitems__`; shared memory in a worker);
+- a CUDA target reads the plan's compressed packets instead, and the main
+  process decodes them (`ClipLoader`'s `DecodePool`).
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from framefeed._validation import require_int
 from framefeed._warnings import warn_user
+from framefeed.data._decoding import decode_planned, frame_buffer
 from framefeed.data._items import (
     DecodedClips,
     ItemKey,
@@ -31,7 +37,6 @@ from framefeed.data._items import (
     load_error,
 )
 from framefeed.data._sampling import PlanningVideo, resolve_sampler
-from framefeed.decoders import VideoDecoder
 from framefeed.opening import open_stream
 
 SEEK_MODES = ("exact", "approximate")
@@ -146,23 +151,17 @@ class ClipDataset(Dataset):
         """Item `key`: `DecodedClips` (CPU target), `ShippedClips` (CUDA
         target) or, for a failing source under `on_error="skip"`, `SkippedItem`.
         `key` is an index or an `ItemKey` (index, epoch, seed)."""
-        index, epoch, seed = self._resolve_key(key)
-        source = self.sources[index]
-        label = None if self.labels is None else self.labels[index]
-        name = describe_source(source)
-        try:
-            with self._rng(seed, epoch, index):
-                if self.ships_packets:
-                    return ShippedClips(index, name, label, self._plan(source))
-                return self._decode(index, name, label, source)
-        except Exception as error:
-            if self.on_error == "raise":
-                raise load_error(name, index, error) from error
-            skipped = SkippedItem(index, name, label, f"{type(error).__name__}: {error}")
-            if self._warn_skips and name not in self._warned:
-                self._warned.add(name)
-                warn_user(skip_message(skipped))
-            return skipped
+        return self._items([key])[0]
+
+    def __getitems__(self, keys: Sequence[int | ItemKey]) -> list[Item]:
+        """The items of `keys`, in order (torch's DataLoader fetches a batch
+        with this, in its worker). A CPU target without transforms decodes
+        them into one tensor (in shared memory inside a DataLoader worker),
+        each item's clips a view of it, so batching them copies nothing.
+        A subclass that overrides `__getitem__` gets `[self[k] for k in keys]`."""
+        if type(self).__getitem__ is not ClipDataset.__getitem__:
+            return [self[key] for key in keys]
+        return self._items(list(keys))
 
     # -- configuration ----------------------------------------------------------------------------
 
@@ -213,22 +212,75 @@ class ClipDataset(Dataset):
             torch.default_generator.manual_seed(item_seed(seed, epoch, index))
             yield
 
-    def _decode(self, index: int, name: str, label: Any, source: Any) -> DecodedClips:
-        with VideoDecoder(source, seek_mode=self.seek_mode, dimension_order=self.dimension_order,
-                          num_ffmpeg_threads=self.num_ffmpeg_threads, device="cpu",
-                          stream_index=self.stream_index) as decoder:
-            clips = self._sampler(decoder, **self.sampler_args)
-        data = clips.data
-        if self.transforms and data.shape[0] * data.shape[1]:
-            data = apply_transforms(data.flatten(0, 1), self.transforms).unflatten(0, tuple(data.shape[:2]))
-        return DecodedClips(index, name, label, data, clips.pts_seconds, clips.duration_seconds)
+    def _items(self, keys: list[Any]) -> list[Item]:
+        resolved = [self._resolve_key(key) for key in keys]  # a bad index raises IndexError, never skipped
+        shared = not self.transforms and get_worker_info() is not None
+        batch = _BatchBuffer(len(resolved), shared) if not self.ships_packets else None
+        items: list[Item] = []
+        for index, epoch, seed in resolved:
+            try:
+                items.append(self._item(index, epoch, seed, batch))
+            except Exception as error:
+                items.append(self._failed(index, error))
+        return items
 
-    def _plan(self, source: Any) -> Any:
-        opened = open_stream(source, self.stream_index, self.seek_mode)
+    def _item(self, index: int, epoch: int, seed: int | None, batch: _BatchBuffer | None) -> Item:
+        """One source opened, its clips sampled and planned, then decoded into
+        `batch` (CPU target) or shipped as packets (`batch` None)."""
+        source = self.sources[index]
+        name, label = describe_source(source), self._label(index)
+        opened = open_stream(source, self.stream_index, self.seek_mode, self.num_ffmpeg_threads)
         try:
-            return self._sampler(PlanningVideo(opened), **self.sampler_args)
+            with self._rng(seed, epoch, index):
+                planned = self._sampler(PlanningVideo(opened, read_packets=batch is None), **self.sampler_args)
+            if batch is None:
+                return ShippedClips(index, name, label, planned)
+            count = planned.plan.slot_count
+            frames = batch.frames_for(count, *planned.frame_shape)
+            pts, durations = decode_planned(opened, planned, frames, self.num_ffmpeg_threads)
         finally:
             opened.demuxer.close()
+        data = frames.permute(0, 3, 1, 2) if self.dimension_order == "NCHW" else frames
+        if self.transforms and count:
+            data = apply_transforms(data, self.transforms)
+        shape = planned.clip_shape
+        return DecodedClips(index, name, label, data.unflatten(0, shape), pts.unflatten(0, shape),
+                            durations.unflatten(0, shape))
+
+    def _label(self, index: int) -> Any:
+        return None if self.labels is None else self.labels[index]
+
+    def _failed(self, index: int, error: Exception) -> SkippedItem:
+        """`on_error`: raise `ClipLoadError`, or a `SkippedItem` (warned once per source)."""
+        name = describe_source(self.sources[index])
+        if self.on_error == "raise":
+            raise load_error(name, index, error) from error
+        skipped = SkippedItem(index, name, self._label(index), f"{type(error).__name__}: {error}")
+        if self._warn_skips and name not in self._warned:
+            self._warned.add(name)
+            warn_user(skip_message(skipped))
+        return skipped
+
+
+class _BatchBuffer:
+    """Frame buffers for a batch of items: one tensor sized from the first
+    item for all (items sampled alike need as many frames of one size), each
+    item a slice of it; an item that does not fit gets its own."""
+
+    def __init__(self, items: int, shared: bool) -> None:
+        self._items = items
+        self._shared = shared
+        self._frames: Tensor | None = None
+        self._used = 0
+
+    def frames_for(self, count: int, height: int, width: int) -> Tensor:
+        if self._frames is None:
+            self._frames = frame_buffer(count * self._items, height, width, self._shared)
+        frames = self._frames
+        if tuple(frames.shape[1:3]) == (height, width) and self._used + count <= frames.shape[0]:
+            self._used += count
+            return frames[self._used - count:self._used]
+        return frame_buffer(count, height, width, self._shared)
 
 
 def skip_message(item: SkippedItem) -> str:

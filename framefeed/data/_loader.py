@@ -1,9 +1,9 @@
 """`ClipLoader`: batches of clips for a training loop, from a `ClipDataset`.
 
     main process                                 DataLoader workers (CPU only)
-    KeyedBatches --[ItemKey(index, epoch, seed)]--> ClipDataset.__getitem__
+    KeyedBatches --[ItemKey(index, epoch, seed)]--> ClipDataset.__getitems__
                                                     open, sample, then either
-      CPU target  <----------- decoded clips ------ decode (VideoDecoder)
+      CPU target  <----------- decoded clips ------ decode, a batch into one buffer
       CUDA target <----------- plan + packets ----- plan + read packets
       DecodePool (NVDEC) decodes, `prefetch` batches ahead of the training step
 
@@ -247,3 +247,4 @@ class ClipLoader:
         where = "pool" if self._ships else "workers"
         return (f"ClipLoader({len(self.dataset)} videos, batch_size={self.batch_size}, device={self.device}, "
                 f"decoded in {where}, num_workers={self._loader.num_workers})")
+

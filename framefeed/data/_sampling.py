@@ -97,23 +97,27 @@ class PlannedClips:
 
     Attributes:
         plan: the decode plan; slot `k * T + t` is frame t of clip k.
-        bundle: the compressed packets the plan needs, and the codec parameters.
+        bundle: the compressed packets the plan needs, and the codec parameters
+            (None when the plan is decoded from the open file instead).
         clip_shape: `(num_clips, num_frames_per_clip)`.
         frame_shape: `(height, width)` of a decoded frame (after rotation).
     """
 
     plan: DecodePlan
-    bundle: PacketBundle
+    bundle: PacketBundle | None
     clip_shape: tuple[int, int]
     frame_shape: tuple[int, int]
 
 
 class PlanningVideo:
     """An opened stream as the samplers see a decoder (length, metadata, one
-    batched request), whose request becomes `PlannedClips` (see module docstring)."""
+    batched request), whose request becomes `PlannedClips` (see module
+    docstring); with `read_packets=False` the plan only, for decoding from
+    the open stream."""
 
-    def __init__(self, opened: OpenedStream) -> None:
+    def __init__(self, opened: OpenedStream, read_packets: bool = True) -> None:
         self._opened = opened
+        self._read_packets = read_packets
 
     @property
     def metadata(self) -> VideoStreamMetadata:
@@ -138,6 +142,8 @@ class PlanningVideo:
         else:
             targets = timeline.targets_for_times(values) if values else []
         plan = build_plan(targets, timeline, len(values))
-        bundle = build_bundle(plan, opened.demuxer, opened.params, opened.disposable if plan.exact else None)
+        bundle = None
+        if self._read_packets:
+            bundle = build_bundle(plan, opened.demuxer, opened.params, opened.disposable if plan.exact else None)
         height, width = int(opened.metadata.height or 0), int(opened.metadata.width or 0)
         return PlannedClips(plan, bundle, clip_shape, (height, width))
