@@ -11,6 +11,15 @@ Opening takes plain `CodecParameters` (plus the PyAV stream when packets come
 from its demuxer), so the same call serves packets shipped from another
 process. NVDEC decoders come from an owner (`gpu_decode.NvdecDecoders`)
 passed in `BackendContext`; None means the device's default owner.
+
+Decoder transforms travel in `BackendContext.transforms` (a resolved
+`TransformPipeline`): the backend `open_backend` returns writes transformed
+frames of `transforms.output_size`, whichever backend it is. NVDEC crops and
+resizes inside its colour-conversion launch (`gpu_decode.resampling`); any
+other backend is wrapped by `_transform_backend.with_transforms` (full-size
+conversion, then torch). This is the call a decode pool, a loader worker or a
+service makes: `open_backend(params, device, BackendContext(stream=...,
+nvdec=owner, transforms=resolve_transforms(transforms, height, width)))`.
 """
 
 from __future__ import annotations
@@ -21,8 +30,10 @@ from typing import Any
 
 import torch
 
+from framefeed._transform_backend import with_transforms
 from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
 from framefeed.packets import CodecParameters
+from framefeed.transforms import TransformPipeline
 
 
 @dataclass
@@ -34,11 +45,15 @@ class BackendContext:
             context and bitstream filters are used); None for shipped packets.
         num_threads: CPU decoding threads (0: FFmpeg chooses).
         nvdec: the owner of NVDEC decoders; None: the device's default owner.
+        transforms: a `TransformPipeline` resolved for the stream's frames
+            (after rotation), applied to every frame the backend writes; None
+            or an empty pipeline: full frames.
     """
 
     stream: Any = None
     num_threads: int = 1
     nvdec: Any = None
+    transforms: TransformPipeline | None = None
 
 
 # (params, device, context) -> (backend, "") or (None, why it cannot serve this stream)
@@ -76,7 +91,9 @@ class BackendSelection:
 
 def open_backend(params: CodecParameters, device: torch.device,
                  context: BackendContext | None = None) -> BackendSelection:
-    """The backend that decodes a stream with `params` for `device`."""
+    """The backend that decodes a stream with `params` for `device`, writing
+    frames transformed by `context.transforms` (a backend that does not apply
+    them itself, see `applied_transforms`, is wrapped)."""
     context = context or BackendContext()
     reasons = []
     for spec in _REGISTRY:
@@ -84,6 +101,8 @@ def open_backend(params: CodecParameters, device: torch.device,
             continue
         backend, reason = spec.open(params, device, context)
         if backend is not None:
+            if context.transforms:
+                backend = with_transforms(backend, context.transforms)
             fell_back = device.type != "cpu" and "cpu" in spec.device_types and spec.name == "cpu"
             return BackendSelection(backend, CpuFallbackStatus(str(device) if device.type != "cpu" else "cpu",
                                                                fell_back, "; ".join(reasons) if fell_back else ""))
@@ -102,7 +121,8 @@ def _open_cpu(params: CodecParameters, device: torch.device, context: BackendCon
 def _open_nvdec(params: CodecParameters, device: torch.device, context: BackendContext) -> tuple[Any, str]:
     from framefeed.gpu_decode import open_nvdec_backend  # lazy: CuPy/PyNvVideoCodec are optional
 
-    return open_nvdec_backend(params, device, owner=context.nvdec, stream=context.stream)
+    return open_nvdec_backend(params, device, owner=context.nvdec, stream=context.stream,
+                              transforms=context.transforms or None)
 
 
 register(BackendSpec("nvdec", ("cuda",), _open_nvdec))

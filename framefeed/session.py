@@ -19,11 +19,20 @@ later keyframe, or the decoder dropped leading pictures of an open GOP that
 reference frames before the keyframe. Then the session seeks again before
 the keyframe it landed on, instead of returning a neighbouring frame.
 
+A damaged stream can make the decoder output frames out of pts order (a
+corrupted composition-offset table gives every picture the wrong pts). So a
+later frame coming out first does not prove the wanted one is lost: the
+session keeps decoding until it appears, the demuxer has passed the next
+keyframe after it plus the decoder's reorder delay, or the stream ends.
+Frames that came out early are kept for their turn: every frame the same
+call wants, and a few later ones for sequential access.
+
 Decoding work is bounded: once decoding started at or before the keyframe a
-frame decodes from, a frame that still does not come out cannot appear (the
-stream is damaged), so the session raises at once instead of seeking ever
-earlier; retries happen only for seeks that landed late, and each retry must
-land earlier than the last.
+frame decodes from, a frame that still does not come out by then cannot
+appear (the stream is damaged), so the session raises instead of seeking
+ever earlier; retries happen only for seeks that landed late, and each retry
+must land earlier than the last (a retry that lands where the previous one
+did steps back in time instead, down to the stream's start).
 """
 
 from __future__ import annotations
@@ -49,6 +58,10 @@ from framefeed.plan import DecodePlan, StreamFacts, Target, plan_runs
 STREAM_START = NO_TIMESTAMP
 # Seeks tried for one target before giving up (only seeks that landed late retry).
 _MAX_RETRIES = 24
+# Packets the decoder may hold before outputting a picture (the largest
+# H.264/HEVC picture buffer); also how many unrequested frames that came out
+# early are kept for the next sequential call.
+_REORDER_DELAY = 16
 
 
 class FrameBackend(Protocol):
@@ -190,6 +203,21 @@ class DecodeSession:
         self._skip_before: int | None = None  # disposable packets are skippable below this pts
         self._target_times: list[float] = []  # this call's time targets, sorted
         self._max_pts_demuxed: int | None = None  # largest pts sent to the decoder since the seek
+        # pts of frames left undecoded since the seek (sorted), so a time
+        # target's duration is the gap to the true next frame, not the next decoded one.
+        self._skipped_pts: list[int] = []
+        # Bounding the search for a frame (see `_past`): packets sent to the
+        # decoder since the seek, the keyframes among them (pts, count when
+        # sent), and the largest pts output since the seek.
+        self._sent = 0
+        self._keys_sent: list[tuple[int, int]] = []
+        self._max_pts_out: int | None = None
+        self._last_pts_out: int | None = None
+        self._out_of_order = False  # a frame came out with a smaller pts than the one before
+        # Frames that came out before their turn (out-of-order output), by pts,
+        # retained; `_position_lost` when one had to be dropped.
+        self._early: dict[int, Any] = {}
+        self._position_lost = False
 
     # -- public -------------------------------------------------------------
 
@@ -308,6 +336,8 @@ class DecodeSession:
         self._back_off = 0.0
         self._wanted = {t.pts for t in targets if t.pts is not None}
         self._target_times = sorted(t.seconds for t in targets if t.pts is None)
+        if self._early and self._target_times:
+            self._forget_position()  # time targets read the decoder's output in order only
         # Frames after this call's last target may be wanted by the next
         # call (sequential access continues), so only earlier ones are skippable.
         if self._wanted:
@@ -321,6 +351,10 @@ class DecodeSession:
         self._wanted = set()
         self._target_times = []
         self._skip_before = None
+        if self._position_lost:
+            # A frame after the last one served came out early and was not
+            # kept: continuing would miss it, so the next call seeks.
+            self._forget_position()
 
     def _unneeded(self, pts: int) -> bool:
         """Whether the frame with this pts can be left undecoded (if nothing
@@ -363,35 +397,49 @@ class DecodeSession:
         self._landing = None
         self._first_key_pts = None
         self._max_pts_demuxed = None
+        self._skipped_pts.clear()
+        self._sent = 0
+        self._keys_sent.clear()
+        self._max_pts_out = None
+        self._last_pts_out = None
+        self._out_of_order = False
+        self._early.clear()
+        self._position_lost = False
 
     def _forget_position(self) -> None:
         self._packets = None
         self._pending.clear()
         self._cursor = None
         self._current = None
+        self._early.clear()
+        self._position_lost = False
 
     def _retry_seek_pts(self, landings: list[int]) -> int | None:
         """A seek target strictly before where the last seek landed; None when
-        there is nothing earlier (the stream's start, or a retry that landed
-        no earlier than the one before: `landings` records them per target).
+        there is nothing earlier (the last seek was to, or landed at, the
+        stream's start). `landings` records where this target's seeks landed.
 
         Landing on a keyframe (indexed containers): just before it, which
-        reaches the previous keyframe. Landing on a non-keyframe or on nothing
-        at all (demuxers that bisect the file, like MPEG-TS, land anywhere):
-        step back in time from the last target, doubling the step each try.
+        reaches the previous keyframe. Landing on a non-keyframe, on nothing
+        at all (demuxers that bisect the file, like MPEG-TS, land anywhere),
+        or no earlier than the previous retry (the demuxer does not know the
+        keyframe before, e.g. a damaged one): step back in time from the last
+        seek, doubling the step each try, down to the stream's start.
         """
-        if self._landing is not None:
-            if landings and self._landing >= landings[-1] and self._landing_on_keyframe:
-                return None  # the last retry got no further back
-            landings.append(self._landing)
-        if self._landing is not None and self._landing_on_keyframe:
-            return None if self._landing <= STREAM_START else self._landing - 1
+        landing = self._landing
+        stuck = landing is not None and bool(landings) and landing >= min(landings)
+        if landing is not None:
+            landings.append(landing)
+        if landing is not None and landing <= STREAM_START:
+            return None
+        if landing is not None and self._landing_on_keyframe and not stuck:
+            return landing - 1
         if self._seek_pts is None or self._seek_pts <= STREAM_START:
             return None
         self._back_off = self._back_off * 2 if self._back_off else 1.0
         earlier = self._seek_pts - math.ceil(self._back_off / self._time_base_seconds)
-        if self._landing is not None:
-            earlier = min(earlier, self._landing - 1)
+        if landings:
+            earlier = min(earlier, min(landings) - 1)
         return earlier if earlier > STREAM_START else STREAM_START
 
     # -- frame supply ---------------------------------------------------------
@@ -427,55 +475,115 @@ class DecodeSession:
                 and skip_test(packet)
             ):
                 self.stats.packets_skipped += 1
+                if not packet_is_discard(packet):
+                    bisect.insort(self._skipped_pts, pts)
                 continue
             if pts is not None and not packet_is_discard(packet) and (
                 self._max_pts_demuxed is None or pts > self._max_pts_demuxed
             ):
                 self._max_pts_demuxed = pts
+            self._sent += 1
+            if packet.is_keyframe and pts is not None:
+                self._keys_sent.append((pts, self._sent))
             try:
                 frames = self.backend.send(packet)
             except DecodingError:
                 self.stats.decode_errors += 1
                 continue
             if frames:
-                self._pending.extend(frames)
+                self._output(frames)
                 return
         try:
-            self._pending.extend(self.backend.drain())
+            self._output(self.backend.drain())
         except DecodingError:
             self.stats.decode_errors += 1
         self._eof = True
         self._cut = self.source.cut_after()
 
+    def _output(self, frames: list[Any]) -> None:
+        self._pending.extend(frames)
+        for frame in frames:
+            pts = self.backend.pts_of(frame)
+            if pts is None:
+                continue
+            if self._last_pts_out is not None and pts < self._last_pts_out:
+                self._out_of_order = True
+            self._last_pts_out = pts
+            if self._max_pts_out is None or pts > self._max_pts_out:
+                self._max_pts_out = pts
+
     # -- serving targets ------------------------------------------------------
 
+    def _past(self, pts: int) -> bool:
+        """Whether the frame with this pts can no longer come out: the demuxer
+        sent the first keyframe after it (every packet it decodes from came
+        before, leading pictures aside), and since then the decoder output a
+        frame at or after that keyframe (so it emptied its reorder buffer of
+        earlier pictures) or was sent `_REORDER_DELAY` more packets."""
+        for key_pts, sent_at in self._keys_sent:
+            if key_pts > pts:
+                return ((self._max_pts_out is not None and self._max_pts_out >= key_pts)
+                        or self._sent - sent_at >= _REORDER_DELAY)
+        return False
+
+    def _keep_early(self, pts: int, frame: Any) -> None:
+        """Keep a frame that came out before the one being looked for: every
+        frame this call wants, and up to `_REORDER_DELAY` others (for the next
+        sequential call; past that the position is given up after the call)."""
+        if pts in self._early:
+            return  # a duplicate pts: the first one out is the frame
+        if pts not in self._wanted and sum(p not in self._wanted for p in self._early) >= _REORDER_DELAY:
+            self._position_lost = True
+            return
+        self._early[pts] = self.backend.retain(frame)
+
+    def _served(self, target: Target, frame: Any) -> Any:
+        self._cursor = target.seconds
+        self._wanted.discard(target.pts)
+        if self._early:  # frames before this one are behind the decoder's position now
+            for pts in [p for p in self._early if p < target.pts]:
+                del self._early[pts]
+        return frame
+
     def _frame_with_pts(self, target: Target) -> Any:
-        """Consume frames up to the one whose pts is `target.pts` and return it."""
+        """Consume frames up to the one whose pts is `target.pts` and return it.
+
+        Frames with a later pts that come out first (out-of-order output from
+        a damaged stream) are kept, and decoding goes on until the frame
+        comes out or cannot anymore (`_past`)."""
         backend = self.backend
         landings: list[int] = []
         for _ in range(_MAX_RETRIES):
+            early = self._early.pop(target.pts, None)
+            if early is not None:
+                return self._served(target, early)
             frame = self._peek()
             while frame is not None:
                 pts = backend.pts_of(frame)
+                if pts == target.pts:
+                    self._pending.popleft()
+                    return self._served(target, frame)
                 if pts is None or pts < target.pts:
                     self._pending.popleft()
                     if pts is not None:
                         self._cursor = self.seconds(pts)
-                    frame = self._peek()
-                    continue
-                break
-            if frame is not None and backend.pts_of(frame) == target.pts:
-                self._pending.popleft()
-                self._cursor = target.seconds
-                self._wanted.discard(target.pts)
-                return frame
+                elif self._past(target.pts):
+                    break
+                else:
+                    self._pending.popleft()
+                    self._keep_early(pts, frame)
+                frame = self._peek()
             what = f"Frame {target.frame_index} (pts {target.pts}, {target.seconds:.6f} s)"
             if frame is None:
                 self._check_complete(what)
             # The frame did not come out. If decoding started at or before the
             # keyframe the plan asked for, it never will (damaged stream): stop
             # now. Otherwise the seek landed late: start from an earlier keyframe.
-            if self._started_in_time(self._seek_pts):
+            # Out-of-order output means the pts (and so the plan's keyframe) are
+            # wrong: the frame may be a leading picture that needs the keyframe
+            # before, which the decoder drops when started at this one; one
+            # retry from there (a second interval) settles it.
+            if self._started_in_time(self._seek_pts) and (landings or not self._out_of_order):
                 break
             earlier = self._retry_seek_pts(landings)
             if earlier is None:
@@ -568,7 +676,12 @@ class DecodeSession:
     def _duration(self, frame: Any, following: Any) -> float:
         backend = self.backend
         if following is not None:
-            return self.seconds(backend.pts_of(following) - backend.pts_of(frame))
+            pts, next_pts = backend.pts_of(frame), backend.pts_of(following)
+            # A skipped (undecoded) picture between them is the real next frame.
+            at = bisect.bisect_right(self._skipped_pts, pts)
+            if at < len(self._skipped_pts) and self._skipped_pts[at] < next_pts:
+                next_pts = self._skipped_pts[at]
+            return self.seconds(next_pts - pts)
         own = backend.duration_of(frame)
         if own:
             return self.seconds(own)

@@ -1,29 +1,58 @@
-"""Shared fixtures: the generated corpus and its PyAV ground truth."""
+"""Shared fixtures: the generated corpus and its PyAV ground truth; what
+`cuda`-marked tests do without a usable GPU.
+
+Tests marked `cuda` (directly, or through the "cuda" entry of
+`backends_under_test.BACKENDS`) need an NVIDIA GPU that NVDEC can be used on
+(PyNvVideoCodec and CuPy importable). Without one they are skipped, unless
+`FRAMEFEED_REQUIRE_CUDA=1`: then each fails, so a GPU CI job cannot pass by
+skipping everything.
+"""
 
 from __future__ import annotations
 
+import functools
+import os
+
 import pytest
+import torch
 
 import corpus
+
+REQUIRE_CUDA = os.environ.get("FRAMEFEED_REQUIRE_CUDA", "").strip() not in ("", "0")
+
+# The tests' torch work is many small CPU ops (the emulated NVDEC's reference
+# colour conversion above all). Intra-op threads gain little on such sizes and,
+# on a busy CI machine, spin against the decoders: 20x slower when measured
+# on 2 shared cores. One thread keeps the suite's time predictable.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
 def corpus_files():
-    """Generate (or reuse) every corpus file once per session."""
+    """Generate (or reuse) every corpus file once per session; name -> path."""
     return {entry.name: entry.path for entry in corpus.FILES}
 
 
-def pytest_collection_modifyitems(config, items):
-    """`cuda` tests need an NVIDIA GPU plus PyNvVideoCodec; skip cleanly without."""
+@functools.cache
+def cuda_unavailable_reason() -> str:
+    """Why `cuda` tests cannot run in this process ("" when they can)."""
     try:
-        import torch
+        if not torch.cuda.is_available():
+            return "torch.cuda.is_available() is False"
+        from framefeed.gpu_decode import nvdec_unavailable_reason
 
-        has_gpu = torch.cuda.is_available()
-    except Exception:  # pragma: no cover - torch import problems surface elsewhere
-        has_gpu = False
-    if has_gpu:
+        reason = nvdec_unavailable_reason()
+    except Exception as error:  # pragma: no cover - import problems surface elsewhere
+        return f"framefeed.gpu_decode failed ({type(error).__name__}: {error})"
+    return f"NVDEC unavailable: {reason}" if reason else ""
+
+
+@pytest.fixture(autouse=True)
+def _cuda_available_or_skipped(request):
+    if request.node.get_closest_marker("cuda") is None:
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
-    for item in items:
-        if "cuda" in item.keywords:
-            item.add_marker(skip)
+    reason = cuda_unavailable_reason()
+    if reason and REQUIRE_CUDA:
+        pytest.fail(f"FRAMEFEED_REQUIRE_CUDA=1 but {reason}", pytrace=False)
+    if reason:
+        pytest.skip(f"needs a CUDA GPU with NVDEC: {reason}")

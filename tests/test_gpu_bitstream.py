@@ -1,11 +1,11 @@
 """Packet preparation for NVDEC, checked against FFmpeg's own filters and
 muxers, and the NVDEC backend's packet feeding, checked with a CPU stand-in
-decoder (FFmpeg opened without extradata). No GPU needed."""
+decoder (FFmpeg opened without extradata). No GPU needed. (The whole pipeline
+on the emulated NVDEC runs over every corpus file in test_corpus_frames.py.)"""
 
 from __future__ import annotations
 
 import io
-import random
 from types import SimpleNamespace
 
 import av
@@ -13,16 +13,13 @@ import numpy as np
 import pytest
 import torch
 from gpu_fixtures import (
-    CORPUS_BY_NAME,
     EmulatedNvdec,
     FakePacketData,
     ReferenceConverter,
-    build_corpus,
-    decode_all_rgb,
     demuxed_packets,
 )
-from pipeline import Pipeline
 
+from corpus import BY_NAME
 from framefeed.gpu_decode.backend import NO_PTS, NvdecBackend
 from framefeed.gpu_decode.bitstream import (
     START_CODE,
@@ -33,13 +30,13 @@ from framefeed.gpu_decode.bitstream import (
 )
 from framefeed.gpu_decode.capabilities import stream_reason, stream_traits
 
-H264_RECORD_FILES = ["h264_closed_gop.mp4", "h264_open_gop.mp4", "h264_edit_list.mp4", "h264_matroska.mkv"]
-HEVC_FILES = ["hevc_cra.mp4", "hevc_main10.mp4", "hevc_444.mp4"]
+H264_RECORD_FILES = ["h264_bframes_long_gop.mp4", "h264_open_gop.mp4", "discard_edit_list.mp4", "h264_bframes.mkv"]
+HEVC_FILES = ["hevc_cra.mp4", "hevc_10bit.mkv", "hevc_444.mp4"]
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory):
-    return build_corpus(tmp_path_factory)
+def corpus(corpus_files):
+    return corpus_files
 
 
 def nal_units(annexb: bytes) -> list[bytes]:
@@ -126,7 +123,7 @@ def test_hvcc_parameter_sets_are_the_prefix_of_every_hevc_keyframe(corpus, name)
 
 
 def test_annexb_extradata_is_sent_unchanged(corpus):
-    with av.open(str(corpus["h264_annexb.ts"])) as container:
+    with av.open(str(corpus["h264_bframes.ts"])) as container:
         extradata = bytes(stream_of(container).codec_context.extradata or b"")
     sets = parameter_sets("h264", extradata)
     assert sets == extradata
@@ -153,8 +150,8 @@ def test_malformed_records_are_rejected(record, parse):
 # -- prepared packets -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, muxer", [("h264_closed_gop.mp4", "h264"), ("h264_open_gop.mp4", "h264"),
-                                         ("h264_matroska.mkv", "h264"), ("hevc_cra.mp4", "hevc")])
+@pytest.mark.parametrize("name, muxer", [("h264_bframes_long_gop.mp4", "h264"), ("h264_open_gop.mp4", "h264"),
+                                         ("h264_bframes.mkv", "h264"), ("hevc_cra.mp4", "hevc")])
 def test_prepared_packets_equal_ffmpeg_raw_elementary_stream(corpus, name, muxer):
     sets, prepared = prepared_stream(corpus[name])
     first = prepared[0][1]
@@ -163,7 +160,7 @@ def test_prepared_packets_equal_ffmpeg_raw_elementary_stream(corpus, name, muxer
     assert ours == raw_elementary_stream(corpus[name], muxer)
 
 
-@pytest.mark.parametrize("name", ["h264_closed_gop.mp4", "h264_edit_list.mp4", "h264_annexb.ts",
+@pytest.mark.parametrize("name", ["h264_bframes_long_gop.mp4", "discard_edit_list.mp4", "h264_bframes.ts",
                                   "hevc_cra.mp4", "vp9.webm", "vp8.webm", "av1.mkv", "mpeg2.ts"])
 def test_timestamps_and_flags_pass_through(corpus, name):
     reference = demuxed_packets(corpus[name])
@@ -173,7 +170,7 @@ def test_timestamps_and_flags_pass_through(corpus, name):
         assert (ours.pts, ours.dts, ours.is_keyframe, ours.is_discard) == (
             theirs.pts, theirs.dts, bool(theirs.is_keyframe), bool(theirs.is_discard))
         assert ours.duration == (theirs.duration or None)
-    if CORPUS_BY_NAME[name].has_discard:
+    if BY_NAME[name].has_discard_packets:
         assert any(p.is_discard for p, _ in prepared)
 
 
@@ -185,7 +182,7 @@ def test_unfiltered_codecs_pass_packet_bytes_unchanged(corpus, name):
 
 
 def test_parameter_sets_go_out_again_only_after_reset(corpus):
-    with av.open(str(corpus["h264_closed_gop.mp4"])) as container:
+    with av.open(str(corpus["h264_bframes_long_gop.mp4"])) as container:
         stream = stream_of(container)
         preparer = PacketPreparer(stream)
         packets = [p for p in container.demux(stream) if p.size]
@@ -287,7 +284,7 @@ def test_backend_sends_parameter_sets_first_and_after_every_flush(corpus):
 def test_backend_starts_feeding_at_a_keyframe_after_a_flush(corpus):
     """Packets between a seek's landing point and the next keyframe cannot
     decode; FFmpeg outputs nothing for them, so neither may the backend."""
-    container, stream, nvdec, backend = emulated_backend(corpus["h264_closed_gop.mp4"])
+    container, stream, nvdec, backend = emulated_backend(corpus["h264_bframes_long_gop.mp4"])
     packets = [p for p in container.demux(stream) if p.size]
     keys = [bool(p.is_keyframe) for p in packets]
     stamps = [p.pts for p in packets]
@@ -303,7 +300,7 @@ def test_backend_starts_feeding_at_a_keyframe_after_a_flush(corpus):
 
 
 def test_backend_marks_discard_packets_and_drops_their_frames(corpus):
-    path = corpus["h264_edit_list.mp4"]
+    path = corpus["discard_edit_list.mp4"]
     container, stream, nvdec, backend = emulated_backend(path)
     packets = [p for p in container.demux(stream) if p.size]
     discarded = {p.pts for p in packets if p.is_discard}
@@ -321,7 +318,7 @@ def test_backend_marks_discard_packets_and_drops_their_frames(corpus):
 
 
 def test_backend_rejects_frames_used_after_the_next_decode(corpus):
-    container, stream, _, backend = emulated_backend(corpus["h264_closed_gop.mp4"])
+    container, stream, _, backend = emulated_backend(corpus["h264_bframes_long_gop.mp4"])
     packets = iter([p for p in container.demux(stream) if p.size])
     frames = []
     while not frames:
@@ -329,8 +326,8 @@ def test_backend_rejects_frames_used_after_the_next_decode(corpus):
     kept = backend.retain(frames[0])
     backend.send(next(packets))
     with pytest.raises(RuntimeError, match="retained"):
-        backend.write_rgb(frames[0], torch.empty(96, 128, 3, dtype=torch.uint8))
-    out = torch.empty(96, 128, 3, dtype=torch.uint8)
+        backend.write_rgb(frames[0], torch.empty(stream.height, stream.width, 3, dtype=torch.uint8))
+    out = torch.empty(stream.height, stream.width, 3, dtype=torch.uint8)
     backend.write_rgb(kept, out)  # the retained copy survives the overwrite
     assert int(out.float().std()) > 10
     container.close()
@@ -358,47 +355,3 @@ def test_frames_without_timestamps_report_none():
                            converter=None, output_device=torch.device("cpu"))
     (frame,) = backend.send(SimpleNamespace(is_keyframe=True))
     assert backend.pts_of(frame) is None
-
-
-EMULATED_FILES = ["h264_closed_gop.mp4", "h264_open_gop.mp4", "h264_edit_list.mp4", "h264_annexb.ts",
-                  "h264_matroska.mkv", "h264_full_range_bt709.mp4", "hevc_cra.mp4", "hevc_444.mp4",
-                  "vp9.webm", "vp8.webm", "mpeg2.ts"]
-# Approximate mode maps index to time from the header: only files whose header
-# counts exactly the frames FFmpeg outputs, in containers that seek to keyframes.
-APPROXIMATE_FILES = ["h264_closed_gop.mp4", "h264_open_gop.mp4", "h264_matroska.mkv",
-                     "h264_full_range_bt709.mp4", "hevc_cra.mp4", "hevc_444.mp4", "vp9.webm"]
-
-
-@pytest.mark.parametrize("name, seek_mode", [(name, "exact") for name in EMULATED_FILES]
-                         + [(name, "approximate") for name in APPROXIMATE_FILES])
-def test_emulated_nvdec_backend_matches_ffmpeg(corpus, name, seek_mode):
-    """The whole pipeline (session, plan, seeks, retain, flushes) on the NVDEC
-    backend with a CPU stand-in decoder returns FFmpeg's frames: PyAV's plain
-    sequential decode converted by swscale is the ground truth."""
-    truth, truth_pts = decode_all_rgb(corpus[name])
-    decoder = Pipeline(corpus[name], seek_mode, "emulated-nvdec")
-    assert isinstance(decoder.backend, NvdecBackend)
-    time_base = decoder.opened.params.time_base
-    seconds = [float(pts * time_base) for pts in truth_pts]
-    count = len(truth)
-    assert len(decoder) == count
-
-    def check(batch, indices):
-        assert batch.pts_seconds == pytest.approx([seconds[i] for i in indices], abs=1e-9)
-        expected = torch.from_numpy(np.stack([truth[i] for i in indices]))
-        diff = (batch.data.int() - expected.int()).abs()
-        assert diff.max().item() <= 2, f"max |diff| {diff.max().item()} at indices {indices}"
-
-    for index in range(count):  # every frame by index, in order
-        check(decoder.get_frame_at(index), [index])
-    rng = random.Random(name)
-    for _ in range(3):  # random order with duplicates: seeks backwards and forwards
-        indices = [rng.randrange(count) for _ in range(8)]
-        check(decoder.get_frames_at(indices), indices)
-    for index in [count - 1, 0, count // 2, 1]:  # jumps that land mid-GOP
-        check(decoder.get_frames_at([index]), [index])
-    end = decoder.opened.metadata.end_stream_seconds
-    times = [seconds[0] + (seconds[-1] - seconds[0]) * rng.random() for _ in range(6)]
-    played = [max(i for i in range(count) if seconds[i] <= t) for t in times]
-    check(decoder.get_frames_played_at(times), played)
-    check(decoder.get_frames_played_in_range(seconds[0], end), list(range(count)))

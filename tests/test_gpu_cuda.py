@@ -1,6 +1,8 @@
 """NVDEC on a real GPU: CUDA output against the CPU decoder, kernel against
 the torch reference, threads, decoder reuse, memory. Marked `cuda`; skipped
-without a CUDA GPU, PyNvVideoCodec or CuPy.
+without a CUDA GPU, PyNvVideoCodec or CuPy (a failure instead with
+FRAMEFEED_REQUIRE_CUDA=1, see conftest.py). The corpus frame tests also run
+on cuda (test_corpus_frames.py, test_shipping.py).
 
 Run on a GPU machine with:
     PYTHONPATH=. python -m pytest tests/test_gpu_cuda.py -v -s
@@ -17,9 +19,9 @@ import av
 import numpy as np
 import pytest
 import torch
-from gpu_fixtures import CORPUS_BY_NAME, GPU_CORPUS, build_corpus
 
 import framefeed.gpu_decode as gpu_decode
+from corpus import BY_NAME, FILES
 from framefeed.decoders import VideoDecoder
 from framefeed.demux.demuxer import Demuxer
 from framefeed.gpu_decode.backend import NvdecBackend, OwnedSurface
@@ -29,22 +31,16 @@ from framefeed.gpu_decode.surfaces import surface_rows
 from framefeed.packets import CodecParameters
 from framefeed.source import resolve_source
 
-pytestmark = pytest.mark.cuda
-
-if not torch.cuda.is_available():
-    pytest.skip("needs a CUDA GPU (torch.cuda.is_available() is False)", allow_module_level=True)
-_UNAVAILABLE = gpu_decode.nvdec_unavailable_reason()
-if _UNAVAILABLE:
-    pytest.skip(f"NVDEC unavailable: {_UNAVAILABLE}", allow_module_level=True)
+pytestmark = pytest.mark.cuda  # conftest.py skips (or fails) these without a usable GPU
 
 DEVICE = torch.device("cuda", 0)
-NVDEC_FILES = [entry.name for entry in GPU_CORPUS if entry.nvdec_on_hopper]
-FALLBACK_FILES = [entry.name for entry in GPU_CORPUS if not entry.nvdec_on_hopper]
+NVDEC_FILES = [entry.name for entry in FILES if entry.nvdec_on_hopper]
+FALLBACK_FILES = [entry.name for entry in FILES if not entry.nvdec_on_hopper]
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory):
-    return build_corpus(tmp_path_factory)
+def corpus(corpus_files):
+    return corpus_files
 
 
 def open_pair(path, **kwargs):
@@ -59,28 +55,38 @@ def compare(cuda_batch, cpu_batch, name, what, capsys=None):
     assert torch.equal(cuda_batch.duration_seconds, cpu_batch.duration_seconds), what
     diff = (cuda_batch.data.cpu().int() - cpu_batch.data.int()).abs()
     worst, mean = int(diff.max()) if diff.numel() else 0, float(diff.float().mean()) if diff.numel() else 0.0
-    if CORPUS_BY_NAME[name].ten_bit and capsys is not None:
+    if BY_NAME[name].ten_bit and capsys is not None:
         with capsys.disabled():
             print(f"\n[10-bit] {name} {what}: max |diff| {worst}, mean {mean:.3f}")
     check_pixels(name, worst, mean, what)
     return worst, mean
 
 
+# MPEG-2 allows decoders to differ: its inverse DCT is specified only to IEEE 1180
+# accuracy, and differences drift through predicted pictures until the next
+# I picture. NVDEC's IDCT is not FFmpeg's, so MPEG-2 is held to FFmpeg's own
+# NVDEC output sample for sample (test_our_nv12_equals_ffmpeg_nvdec) and to this
+# bound against FFmpeg's software decoder (2026-11-28 on an H200: max 9, mean
+# 0.78; two of FFmpeg's own IDCTs differ by up to 9 on a long-GOP file; see
+# benchmarks/results/mpeg2-nvdec-vs-software.md). A wrong matrix or range
+# gives mean differences of 10-40.
+MPEG2_MAX_DIFF = 12
+MPEG2_MEAN_DIFF = 1.0
+
+
 def check_pixels(name, worst, mean, what):
-    """8-bit and 4:4:4: within 2 of the CPU decoder. 10-bit 4:2:0 is only
-    reported: swscale filters its chroma (bicubic) where the kernel takes the
-    nearest sample, which on sharp chroma edges differs by tens of levels
-    (measured on CPU for hevc_main10.mp4: max 45, mean 4.0); the mean bound
-    still catches a wrong matrix or range (about 40)."""
-    if CORPUS_BY_NAME[name].ten_bit and "444" not in name:
-        assert mean < 6.0, f"{name} {what}: mean |diff| {mean:.3f} (max {worst})"
+    """Every NVDEC stream within 2 of the CPU decoder (10-bit included: the
+    kernel performs swscale's own 10-bit arithmetic), except MPEG-2 (above)."""
+    if name.startswith("mpeg2"):
+        assert worst <= MPEG2_MAX_DIFF and mean < MPEG2_MEAN_DIFF, (
+            f"{name} {what}: max |diff| {worst}, mean {mean:.3f} (MPEG-2 bound {MPEG2_MAX_DIFF}/{MPEG2_MEAN_DIFF})")
     else:
         assert worst <= 2, f"{name} {what}: max |diff| {worst}, mean {mean:.3f}"
 
 
 @pytest.mark.parametrize("name", NVDEC_FILES + FALLBACK_FILES)
 def test_every_frame_by_index_equals_the_cpu_decoder(corpus, name, capsys):
-    entry = CORPUS_BY_NAME[name]
+    entry = BY_NAME[name]
     cuda, cpu = open_pair(corpus[name])
     if entry.nvdec_on_hopper:
         assert not cuda.cpu_fallback, str(cuda.cpu_fallback)
@@ -88,7 +94,7 @@ def test_every_frame_by_index_equals_the_cpu_decoder(corpus, name, capsys):
     elif name == "av1.mkv" and not cuda.cpu_fallback:
         pass  # GPUs other than Hopper and A100 decode AV1
     else:
-        assert cuda.cpu_fallback and entry.reason_part in str(cuda.cpu_fallback), str(cuda.cpu_fallback)
+        assert cuda.cpu_fallback and entry.nvdec_fallback in str(cuda.cpu_fallback), str(cuda.cpu_fallback)
     assert len(cuda) == len(cpu)
     compare(cuda.get_frames_in_range(0, len(cpu)), cpu.get_frames_in_range(0, len(cpu)), name, "batch", capsys)
     fresh_cuda, fresh_cpu = open_pair(corpus[name])
@@ -110,8 +116,8 @@ def test_random_order_batches(corpus, name, dimension_order, capsys):
 
 
 @pytest.mark.parametrize("name, seek_mode", [
-    ("h264_open_gop.mp4", "exact"), ("hevc_cra.mp4", "exact"), ("h264_edit_list.mp4", "exact"),
-    ("h264_annexb.ts", "exact"), ("mpeg2.ts", "exact"),
+    ("h264_open_gop.mp4", "exact"), ("hevc_cra.mp4", "exact"), ("discard_edit_list.mp4", "exact"),
+    ("h264_bframes.ts", "exact"), ("mpeg2.ts", "exact"),
     # Approximate mode maps index to time from the header: files whose header counts the frames exactly.
     ("h264_open_gop.mp4", "approximate"), ("hevc_cra.mp4", "approximate"), ("vp9.webm", "approximate"),
 ])
@@ -122,11 +128,12 @@ def test_seeks_backwards_and_across_keyframes(corpus, name, seek_mode):
     for index in reversed(range(len(cpu))):
         ours, theirs = cuda.get_frame_at(index), cpu.get_frame_at(index)
         assert ours.pts_seconds == theirs.pts_seconds, index
-        assert (ours.data.cpu().int() - theirs.data.int()).abs().max().item() <= 2, index
+        diff = (ours.data.cpu().int() - theirs.data.int()).abs()
+        check_pixels(name, int(diff.max()), float(diff.float().mean()), f"frame {index}")
     assert cuda._session.stats.seeks >= 2  # reverse order cannot be served without seeking
 
 
-@pytest.mark.parametrize("name", ["h264_closed_gop.mp4", "hevc_cra.mp4", "vp9.webm", "h264_edit_list.mp4"])
+@pytest.mark.parametrize("name", ["h264_bframes_long_gop.mp4", "hevc_cra.mp4", "vp9.webm", "discard_edit_list.mp4"])
 def test_time_based_access(corpus, name, capsys):
     cuda, cpu = open_pair(corpus[name])
     begin, end = cpu.metadata.begin_stream_seconds, cpu.metadata.end_stream_seconds
@@ -142,7 +149,7 @@ def test_samplers_work_unchanged_on_cuda(corpus):
     samplers = pytest.importorskip("framefeed.samplers")
     if not hasattr(samplers, "clips_at_random_indices"):
         pytest.skip("framefeed.samplers is not implemented in this checkout")
-    cuda, cpu = open_pair(corpus["h264_closed_gop.mp4"])
+    cuda, cpu = open_pair(corpus["h264_bframes_long_gop.mp4"])
     for sampler, kwargs in [(samplers.clips_at_random_indices, {"num_clips": 3, "num_frames_per_clip": 4}),
                             (samplers.clips_at_regular_timestamps,
                              {"seconds_between_clip_starts": 0.3, "num_frames_per_clip": 2})]:
@@ -168,7 +175,7 @@ def test_cpu_fallback_uploads_exact_cpu_frames(corpus, name):
 def test_output_is_ready_on_the_callers_stream(corpus):
     """Frames returned while a side stream is current are safe to use on it
     without any explicit synchronisation by the caller."""
-    name = "h264_closed_gop.mp4"
+    name = "h264_bframes_long_gop.mp4"
     cuda, cpu = open_pair(corpus[name])
     expected = cpu.get_frames_in_range(0, len(cpu)).data.float().mean(dim=(1, 2, 3))
     side = torch.cuda.Stream(DEVICE)
@@ -201,7 +208,7 @@ def _surface_tensor(owned: OwnedSurface, surface_format: str, height: int) -> to
     return raw.reshape(rows, planes.luma_pitch).to(torch.int32)
 
 
-@pytest.mark.parametrize("name", ["h264_closed_gop.mp4", "h264_full_range_bt709.mp4", "hevc_main10.mp4",
+@pytest.mark.parametrize("name", ["h264_bframes_long_gop.mp4", "full_range_bt709.mp4", "hevc_10bit.mkv",
                                   "hevc_444.mp4", "hevc_444_10bit.mp4", "vp9.webm"])
 @pytest.mark.parametrize("turns", [0, 1, 2, 3])
 def test_fused_kernel_equals_torch_reference(corpus, name, turns):
@@ -239,7 +246,7 @@ def test_fused_kernel_equals_torch_reference(corpus, name, turns):
 
 
 def test_two_decoders_in_two_threads_at_once(corpus):
-    names = ["h264_closed_gop.mp4", "hevc_cra.mp4"]
+    names = ["h264_bframes_long_gop.mp4", "hevc_cra.mp4"]
     expected = {name: VideoDecoder(str(corpus[name]), device="cpu").get_all_frames() for name in names}
     results, errors = {}, []
     barrier = threading.Barrier(len(names))
@@ -265,7 +272,7 @@ def test_two_decoders_in_two_threads_at_once(corpus):
 
 
 def test_decoder_cache_reuses_decoders(corpus):
-    path = str(corpus["h264_closed_gop.mp4"])
+    path = str(corpus["h264_bframes_long_gop.mp4"])
     VideoDecoder(path, device="cuda")[0]  # make sure one exists
     gc.collect()
     cache = gpu_decode.default_decoders(0).decoder_cache
@@ -280,7 +287,7 @@ def test_decoder_cache_reuses_decoders(corpus):
 
 
 def test_gpu_memory_stays_flat_across_500_decoder_creations(corpus):
-    paths = [str(corpus[name]) for name in ("h264_closed_gop.mp4", "hevc_cra.mp4")]
+    paths = [str(corpus[name]) for name in ("h264_bframes_long_gop.mp4", "hevc_cra.mp4")]
     for path in paths:  # warm up: contexts, kernels, one cached decoder per key
         VideoDecoder(path, device="cuda")[0]
     gc.collect()
@@ -302,35 +309,70 @@ def test_gpu_memory_stays_flat_across_500_decoder_creations(corpus):
     assert torch.cuda.memory_allocated(DEVICE) <= allocated_before + (1 << 20)
 
 
-def test_pynvvideocodec_surface_matches_ffmpeg_nvdec(corpus):
-    """Cross-check of the raw NV12 picture: FFmpeg's own NVDEC path through
-    PyAV (hwaccel) decodes the same packets to the same samples."""
+def _ffmpeg_nvdec_nv12(path, count: int) -> list[np.ndarray]:
+    """The first `count` pictures as FFmpeg's own NVDEC path (PyAV hwaccel,
+    downloaded to system memory) decodes them: `(H * 3 // 2, W)` uint8 NV12."""
     try:
         from av.codec.hwaccel import HWAccel
     except ImportError:
         pytest.skip("this PyAV has no hwaccel support")
-    name = "h264_closed_gop.mp4"
+    pictures = []
     try:
-        with av.open(str(corpus[name]), hwaccel=HWAccel("cuda", allow_software_fallback=False)) as container:
-            frames = [f for _, f in zip(range(4), container.decode(video=0), strict=False)]
-            ffmpeg_nv12 = [f.reformat(format="nv12") if f.format.name != "nv12" else f for f in frames]
+        with av.open(str(path), hwaccel=HWAccel("cuda", allow_software_fallback=False)) as container:
+            for frame in container.decode(video=0):
+                nv12 = frame if frame.format.name == "nv12" else frame.reformat(format="nv12")
+                height, width = nv12.height, nv12.width
+                luma = np.frombuffer(nv12.planes[0], np.uint8).reshape(-1, nv12.planes[0].line_size)[:height, :width]
+                chroma = np.frombuffer(nv12.planes[1], np.uint8).reshape(-1, nv12.planes[1].line_size)
+                pictures.append(np.concatenate([luma, chroma[: (height + 1) // 2, :width]]))
+                if len(pictures) == count:
+                    break
     except Exception as error:  # no NVDEC in PyAV's FFmpeg build, or hwaccel refused
         pytest.skip(f"PyAV hwaccel decode unavailable: {error}")
-    demuxer, backend = _open_backend(corpus[name], 0)
-    ours = []
+    return pictures
+
+
+def _our_nv12(path, count: int) -> list[np.ndarray]:
+    """The first `count` pictures as framefeed's NVDEC backend decodes them (before colour conversion)."""
+    demuxer, backend = _open_backend(path, 0)
+    traits = stream_traits(demuxer.stream)
+    height, width = traits.height, traits.width
+    owned = []
     try:
         backend.reset()
         for packet in demuxer.packets():
-            ours += [backend.retain(frame) for frame in backend.send(packet)]
-            if len(ours) >= 4:
+            owned += [backend.retain(frame) for frame in backend.send(packet)]
+            if len(owned) >= count:
                 break
-        surfaces = [_surface_tensor(frame.owned, "NV12", 96) for frame in ours[:4]]
+        else:
+            owned += [backend.retain(frame) for frame in backend.drain()]
+        surfaces = [_surface_tensor(frame.owned, "NV12", height) for frame in owned[:count]]
     finally:
         backend.close()
         demuxer.close()
-    assert len(surfaces) == len(ffmpeg_nv12) == 4
-    for surface, frame in zip(surfaces, ffmpeg_nv12, strict=True):
-        luma = np.frombuffer(frame.planes[0], np.uint8).reshape(-1, frame.planes[0].line_size)[:96, :128]
-        chroma = np.frombuffer(frame.planes[1], np.uint8).reshape(-1, frame.planes[1].line_size)[:48, :128]
-        assert np.array_equal(surface[:96, :128].numpy().astype(np.uint8), luma)
-        assert np.array_equal(surface[96:144, :128].numpy().astype(np.uint8), chroma)
+    rows = height + (height + 1) // 2
+    return [surface[:rows, :width].numpy().astype(np.uint8) for surface in surfaces]
+
+
+@pytest.mark.parametrize("name", ["h264_bframes_long_gop.mp4", "mpeg2.ts"])
+def test_our_nv12_equals_ffmpeg_nvdec(corpus, name, capsys):
+    """The raw NV12 pictures: FFmpeg's own NVDEC path through PyAV (hwaccel)
+    decodes the same packets to the same samples. For MPEG-2 this is the
+    proof that its difference from FFmpeg's software decoder is the hardware
+    decoder's (IDCT), not our packet feeding or colour conversion; the
+    per-picture drift against software is reported."""
+    with av.open(str(corpus[name])) as container:
+        software = [("?IPB"[int(frame.pict_type)] if int(frame.pict_type) < 4 else "?",
+                     frame.reformat(format="nv12").to_ndarray().astype(np.int32))
+                    for frame in container.decode(video=0)]
+    count = len(software)
+    theirs = _ffmpeg_nvdec_nv12(corpus[name], count)
+    ours = _our_nv12(corpus[name], count)
+    assert len(ours) == len(theirs) == len(software) == count
+    for index, (mine, ffmpeg) in enumerate(zip(ours, theirs, strict=True)):
+        assert np.array_equal(mine, ffmpeg), f"{name} picture {index}: NV12 differs from FFmpeg's NVDEC output"
+    if name.startswith("mpeg2"):
+        with capsys.disabled():
+            drift = [f"{index}:{kind} {int(np.abs(mine - reference).max())}/{np.abs(mine - reference).mean():.2f}"
+                     for index, (mine, (kind, reference)) in enumerate(zip(ours, software, strict=True))]
+            print(f"\n[mpeg2] NVDEC vs FFmpeg software NV12, max/mean |diff| per picture: {' '.join(drift)}")

@@ -16,17 +16,16 @@ import av
 import pytest
 import torch
 from gpu_fixtures import (
-    GPU_CORPUS,
     HOPPER_CAPS,
     EmulatedNvdec,
     FakePacketData,
     FakePyNvVideoCodec,
     ReferenceConverter,
-    build_corpus,
     caps,
     emulated_nvdec_decoders,
 )
 
+from corpus import FILES, reference_frames
 from framefeed.backends import BackendContext, open_backend
 from framefeed.cpu_fallback.backend import CpuBackend
 from framefeed.decoders import VideoDecoder
@@ -47,8 +46,8 @@ from framefeed.source import resolve_source
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory):
-    return build_corpus(tmp_path_factory)
+def corpus(corpus_files):
+    return corpus_files
 
 
 UNSUPPORTED = FakePyNvVideoCodec.UNSUPPORTED
@@ -67,13 +66,13 @@ def route(path, table, compute_capability, device_name="NVIDIA H200"):
     return hardware_reason(traits, answer, compute_capability, device_name)
 
 
-@pytest.mark.parametrize("entry", GPU_CORPUS, ids=lambda entry: entry.name)
+@pytest.mark.parametrize("entry", FILES, ids=lambda entry: entry.name)
 def test_routing_of_each_corpus_file_on_hopper(corpus, entry):
     reason = route(corpus[entry.name], HOPPER_CAPS, (9, 0))
     if entry.nvdec_on_hopper:
         assert reason == ""
     else:
-        assert entry.reason_part in reason, reason
+        assert entry.nvdec_fallback in reason, reason
 
 
 def test_av1_goes_to_nvdec_on_ada_but_not_on_hopper_or_a100(corpus):
@@ -85,8 +84,8 @@ def test_av1_goes_to_nvdec_on_ada_but_not_on_hopper_or_a100(corpus):
 
 
 @pytest.mark.parametrize("name, words", [
-    ("h264_high10.mp4", "High 10"), ("h264_422.mp4", "yuv422p"), ("h264_interlaced.mp4", "deinterlaces"),
-    ("vp9_odd_size.webm", "127x95"), ("mpeg4_part2.mp4", "mpeg4"), ("hevc_below_minimum.mp4", "144x144"),
+    ("h264_10bit.mp4", "High 10"), ("h264_422.mp4", "yuv422p"), ("h264_interlaced.mp4", "deinterlaces"),
+    ("odd_321x241.webm", "321x241"), ("mpeg4_part2.mp4", "mpeg4"), ("hevc_below_minimum.mp4", "144x144"),
 ])
 def test_fallback_reasons_name_the_cause(corpus, name, words):
     assert words in route(corpus[name], HOPPER_CAPS, (9, 0))
@@ -142,7 +141,7 @@ def test_cuda_without_a_gpu_is_a_clear_error(corpus, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for device in ("cuda", "cuda:0", torch.device("cuda", 1)):
         with pytest.raises(CudaUnavailableError, match="no usable CUDA GPU") as info:
-            VideoDecoder(str(corpus["h264_closed_gop.mp4"]), device=device)
+            VideoDecoder(str(corpus["h264_bframes_long_gop.mp4"]), device=device)
         assert isinstance(info.value, RuntimeError)
         assert "device='cpu'" in str(info.value)
 
@@ -169,7 +168,7 @@ def no_pynvvideocodec(monkeypatch, tmp_path):
 
 
 def test_missing_driver_library_falls_back_with_the_reason(corpus, no_pynvvideocodec):
-    demuxer, selection = _open_backend_for(corpus["h264_closed_gop.mp4"], torch.device("cuda", 0),
+    demuxer, selection = _open_backend_for(corpus["h264_bframes_long_gop.mp4"], torch.device("cuda", 0),
                                            no_pynvvideocodec)
     try:
         assert isinstance(selection.backend, CpuBackend)
@@ -180,7 +179,7 @@ def test_missing_driver_library_falls_back_with_the_reason(corpus, no_pynvvideoc
 
 
 def test_stream_reasons_come_before_library_checks(corpus, no_pynvvideocodec):
-    demuxer, selection = _open_backend_for(corpus["vp9_odd_size.webm"], torch.device("cuda", 0),
+    demuxer, selection = _open_backend_for(corpus["odd_321x241.webm"], torch.device("cuda", 0),
                                            no_pynvvideocodec)
     try:
         assert isinstance(selection.backend, CpuBackend)
@@ -195,13 +194,13 @@ def test_video_decoder_on_cuda_without_pynvvideocodec_reports_cpu_fallback(corpu
     this machine has no GPU to upload them to)."""
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    decoder = VideoDecoder(str(corpus["h264_closed_gop.mp4"]), device="cuda:0")
+    decoder = VideoDecoder(str(corpus["h264_bframes_long_gop.mp4"]), device="cuda:0")
     assert bool(decoder.cpu_fallback) is True
     assert "libnvcuvid.so.1" in str(decoder.cpu_fallback)
 
 
 def test_cpu_decoders_never_fall_back(corpus):
-    decoder = VideoDecoder(str(corpus["h264_closed_gop.mp4"]), device="cpu")
+    decoder = VideoDecoder(str(corpus["h264_bframes_long_gop.mp4"]), device="cpu")
     assert bool(decoder.cpu_fallback) is False
 
 
@@ -209,7 +208,7 @@ def test_importing_framefeed_does_not_import_pynvvideocodec_or_cupy(corpus):
     script = (
         "import sys, framefeed, framefeed.gpu_decode\n"
         "from framefeed.decoders import VideoDecoder\n"
-        f"VideoDecoder({str(corpus['h264_closed_gop.mp4'])!r}, device='cpu')[0]\n"
+        f"VideoDecoder({str(corpus['h264_bframes_long_gop.mp4'])!r}, device='cpu')[0]\n"
         "bad = [m for m in ('PyNvVideoCodec', 'cupy') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
@@ -285,7 +284,7 @@ def test_cache_capacity_from_environment(monkeypatch):
 def test_backend_gives_its_decoder_back_when_collected(corpus):
     """A loop over many short videos: each VideoDecoder's backend returns its
     decoder to the cache when it goes away, and the next one reuses it."""
-    path = corpus["h264_closed_gop.mp4"]
+    path = corpus["limited_bt709.mkv"]  # 20 frames of H.264
     cache = DecoderCache(lambda k: PooledDecoder(k, EmulatedNvdec("h264"), None), capacity=2)
 
     def open_one():
@@ -343,7 +342,7 @@ def _open_nvdec(path, owner):
 
 
 def test_open_nvdec_backend_wires_pynvvideocodec(corpus, fake_gpu):
-    demuxer, backend, reason = _open_nvdec(corpus["hevc_main10.mp4"], fake_gpu)
+    demuxer, backend, reason = _open_nvdec(corpus["hevc_10bit.mkv"], fake_gpu)
     nvc = fake_gpu.runtime()[0].nvc
     try:
         assert reason == "" and isinstance(backend, NvdecBackend)
@@ -355,7 +354,7 @@ def test_open_nvdec_backend_wires_pynvvideocodec(corpus, fake_gpu):
         for packet in demuxer.packets():
             frames += [backend.retain(f) for f in backend.send(packet)]
         frames += backend.drain()
-        assert len(frames) == 24
+        assert len(frames) == len(reference_frames("hevc_10bit.mkv"))
     finally:
         backend.close()
         demuxer.close()
@@ -364,7 +363,7 @@ def test_open_nvdec_backend_wires_pynvvideocodec(corpus, fake_gpu):
 def test_open_nvdec_backend_reuses_and_routes(corpus, fake_gpu):
     nvc = fake_gpu.runtime()[0].nvc
     for _ in range(3):
-        demuxer, backend, reason = _open_nvdec(corpus["h264_closed_gop.mp4"], fake_gpu)
+        demuxer, backend, reason = _open_nvdec(corpus["h264_bframes_long_gop.mp4"], fake_gpu)
         assert reason == ""
         backend.close()
         demuxer.close()
@@ -372,7 +371,7 @@ def test_open_nvdec_backend_reuses_and_routes(corpus, fake_gpu):
     assert fake_gpu.decoder_cache.reused == 2
     assert len(nvc.caps_queries) == 1
     other = emulated_nvdec_decoders(HOPPER_CAPS)  # another owner (a pool thread) has its own decoders
-    demuxer, backend, reason = _open_nvdec(corpus["h264_closed_gop.mp4"], other)
+    demuxer, backend, reason = _open_nvdec(corpus["h264_bframes_long_gop.mp4"], other)
     backend.close()
     demuxer.close()
     assert other.decoder_cache.created == 1 and fake_gpu.decoder_cache.created == 1
@@ -392,6 +391,6 @@ def test_open_nvdec_backend_falls_back_when_decoder_creation_fails(corpus, fake_
         raise PyNvVCException("cuvidCreateDecoder failed: CUDA_ERROR_OUT_OF_MEMORY")
 
     monkeypatch.setattr(fake_gpu.runtime()[0].nvc, "CreateDecoder", refuse)
-    demuxer, backend, reason = _open_nvdec(corpus["h264_closed_gop.mp4"], fake_gpu)
+    demuxer, backend, reason = _open_nvdec(corpus["h264_bframes_long_gop.mp4"], fake_gpu)
     demuxer.close()
     assert backend is None and "CUDA_ERROR_OUT_OF_MEMORY" in reason

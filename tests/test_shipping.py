@@ -1,6 +1,8 @@
 """Plans and packet bundles built in a CUDA-free `spawn` worker, decoded in
 this process: the same frames, pts and durations as `VideoDecoder`, for
-every corpus file, both seek modes and every backend (`pipeline.BACKENDS`).
+every corpus file, both seek modes and every backend
+(`backends_under_test.BACKENDS`; a file NVDEC cannot take falls back to the
+CPU there with its stated reason).
 A bundle missing a needed keyframe interval raises, naming the pts, instead
 of returning another frame."""
 
@@ -15,7 +17,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from pipeline import BACKENDS, open_backend_kind
+from backends_under_test import BACKENDS, check_routing, nvdec_pixel_error, open_selection
 from shipping_worker import ship
 
 import corpus
@@ -97,9 +99,9 @@ def test_shipped_plans_decode_like_video_decoder(worker, entry, mode, kind):
     requests, truths, results = shipped_for(worker, entry, mode)
     for request, truth, (plan, bundle) in zip(requests, truths, results, strict=True):
         plan, bundle = pickle.loads(pickle.dumps((plan, bundle)))  # values, nothing live
-        backend, reason = open_backend_kind(kind, bundle.params)
-        if backend is None:
-            pytest.skip(f"{kind}: {reason}")
+        selection = open_selection(kind, bundle.params)
+        backend = selection.backend
+        on_nvdec = check_routing(entry, kind, backend, selection.status)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out = execute(plan, bundle, backend)
@@ -108,12 +110,11 @@ def test_shipped_plans_decode_like_video_decoder(worker, entry, mode, kind):
         assert out.pts_seconds.tolist() == truth.pts_seconds.tolist(), what
         assert out.duration_seconds.tolist() == truth.duration_seconds.tolist(), what
         got = out.frames.cpu()
-        if kind == "cpu":
+        if on_nvdec:  # NVDEC's colour conversion against swscale's
+            error = nvdec_pixel_error(entry, got, truth.data)
+            assert not error, f"{what}: {error}"
+        else:
             assert torch.equal(got, truth.data), what
-        else:  # NVDEC's colour conversion is within 2 levels of swscale on 8 bits
-            diff = (got.int() - truth.data.int()).abs()
-            limit = 2 if not entry.ten_bit else 64
-            assert diff.max().item() <= limit, f"{what}: max |diff| {diff.max().item()}"
 
 
 def test_a_bundle_without_a_needed_keyframe_interval_names_the_missing_pts(worker):
@@ -127,7 +128,7 @@ def test_a_bundle_without_a_needed_keyframe_interval_names_the_missing_pts(worke
         bundle, payload=bundle.payload[:bundle.offsets[keep]], offsets=bundle.offsets[:keep + 1],
         pts=bundle.pts[:keep], dts=bundle.dts[:keep], durations=bundle.durations[:keep],
         flags=bundle.flags[:keep], stretches=bundle.stretches[:1])
-    backend, _ = open_backend_kind("cpu", bundle.params)
+    backend = open_selection("cpu", bundle.params).backend
     target_pts = plan.runs[1].targets[0].pts
     last_held = int(lacking.pts.max())
     with pytest.raises(MissingPacketsError, match=rf"Frame 70 \(pts {target_pts}") as info:
@@ -140,8 +141,8 @@ def test_a_bundle_without_a_needed_keyframe_interval_names_the_missing_pts(worke
         pts=bundle.pts[:cut], dts=bundle.dts[:cut], durations=bundle.durations[:cut], flags=bundle.flags[:cut],
         stretches=[bundle.stretches[0], dataclasses.replace(second, stop=cut)])
     with pytest.raises(MissingPacketsError, match=rf"Frame 70 \(pts {target_pts}"):
-        execute(plan, short, open_backend_kind("cpu", bundle.params)[0])
+        execute(plan, short, open_selection("cpu", bundle.params).backend)
     # The complete bundle decodes.
-    out = execute(plan, bundle, open_backend_kind("cpu", bundle.params)[0])
+    out = execute(plan, bundle, open_selection("cpu", bundle.params).backend)
     reference = corpus.reference_frames(entry.name)
     assert np.array_equal(out.frames[1].numpy(), reference[70].rgb)

@@ -26,6 +26,7 @@ from framefeed.gpu_decode.owner import (
     load_pynvvideocodec,
 )
 from framefeed.packets import CodecParameters
+from framefeed.transforms import TransformPipeline
 
 __all__ = ["NvdecBackend", "NvdecDecoders", "NvdecRuntime", "default_decoders", "open_nvdec_backend",
            "nvdec_unavailable_reason", "load_cupy", "load_pynvvideocodec"]
@@ -37,9 +38,11 @@ def nvdec_unavailable_reason() -> str:
 
 
 def open_nvdec_backend(params: CodecParameters, device: torch.device, *, owner: NvdecDecoders | None = None,
-                       stream: Any = None) -> tuple[NvdecBackend | None, str]:
+                       stream: Any = None, transforms: TransformPipeline | None = None
+                       ) -> tuple[NvdecBackend | None, str]:
     """(backend, "") when NVDEC can decode the stream exactly, else (None, reason),
-    with decoders from `owner` (default: the device's default owner)."""
+    with decoders from `owner` (default: the device's default owner).
+    `transforms` are applied by the colour kernel (`NvdecDecoders.open_backend`)."""
     index = device.index if device.index is not None else torch.cuda.current_device()
     owner = owner if owner is not None else default_decoders(index)
-    return owner.open_backend(params, stream=stream)
+    return owner.open_backend(params, stream=stream, transforms=transforms)

@@ -32,8 +32,16 @@ import torch
 from framefeed.errors import DecodingError
 from framefeed.gpu_decode.bitstream import PacketPreparer, PreparedPacket
 from framefeed.gpu_decode.colour import ColourSpec
-from framefeed.gpu_decode.kernels import DestinationWalk, destination_walk, launch_yuv_to_rgb
+from framefeed.gpu_decode.kernels import (
+    DestinationWalk,
+    cupy_stream_for,
+    destination_walk,
+    launch_yuv_to_rgb,
+    resample_tables,
+)
+from framefeed.gpu_decode.resampling import resampling_for
 from framefeed.gpu_decode.surfaces import SurfacePlanes, copy_surface, planes_of_decoded_frame
+from framefeed.transforms import TransformPipeline
 
 # pts handed to NVDEC for packets without timestamps; frames carrying it have no pts.
 NO_PTS = -(1 << 62)
@@ -53,7 +61,8 @@ class SurfaceConverter(Protocol):
         """An owned copy of those planes that survives later Decode calls."""
 
     def write(self, planes: Any, dst: torch.Tensor) -> None:
-        """Convert into `dst`, an `(H, W, 3)` uint8 view (after rotation)."""
+        """Convert into `dst`, an `(H, W, 3)` uint8 view (after rotation and
+        the converter's transforms, if it was given any)."""
 
 
 class NvdecFrame:
@@ -97,6 +106,10 @@ class NvdecBackend:
         mark_discardable: set `PacketData.discardable` for discard-flagged packets.
         on_close: called once with no argument when the backend is closed or
             collected (gives the decoder back to the cache).
+        transforms: the pipeline `converter` applies while converting (its
+            frames then have `transforms.output_size`); None for full frames.
+            Exposed as `applied_transforms`, so `with_transforms` does not
+            apply it a second time.
     """
 
     name = "nvdec"
@@ -104,8 +117,10 @@ class NvdecBackend:
 
     def __init__(self, *, decoder: Any, make_packet: Callable[[], Any], preparer: PacketPreparer,
                  converter: SurfaceConverter, output_device: torch.device, flush_first: bool = False,
-                 mark_discardable: bool = True, on_close: Callable[[], None] | None = None) -> None:
+                 mark_discardable: bool = True, on_close: Callable[[], None] | None = None,
+                 transforms: TransformPipeline | None = None) -> None:
         self._decoder = decoder
+        self.applied_transforms = transforms if transforms else None
         self._make_packet = make_packet
         self._preparer = preparer
         self._converter = converter
@@ -189,7 +204,8 @@ class NvdecBackend:
         return kept
 
     def write_rgb(self, frame: NvdecFrame, dst: torch.Tensor) -> None:
-        """Convert `frame` into `dst`, an `(H, W, 3)` uint8 view on the output device."""
+        """Convert `frame` into `dst`, an `(H, W, 3)` uint8 view on the output
+        device (transformed by `applied_transforms` when set)."""
         planes = frame.owned if frame.owned is not None else self._planes(frame)
         self._converter.write(planes, dst)
 
@@ -297,15 +313,21 @@ class CudaSurfaceConverter:
         width, height: the stream's picture size (before rotation).
         spec: the colour conversion.
         quarter_turns: display rotation, counter-clockwise.
+        transforms: crops and resizes (after rotation) performed by the same
+            launch (`resampling`); destinations then have its output size.
+
+    Raises:
+        ValueError: `transforms` resolved for frames of another size.
     """
 
     def __init__(self, device: torch.device, stream: torch.cuda.Stream, surface_format: str, width: int,
-                 height: int, spec: ColourSpec, quarter_turns: int) -> None:
+                 height: int, spec: ColourSpec, quarter_turns: int,
+                 transforms: TransformPipeline | None = None) -> None:
         import cupy  # lazy: CUDA decoding only
 
         self._device = device
         self._stream = stream
-        self._cupy_stream = cupy.cuda.ExternalStream(stream.cuda_stream, device.index)
+        self._cupy_stream = cupy_stream_for(cupy, stream.cuda_stream, device.index)
         self._surface_format = surface_format
         self._width, self._height = width, height
         self._spec = spec
@@ -314,6 +336,13 @@ class CudaSurfaceConverter:
         self._turns = quarter_turns % 4
         self._walks: dict[tuple, DestinationWalk] = {}
         self._foreign_streams: dict[int, torch.cuda.ExternalStream] = {}
+        self._tables = None
+        if transforms:
+            self._tables, self._table_tensors = resample_tables(resampling_for(transforms), self._turns, width,
+                                                                height, device)
+            for tensor in self._table_tensors:  # made on the current stream, read on the decoder's
+                tensor.record_stream(stream)
+            stream.wait_stream(torch.cuda.current_stream(device))
 
     def view(self, picture: Any) -> SurfacePlanes:
         return planes_of_decoded_frame(picture, self._surface_format, self._width, self._height)
@@ -334,15 +363,18 @@ class CudaSurfaceConverter:
         layout = (tuple(dst.shape), tuple(dst.stride()))
         walk = self._walks.get(layout)
         if walk is None:
-            walk = self._walks[layout] = destination_walk(layout[0], layout[1], self._turns, planes.height,
-                                                          planes.width)
+            if self._tables is None:
+                walk = destination_walk(layout[0], layout[1], self._turns, planes.height, planes.width)
+            else:  # the output's own walk: the tables read the rotated picture
+                walk = destination_walk(layout[0], layout[1], 0, self._tables.out_height, self._tables.out_width)
+            self._walks[layout] = walk
         consumer = torch.cuda.current_stream(self._device)
         if consumer != self._stream:
             self._stream.wait_stream(consumer)  # the slot may have just been allocated there
         producer = self._after_producer(planes)
         launch_yuv_to_rgb(planes, dst.data_ptr(), walk, self._coefficients, self._sample_shift,
                           self._spec.chroma_shift_x, self._spec.chroma_shift_y, self._device.index,
-                          self._cupy_stream)
+                          self._cupy_stream, self._tables)
         self._before_producer_reuse(producer)
         if consumer != self._stream:
             consumer.wait_stream(self._stream)

@@ -39,6 +39,7 @@ from framefeed.gpu_decode.decoder_cache import (
     capacity_from_environment,
 )
 from framefeed.packets import CodecParameters
+from framefeed.transforms import TransformPipeline
 
 
 def first_line(error: BaseException) -> str:
@@ -57,7 +58,9 @@ class NvdecRuntime:
         create_decoder: `DecoderKey` -> a new `PooledDecoder`.
         retire: called on a decoder before it is destroyed (None: nothing).
         make_converter: (device index, decoder's CUDA stream, surface format,
-            traits, quarter turns) -> the `SurfaceConverter` writing RGB.
+            traits, quarter turns, transforms) -> the `SurfaceConverter` writing
+            RGB, cropped and resized by `transforms` (a `TransformPipeline`, or
+            None for full frames) in the same pass.
         prepare_kernel: (device index, bytes per sample) -> None, before first use.
         output_device: device index -> where output tensors live.
     """
@@ -66,7 +69,7 @@ class NvdecRuntime:
     device_facts: Callable[[int], tuple[tuple[int, int] | None, str]]
     create_decoder: Callable[[DecoderKey], PooledDecoder]
     retire: Callable[[PooledDecoder], None] | None
-    make_converter: Callable[[int, Any, str, StreamTraits, int], SurfaceConverter]
+    make_converter: Callable[[int, Any, str, StreamTraits, int, TransformPipeline | None], SurfaceConverter]
     prepare_kernel: Callable[[int, int], None]
     output_device: Callable[[int], torch.device]
 
@@ -103,9 +106,10 @@ def cuda_runtime() -> tuple[NvdecRuntime | None, str]:
     from framefeed.gpu_decode.backend import CudaSurfaceConverter
     from framefeed.gpu_decode.kernels import compile_kernel
 
-    def make_converter(index: int, stream: Any, surface_format: str, traits: StreamTraits, turns: int) -> Any:
+    def make_converter(index: int, stream: Any, surface_format: str, traits: StreamTraits, turns: int,
+                       transforms: TransformPipeline | None) -> Any:
         return CudaSurfaceConverter(torch.device("cuda", index), stream, surface_format, traits.width,
-                                    traits.height, traits.colour, turns)
+                                    traits.height, traits.colour, turns, transforms)
 
     return NvdecRuntime(
         nvc=nvc,
@@ -201,11 +205,15 @@ class NvdecDecoders:
                 self._caps = DecoderCapsCache(pynvvideocodec_caps_query(runtime.nvc))
         return self._caps.get(self.device_index, traits.codec, traits.chroma_format, traits.bit_depth)
 
-    def open_backend(self, params: CodecParameters, *, stream: Any = None) -> tuple[NvdecBackend | None, str]:
+    def open_backend(self, params: CodecParameters, *, stream: Any = None,
+                     transforms: TransformPipeline | None = None) -> tuple[NvdecBackend | None, str]:
         """(backend, "") when NVDEC decodes the stream exactly, else (None,
         reason). `stream`: the PyAV stream when packets come from its demuxer
         (FFmpeg's bitstream filter then converts them); None for shipped
-        packets. Never raises for a stream or machine NVDEC cannot serve."""
+        packets. `transforms`: a pipeline resolved for the stream's frames
+        (after rotation) that the colour kernel applies in the same launch
+        (the backend's `applied_transforms`). Never raises for a stream or
+        machine NVDEC cannot serve."""
         traits = traits_of(params)
         reason = stream_reason(traits)
         if reason:
@@ -231,7 +239,7 @@ class NvdecDecoders:
         try:
             runtime.prepare_kernel(index, 2 if surface_format in ("P016", "YUV444_16Bit") else 1)
             converter = runtime.make_converter(index, pooled.stream, surface_format, traits,
-                                               params.rotation_quarter_turns)
+                                               params.rotation_quarter_turns, transforms or None)
             backend = NvdecBackend(
                 decoder=pooled.decoder,
                 make_packet=runtime.nvc.PacketData,
@@ -240,6 +248,7 @@ class NvdecDecoders:
                 output_device=runtime.output_device(index),
                 flush_first=pooled.reused,
                 on_close=functools.partial(cache.release, pooled),
+                transforms=transforms or None,
             )
         except Exception as error:  # e.g. the flush of a reused decoder failed: decode on the CPU instead
             cache.release(pooled)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,6 +24,7 @@ from framefeed.pool._engine import Engine, Job
 from framefeed.pool._request import DecodeRequest, as_request
 from framefeed.pool._stats import PoolBatch, PoolStats
 from framefeed.pool._videos import PooledVideos
+from framefeed.transforms import TransformPipeline
 
 if TYPE_CHECKING:
     from framefeed.gpu_decode import NvdecRuntime
@@ -95,7 +96,7 @@ class DecodePool:
                               decoders_per_session=decoders_per_session, num_ffmpeg_threads=num_ffmpeg_threads,
                               nvdec_runtime=nvdec_runtime, nvdec_caps=caps)
         # A pool dropped without close(): cancel what is queued and stop the threads.
-        self._finalizer = weakref.finalize(self, self._engine.shutdown, True)
+        self._finalizer = weakref.finalize(self, self._engine.shutdown_when_dropped)
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -110,7 +111,7 @@ class DecodePool:
         step: int = 1,
         seek_mode: Literal["exact", "approximate"] = "exact",
         dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
-        transforms: Sequence[Callable[[Tensor], Tensor]] | None = None,
+        transforms: Sequence[Any] | None = None,
         stream_index: int | None = None,
     ) -> Future[PoolBatch]:
         """Queue one request; a future of its `PoolBatch` (a `FrameBatch` plus `info`).
@@ -120,7 +121,8 @@ class DecodePool:
         `get_frames_in_range(start, stop, step)` (a missing `start` is 0, a
         missing `stop` the end), or `get_all_frames()` when none is given.
         `source` may also be a `DecodeRequest` (then give no other argument).
-        `transforms` run in order on the decoded pixels (see `DecodeRequest`).
+        `transforms` are `VideoDecoder`'s decoder transforms (`Resize`,
+        `CenterCrop`, `RandomCrop`), applied to every frame (see `DecodeRequest`).
 
         Blocks while the request queue is full (back-pressure).
 
@@ -146,9 +148,9 @@ class DecodePool:
         bundle: PacketBundle,
         *,
         frame_shape: tuple[int, int],
+        transforms: TransformPipeline | None = None,
         clip_shape: tuple[int, int] | None = None,
         dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
-        transforms: Sequence[Callable[[Tensor], Tensor]] | None = None,
         description: str | None = None,
     ) -> Future[PoolBatch]:
         """Queue a request planned and demuxed elsewhere: a `DecodePlan` and its
@@ -157,20 +159,27 @@ class DecodePool:
         the plan over the bundle; a future of its `PoolBatch`.
 
         `frame_shape` is `(height, width)` of a decoded frame (after rotation);
-        `clip_shape` reshapes the batch's frames to `(clips, frames per clip)`;
-        `transforms` and `dimension_order` as in `submit`; `description` names
-        the source in `batch.info` (default: the bundle's).
+        `transforms` the decoder transforms resolved for that size
+        (`framefeed.transforms.resolve_transforms`, random crops drawn), None
+        for none; `clip_shape` reshapes the batch's frames to `(clips, frames
+        per clip)`; `dimension_order` as in `submit`; `description` names the
+        source in `batch.info` (default: the bundle's).
 
         Raises:
             RuntimeError: the pool is closed.
-            ValueError: a `clip_shape` that does not hold the plan's frames.
+            ValueError: a `clip_shape` that does not hold the plan's frames, or
+                transforms resolved for another frame size.
             Errors of decoding (a damaged stream, missing packets) are set on the future.
         """
         if clip_shape is not None and clip_shape[0] * clip_shape[1] != plan.slot_count:
             raise ValueError(f"clip_shape {tuple(clip_shape)} does not hold the plan's {plan.slot_count} frames")
-        request = DecodeRequest(None, dimension_order=dimension_order, transforms=transforms or ())
-        work = shipped_work(plan, bundle, (int(frame_shape[0]), int(frame_shape[1])),
-                            description or bundle.description)
+        shape = (int(frame_shape[0]), int(frame_shape[1]))
+        pipeline = TransformPipeline((), shape, shape) if transforms is None else transforms
+        if tuple(pipeline.input_size) != shape:
+            raise ValueError(f"transforms resolved for {pipeline.input_size[0]}x{pipeline.input_size[1]} frames "
+                             f"cannot apply to {shape[0]}x{shape[1]} frames")
+        request = DecodeRequest(None, dimension_order=dimension_order)
+        work = shipped_work(plan, bundle, pipeline, description or bundle.description)
         return self._engine.submit(Job(request, Future(), work=work,
                                        clip_shape=None if clip_shape is None else tuple(clip_shape)))
 
@@ -241,7 +250,7 @@ class DecodePool:
         *,
         seek_mode: Literal["exact", "approximate"] = "exact",
         dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
-        transforms: Sequence[Callable[[Tensor], Tensor]] | None = None,
+        transforms: Sequence[Any] | None = None,
         stream_index: int | None = None,
         lookahead: int | None = None,
     ) -> PooledVideos:
