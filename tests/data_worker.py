@@ -1,6 +1,6 @@
 """Importable by `spawn`/`forkserver` DataLoader workers for tests/test_data.py:
 a dataset that reports, from inside the worker, which CUDA modules are
-imported there and whether CUDA is initialised; a picklable transform."""
+imported there and whether CUDA is initialised."""
 
 from __future__ import annotations
 
@@ -24,8 +24,3 @@ class ReportingDataset(ClipDataset):
         found = tuple(name for name in CUDA_MODULES if name in sys.modules)
         return dataclasses.replace(item, label=(os.getpid(), found, torch.cuda.is_initialized()))
 
-
-def to_32x32(frames: torch.Tensor) -> torch.Tensor:
-    """NCHW uint8 frames resized to 32x32 (bilinear): a transform that pickles."""
-    resized = torch.nn.functional.interpolate(frames.float(), size=(32, 32), mode="bilinear", antialias=False)
-    return resized.round().clamp(0, 255).to(torch.uint8)

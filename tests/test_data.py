@@ -20,7 +20,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from data_worker import ReportingDataset, to_32x32
+from data_worker import ReportingDataset
 from gpu_fixtures import emulated_runtime
 from torch.utils.data import DistributedSampler
 
@@ -34,6 +34,7 @@ from framefeed.data import (
 )
 from framefeed.data._batch import collate_items
 from framefeed.samples import VideoSpec, encode_video, x264_options
+from framefeed.transforms import RandomCrop, Resize
 
 SIZE = (64, 48)
 
@@ -246,17 +247,41 @@ def test_distributed_sampler_shards_do_not_overlap(videos):
 # -- what items hold ---------------------------------------------------------------------------------------
 
 
-def test_all_frames_sampler_and_transforms(videos):
+def test_all_frames_sampler(videos):
     path = videos["h264_1"]  # 33 frames
-    dataset = ClipDataset([path], sampler="all", num_frames_per_clip=5, transforms=[to_32x32])
-    item = dataset[0]
+    item = ClipDataset([path], sampler="all", num_frames_per_clip=5)[0]
     times, frames = reference(path)
-    assert item.data.shape == (7, 5, 3, 32, 32)
+    assert item.data.shape == (7, 5, 3, SIZE[1], SIZE[0])
     assert item.pts_seconds.flatten().tolist() == times + [times[-1]] * 2  # last clip: repeat_last
-    plain = ClipDataset([path], sampler="all", num_frames_per_clip=5)[0]
-    assert torch.equal(item.data.flatten(0, 1), to_32x32(plain.data.flatten(0, 1)))
+    for got, position in zip(item.data.flatten(0, 1), [*range(33), 32, 32], strict=True):
+        assert np.array_equal(got.permute(1, 2, 0).numpy(), frames[position])
     wrapped = ClipDataset([path], sampler="all", num_frames_per_clip=5, policy="wrap")[0]
     assert wrapped.pts_seconds[-1].tolist() == times[30:] + times[30:32]
+
+
+def test_decoder_transforms_resize_and_crop_per_item(videos):
+    path = videos["h264_2"]
+    times, frames = reference(path)
+    resized = ClipDataset([path], sampler="all", num_frames_per_clip=47, transforms=[Resize((24, 40))])[0]
+    # The CPU path resizes the full RGB frame with torch's antialiased bilinear filter (torchvision's Resize).
+    full = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(full, size=(24, 40), mode="bilinear", antialias=True)
+    assert torch.equal(resized.data[0], expected)
+    # A RandomCrop window is drawn per item from the item's RNG, before its clips, as a
+    # VideoDecoder draws it at creation: the same crop and clips as that recipe.
+    from framefeed import VideoDecoder
+    from framefeed.data._items import item_seed
+    from framefeed.samplers import clips_at_random_indices
+
+    dataset = ClipDataset([path], num_clips=2, num_frames_per_clip=3, transforms=[RandomCrop((20, 30))], seed=4)
+    item = dataset[ItemKey(0, 2, 4)]
+    torch.manual_seed(item_seed(4, 2, 0))
+    decoder = VideoDecoder(path, transforms=[RandomCrop((20, 30))])
+    recipe = clips_at_random_indices(decoder, num_clips=2, num_frames_per_clip=3)
+    assert torch.equal(item.data, recipe.data) and torch.equal(item.pts_seconds, recipe.pts_seconds)
+    assert item.data.shape[-2:] == (20, 30)
+    crops = {tuple(dataset[ItemKey(0, epoch, 4)].data[0, 0, 0, 0, :4].tolist()) for epoch in range(4)}
+    assert len(crops) > 1  # a new window with each epoch
 
 
 def test_a_batch_is_decoded_into_one_buffer_and_joined_without_a_copy(videos):
@@ -301,7 +326,7 @@ def test_clips_of_different_sizes_need_a_resize(videos):
     sources = [videos["h264_0"], videos["other_size"]]
     with pytest.raises(ValueError, match="same frame size.*other_size.mp4"):
         collect(loader_for(ClipDataset(sources, num_frames_per_clip=2)))
-    resized = collect(loader_for(ClipDataset(sources, num_frames_per_clip=2, transforms=[to_32x32])))
+    resized = collect(loader_for(ClipDataset(sources, num_frames_per_clip=2, transforms=[Resize((32, 32))])))
     assert resized[0].data.shape == (2, 2, 3, 32, 32)
 
 
@@ -318,6 +343,8 @@ def test_arguments_are_checked_when_the_dataset_is_made(videos):
         ClipDataset(good(videos), on_error="ignore")
     with pytest.raises(ValueError, match="Invalid device"):
         ClipDataset(good(videos), device="mps")
+    with pytest.raises(ValueError, match="Unsupported transform"):
+        ClipDataset(good(videos), transforms=[lambda frames: frames])
     with pytest.raises(IndexError, match=r"\[0, 5\)"):
         ClipDataset(good(videos))[5]
     with pytest.raises(TypeError, match="ClipDataset"):
@@ -383,6 +410,12 @@ def test_a_cpu_pool_decodes_shipped_items_like_the_workers(videos):
         loader = loader_for(index_dataset(videos), shuffle=True, seed=7, num_workers=1,
                             multiprocessing_context="fork", pool=pool)
         assert_same(collect(loader), expected)
+        # Decoder transforms travel resolved with the plan (crop windows drawn in the worker).
+        transformed = index_dataset(videos, transforms=[RandomCrop((40, 56)), Resize((24, 32))])
+        shipped = collect(loader_for(transformed, seed=3, pool=pool))
+    decoded = collect(loader_for(transformed, seed=3))
+    assert_same(shipped, decoded)
+    assert decoded[0].data.shape[-2:] == (24, 32)
 
 
 @pytest.fixture

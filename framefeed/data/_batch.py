@@ -82,7 +82,7 @@ def collate_items(items: Sequence[DecodedClips | ShippedClips | SkippedItem]) ->
 
     Raises:
         ValueError: decoded clips of different frame sizes (resize them in
-            the dataset's `transforms`), naming the sources and sizes.
+            the dataset's `transforms`, e.g. `Resize`), naming the sources and sizes.
     """
     batch = WorkerBatch()
     decoded: list[ClipPart] = []
@@ -120,8 +120,8 @@ def stack_clips(parts: Sequence[ClipPart]) -> ClipBatch:
     shapes = {tuple(part.data.shape[1:]) for part in parts}
     if len(shapes) > 1:
         sizes = ", ".join(f"{part.source}: {tuple(part.data.shape[2:])}" for part in parts)
-        raise ValueError(f"Clips in one batch must have the same frame size, got {sizes}. Resize them in the "
-                         "dataset's transforms, or batch videos of one size together.")
+        raise ValueError(f"Clips in one batch must have the same frame size, got {sizes}. Resize them with the "
+                         "dataset's transforms (framefeed.transforms.Resize), or batch videos of one size together.")
     counts = [int(part.data.shape[0]) for part in parts]
     data = _concatenate([part.data for part in parts])
     pts = torch.cat([part.pts_seconds for part in parts])

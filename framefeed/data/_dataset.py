@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -38,6 +38,7 @@ from framefeed.data._items import (
 )
 from framefeed.data._sampling import PlanningVideo, resolve_sampler
 from framefeed.opening import open_stream
+from framefeed.transforms import DecoderTransform, _as_decoder_transform, resolve_transforms
 
 SEEK_MODES = ("exact", "approximate")
 DIMENSION_ORDERS = ("NCHW", "NHWC")
@@ -60,12 +61,12 @@ class ClipDataset(Dataset):
             `ClipLoader` batches), or None.
         seek_mode: "exact" or "approximate", as for `VideoDecoder`.
         dimension_order: "NCHW" (clips `(num_clips, T, C, H, W)`) or "NHWC".
-        transforms: callables applied in order to each item's frames as one
-            4-D uint8 tensor `(num_clips * T, C, H, W)` (in `dimension_order`),
-            each returning the new 4-D tensor with the same number of frames.
-            For a CPU target they run in `__getitem__`; for a CUDA target the
-            decoder in the main process runs them on the GPU. They must pickle
-            for spawn/forkserver workers (no lambdas).
+        transforms: decoder transforms, as for `VideoDecoder`: a sequence of
+            `framefeed.transforms.Resize`, `CenterCrop`, `RandomCrop` (or the
+            torchvision v2 transforms of those names), applied by the decoder
+            to every frame (on NVDEC, in the colour kernel). A RandomCrop
+            window is drawn per item, before the clips, from the item's RNG
+            (as `VideoDecoder` draws it at creation).
         on_error: "raise": a source that fails raises `ClipLoadError` naming it;
             "skip": the item becomes a `SkippedItem` and a warning (once per
             source per process, or once per source from `ClipLoader`) names it.
@@ -106,7 +107,7 @@ class ClipDataset(Dataset):
         labels: Sequence[Any] | None = None,
         seek_mode: Literal["exact", "approximate"] = "exact",
         dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
-        transforms: Sequence[Callable[[Tensor], Tensor]] | None = None,
+        transforms: Sequence[Any] | None = None,
         on_error: Literal["raise", "skip"] = "raise",
         device: str | torch.device = "cpu",
         seed: int | None = None,
@@ -155,8 +156,8 @@ class ClipDataset(Dataset):
 
     def __getitems__(self, keys: Sequence[int | ItemKey]) -> list[Item]:
         """The items of `keys`, in order (torch's DataLoader fetches a batch
-        with this, in its worker). A CPU target without transforms decodes
-        them into one tensor (in shared memory inside a DataLoader worker),
+        with this, in its worker). A CPU target decodes them into one tensor
+        (in shared memory inside a DataLoader worker),
         each item's clips a view of it, so batching them copies nothing.
         A subclass that overrides `__getitem__` gets `[self[k] for k in keys]`."""
         if type(self).__getitem__ is not ClipDataset.__getitem__:
@@ -214,8 +215,7 @@ class ClipDataset(Dataset):
 
     def _items(self, keys: list[Any]) -> list[Item]:
         resolved = [self._resolve_key(key) for key in keys]  # a bad index raises IndexError, never skipped
-        shared = not self.transforms and get_worker_info() is not None
-        batch = _BatchBuffer(len(resolved), shared) if not self.ships_packets else None
+        batch = _BatchBuffer(len(resolved), get_worker_info() is not None) if not self.ships_packets else None
         items: list[Item] = []
         for index, epoch, seed in resolved:
             try:
@@ -231,18 +231,18 @@ class ClipDataset(Dataset):
         name, label = describe_source(source), self._label(index)
         opened = open_stream(source, self.stream_index, self.seek_mode, self.num_ffmpeg_threads)
         try:
-            with self._rng(seed, epoch, index):
+            metadata = opened.metadata
+            with self._rng(seed, epoch, index):  # crop windows first, then clips, as with a VideoDecoder
+                pipeline = resolve_transforms(self.transforms, int(metadata.height or 0), int(metadata.width or 0))
                 planned = self._sampler(PlanningVideo(opened, read_packets=batch is None), **self.sampler_args)
+            planned.transforms = pipeline
             if batch is None:
                 return ShippedClips(index, name, label, planned)
-            count = planned.plan.slot_count
-            frames = batch.frames_for(count, *planned.frame_shape)
+            frames = batch.frames_for(planned.plan.slot_count, *pipeline.output_size)
             pts, durations = decode_planned(opened, planned, frames, self.num_ffmpeg_threads)
         finally:
             opened.demuxer.close()
         data = frames.permute(0, 3, 1, 2) if self.dimension_order == "NCHW" else frames
-        if self.transforms and count:
-            data = apply_transforms(data, self.transforms)
         shape = planned.clip_shape
         return DecodedClips(index, name, label, data.unflatten(0, shape), pts.unflatten(0, shape),
                             durations.unflatten(0, shape))
@@ -287,38 +287,24 @@ def skip_message(item: SkippedItem) -> str:
     return f"Skipping {item.source} (dataset item {item.index}) and its clips: {item.error}"
 
 
-def apply_transforms(frames: Tensor, transforms: Sequence[Callable[[Tensor], Tensor]]) -> Tensor:
-    """`frames` (4-D, frames first) through each transform in turn.
-
-    Raises:
-        ValueError: a transform returned something else than a 4-D tensor of as many frames.
-    """
-    count = frames.shape[0]
-    for transform in transforms:
-        frames = transform(frames)
-        if not isinstance(frames, Tensor) or frames.ndim != 4 or frames.shape[0] != count:
-            shape = tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
-            raise ValueError(f"transform {transform!r} returned {shape}: transforms must return a tensor of "
-                             f"{count} frames (4-D, frames first)")
-    return frames
-
-
 def _check_choice(what: str, value: Any, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ValueError(f"Invalid {what} ({value!r}). Supported values are {', '.join(valid)}.")
 
 
-def _check_transforms(transforms: Any) -> tuple[Callable[[Tensor], Tensor], ...]:
+def _check_transforms(transforms: Any) -> tuple[DecoderTransform, ...]:
+    """The decoder transforms, converted from torchvision's where given (so
+    workers never need torchvision). Sizes are checked against each video.
+
+    Raises:
+        TypeError: not a sequence.
+        ValueError: a transform that is not a decoder transform.
+    """
     if transforms is None:
         return ()
-    if callable(transforms):
-        transforms = (transforms,)
-    if not isinstance(transforms, Sequence):
-        raise TypeError(f"transforms must be a sequence of callables, got {type(transforms).__name__}")
-    for transform in transforms:
-        if not callable(transform):
-            raise TypeError(f"transforms must be callables, got {transform!r}")
-    return tuple(transforms)
+    if isinstance(transforms, (str, bytes)) or not isinstance(transforms, Sequence):
+        raise TypeError(f"transforms must be a sequence of decoder transforms, got {type(transforms).__name__}")
+    return tuple(_as_decoder_transform(transform) for transform in transforms)
 
 
 def _parse_device(device: Any) -> torch.device:

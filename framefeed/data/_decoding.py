@@ -30,13 +30,14 @@ def frame_buffer(count: int, height: int, width: int, shared: bool) -> Tensor:
 
 def decode_planned(opened: OpenedStream, planned: PlannedClips, frames: Tensor,
                    num_threads: int) -> tuple[Tensor, Tensor]:
-    """Decode `planned` (its plan only) from `opened` into `frames`, a
-    contiguous `(slots, H, W, 3)` tensor; the pts and durations in seconds,
-    `(slots,)` float64 each.
+    """Decode `planned` (its plan only, through its transforms) from `opened`
+    into `frames`, a contiguous `(slots, H, W, 3)` tensor of the transformed
+    size; the pts and durations in seconds, `(slots,)` float64 each.
 
     Raises what decoding raises (`DecodingError` for a damaged stream).
     """
-    selection = open_backend(opened.params, CPU, BackendContext(stream=opened.demuxer.stream, num_threads=num_threads))
+    context = BackendContext(stream=opened.demuxer.stream, num_threads=num_threads, transforms=planned.transforms)
+    selection = open_backend(opened.params, CPU, context)
     backend = selection.backend
     count = planned.plan.slot_count
     out = OutputBuffer(frames, np.zeros(count, dtype=np.float64), np.zeros(count, dtype=np.float64), False)

@@ -191,8 +191,8 @@ class ClipLoader:
     def _submit(self, pool: Any, item: ShippedClips) -> Future:
         planned = item.planned
         return pool.submit_plan(planned.plan, planned.bundle, frame_shape=planned.frame_shape,
-                                clip_shape=planned.clip_shape, dimension_order=self.dataset.dimension_order,
-                                transforms=self.dataset.transforms, description=item.source)
+                                transforms=planned.transforms, clip_shape=planned.clip_shape,
+                                dimension_order=self.dataset.dimension_order, description=item.source)
 
     def _gather(self, entries: list[tuple[ShippedClips, Future]]) -> ClipBatch | None:
         parts = []

@@ -32,6 +32,7 @@ from framefeed.samplers._common import (
     complete_short_clip,
     decode_as_clips,
 )
+from framefeed.transforms import TransformPipeline
 
 
 def clips_of_all_frames(decoder: Any, *, num_frames_per_clip: int = 1, policy: str = "repeat_last") -> Any:
@@ -100,13 +101,17 @@ class PlannedClips:
         bundle: the compressed packets the plan needs, and the codec parameters
             (None when the plan is decoded from the open file instead).
         clip_shape: `(num_clips, num_frames_per_clip)`.
-        frame_shape: `(height, width)` of a decoded frame (after rotation).
+        frame_shape: `(height, width)` of a decoded frame (after rotation,
+            before transforms).
+        transforms: the decoder transforms resolved for `frame_shape` (crop
+            windows drawn), None for none.
     """
 
     plan: DecodePlan
     bundle: PacketBundle | None
     clip_shape: tuple[int, int]
     frame_shape: tuple[int, int]
+    transforms: TransformPipeline | None = None
 
 
 class PlanningVideo:
