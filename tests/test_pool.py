@@ -21,7 +21,7 @@ import warnings
 import av
 import pytest
 import torch
-from gpu_fixtures import build_corpus, emulated_runtime
+from gpu_fixtures import emulated_runtime
 
 import corpus
 from framefeed import VideoDecoder
@@ -483,11 +483,6 @@ def test_sampler_errors_fail_that_source_only():
 # -- the emulated NVDEC decoder --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def gpu_corpus(tmp_path_factory):
-    return build_corpus(tmp_path_factory)
-
-
 @pytest.fixture
 def emulated_gpu(monkeypatch):
     """An NVDEC runtime for an 'H200' (7 engines) whose PyNvVideoCodec is
@@ -504,14 +499,14 @@ def emulated_gpu(monkeypatch):
     return runtime
 
 
-NVDEC_NAMES = ["h264_closed_gop.mp4", "h264_open_gop.mp4", "hevc_cra.mp4", "vp9.webm", "h264_matroska.mkv",
-               "h264_edit_list.mp4"]
-FALLBACK_NAMES = {"av1.mkv": "no AV1 decoder", "vp9_odd_size.webm": "odd frame size",
+NVDEC_NAMES = ["h264_bframes_long_gop.mp4", "h264_open_gop.mp4", "hevc_cra.mp4", "vp9.webm", "h264_bframes.mkv",
+               "discard_edit_list.mp4"]
+FALLBACK_NAMES = {"av1.mkv": "no AV1 decoder", "odd_321x241.webm": "odd frame size",
                   "mpeg4_part2.mp4": "no NVDEC path"}
 
 
 @pytest.mark.parametrize("mode", ["exact", "approximate"])
-def test_emulated_nvdec_pool_equals_per_file_decoders(gpu_corpus, emulated_gpu, mode):
+def test_emulated_nvdec_pool_equals_per_file_decoders(emulated_gpu, mode):
     """NVDEC-routed files within the colour conversion's tolerance of the CPU
     decoder (the emulated NVDEC converts with the torch reference), pts and
     durations identical; CPU fallbacks identical and labelled."""
@@ -521,14 +516,14 @@ def test_emulated_nvdec_pool_equals_per_file_decoders(gpu_corpus, emulated_gpu, 
         assert pool.sessions == 7  # the engine count from GetDecoderCaps
         cases = []
         for name in names:
-            path = str(gpu_corpus[name])
+            path = path_of(name)
             count = len(VideoDecoder(path, seek_mode=mode))
             picks = sorted({rng.randrange(count) for _ in range(4)}) + [0]
             cases.append((name, picks, pool.submit(path, indices=picks, seek_mode=mode)))
             cases.append((name, None, pool.submit(path, start=2, stop=count, step=3, seek_mode=mode)))
         for name, picks, future in cases:
             batch = future.result()
-            decoder = VideoDecoder(str(gpu_corpus[name]), seek_mode=mode, device="cpu")
+            decoder = VideoDecoder(path_of(name), seek_mode=mode, device="cpu")
             reference = decoder.get_frames_at(picks) if picks else decoder.get_frames_in_range(2, len(decoder), 3)
             if name in FALLBACK_NAMES:
                 assert batch.cpu_fallback and FALLBACK_NAMES[name] in str(batch.cpu_fallback)
@@ -541,8 +536,8 @@ def test_emulated_nvdec_pool_equals_per_file_decoders(gpu_corpus, emulated_gpu, 
     assert stats.decoders_created == len(emulated_gpu.nvc.created)
 
 
-def test_emulated_nvdec_decoders_are_owned_per_session_and_reused(gpu_corpus, emulated_gpu):
-    a, b = str(gpu_corpus["h264_closed_gop.mp4"]), str(gpu_corpus["h264_edit_list.mp4"])  # 128x96, 96x64
+def test_emulated_nvdec_decoders_are_owned_per_session_and_reused(emulated_gpu):
+    a, b = path_of("h264_bframes_long_gop.mp4"), path_of("hevc_cra.mp4")  # two decoder keys
     with DecodePool("cuda:0", sessions=1, nvdec_runtime=emulated_gpu) as pool:
         batches = [pool.submit(path, indices=[1, 5]).result() for path in (a, a, b, a, b)]
         stats = pool.stats()
@@ -557,8 +552,8 @@ def test_emulated_nvdec_decoders_are_owned_per_session_and_reused(gpu_corpus, em
     assert pool.stats().sessions[0].decoders_idle == 0
 
 
-def test_emulated_nvdec_sessions_each_own_their_decoders(gpu_corpus, emulated_gpu):
-    path = str(gpu_corpus["hevc_cra.mp4"])
+def test_emulated_nvdec_sessions_each_own_their_decoders(emulated_gpu):
+    path = path_of("hevc_cra.mp4")
     with DecodePool("cuda:0", sessions=3, nvdec_runtime=emulated_gpu) as pool:
         batches = list(pool.map([DecodeRequest(path, indices=[i % 30, 31]) for i in range(24)], lookahead=6))
         stats = pool.stats()
@@ -570,8 +565,8 @@ def test_emulated_nvdec_sessions_each_own_their_decoders(gpu_corpus, emulated_gp
     assert stats.frames_returned == 48 and stats.frames_decoded >= 24
 
 
-def test_emulated_nvdec_samplers_over_a_pool(gpu_corpus, emulated_gpu):
-    sources = [str(gpu_corpus[n]) for n in ("h264_closed_gop.mp4", "av1.mkv", "hevc_cra.mp4")]
+def test_emulated_nvdec_samplers_over_a_pool(emulated_gpu):
+    sources = [path_of(n) for n in ("h264_bframes_long_gop.mp4", "av1.mkv", "hevc_cra.mp4")]
     torch.manual_seed(77)
     expected_batches = [clips_at_random_indices(VideoDecoder(s), num_clips=2, num_frames_per_clip=3)
                         for s in sources]
