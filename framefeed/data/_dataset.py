@@ -90,7 +90,9 @@ class ClipDataset(Dataset):
 
     Raises (at construction):
         ValueError: unknown sampler, seek mode, dimension order, `on_error` or
-            device type; labels whose number differs from the sources'.
+            device type; labels whose number differs from the sources'; a
+            transform that is not a decoder transform (sizes are checked
+            against each video, as failures of its item).
         TypeError: arguments of the wrong type; a sampler argument the sampler
             does not take.
 
