@@ -35,7 +35,7 @@ from framefeed import _arguments as args
 from framefeed._transform_backend import with_transforms
 from framefeed.backends import BackendContext, open_backend
 from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
-from framefeed.demux.disposable import DisposableTest
+from framefeed.demux.disposable import DisposableTest, disposable_test_for
 from framefeed.demux.metadata import VideoStreamMetadata
 from framefeed.opening import OpenedStream, open_stream
 from framefeed.packets import BundleSource, CodecParameters, PacketBundle
@@ -147,6 +147,14 @@ def plan_work(video: OpenedVideo, request: DecodeRequest, pipeline: TransformPip
 
 def _work(video: OpenedVideo, plan: DecodePlan, count: int, pipeline: TransformPipeline) -> Work:
     return Work(video.description, plan, count, pipeline, video.stream.disposable, video.stream.params)
+
+
+def shipped_work(plan: DecodePlan, bundle: PacketBundle, pipeline: TransformPipeline, description: str) -> Work:
+    """Work planned and demuxed elsewhere (a `ClipDataset` worker, `ship_request`):
+    only decoding is left. A time-range plan counts 0 frames in flight."""
+    params = bundle.params
+    disposable = disposable_test_for(params.codec, params.extradata)
+    return Work(description, plan, plan.slot_count, pipeline, disposable, params, bundle)
 
 
 def ship(work: Work, video: OpenedVideo) -> None:

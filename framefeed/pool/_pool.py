@@ -18,14 +18,18 @@ from torch import Tensor
 from framefeed._validation import require_int
 from framefeed.backend_selection import resolve_device
 from framefeed.pool import _hardware
+from framefeed.pool._adapter import shipped_work
 from framefeed.pool._budget import InFlightBudget
 from framefeed.pool._engine import Engine, Job
 from framefeed.pool._request import DecodeRequest, as_request
 from framefeed.pool._stats import PoolBatch, PoolStats
 from framefeed.pool._videos import PooledVideos
+from framefeed.transforms import TransformPipeline
 
 if TYPE_CHECKING:
     from framefeed.gpu_decode import NvdecRuntime
+    from framefeed.packets import PacketBundle
+    from framefeed.plan import DecodePlan
 
 
 class DecodePool:
@@ -137,6 +141,47 @@ class DecodePool:
                                     seek_mode=seek_mode, dimension_order=dimension_order,
                                     transforms=transforms or (), stream_index=stream_index)
         return self._engine.submit(Job(request, Future()))
+
+    def submit_plan(
+        self,
+        plan: DecodePlan,
+        bundle: PacketBundle,
+        *,
+        frame_shape: tuple[int, int],
+        transforms: TransformPipeline | None = None,
+        clip_shape: tuple[int, int] | None = None,
+        dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
+        description: str | None = None,
+    ) -> Future[PoolBatch]:
+        """Queue a request planned and demuxed elsewhere: a `DecodePlan` and its
+        `PacketBundle` (`framefeed.bundling.ship_request`, or a `ClipDataset`
+        item from a DataLoader worker). Only decoding is left: the sessions run
+        the plan over the bundle; a future of its `PoolBatch`.
+
+        `frame_shape` is `(height, width)` of a decoded frame (after rotation);
+        `transforms` the decoder transforms resolved for that size
+        (`framefeed.transforms.resolve_transforms`, random crops drawn), None
+        for none; `clip_shape` reshapes the batch's frames to `(clips, frames
+        per clip)`; `dimension_order` as in `submit`; `description` names the
+        source in `batch.info` (default: the bundle's).
+
+        Raises:
+            RuntimeError: the pool is closed.
+            ValueError: a `clip_shape` that does not hold the plan's frames, or
+                transforms resolved for another frame size.
+            Errors of decoding (a damaged stream, missing packets) are set on the future.
+        """
+        if clip_shape is not None and clip_shape[0] * clip_shape[1] != plan.slot_count:
+            raise ValueError(f"clip_shape {tuple(clip_shape)} does not hold the plan's {plan.slot_count} frames")
+        shape = (int(frame_shape[0]), int(frame_shape[1]))
+        pipeline = TransformPipeline((), shape, shape) if transforms is None else transforms
+        if tuple(pipeline.input_size) != shape:
+            raise ValueError(f"transforms resolved for {pipeline.input_size[0]}x{pipeline.input_size[1]} frames "
+                             f"cannot apply to {shape[0]}x{shape[1]} frames")
+        request = DecodeRequest(None, dimension_order=dimension_order)
+        work = shipped_work(plan, bundle, pipeline, description or bundle.description)
+        return self._engine.submit(Job(request, Future(), work=work,
+                                       clip_shape=None if clip_shape is None else tuple(clip_shape)))
 
     def map(
         self,
