@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -23,6 +23,9 @@ from framefeed.pool._engine import Engine, Job
 from framefeed.pool._request import DecodeRequest, as_request
 from framefeed.pool._stats import PoolBatch, PoolStats
 from framefeed.pool._videos import PooledVideos
+
+if TYPE_CHECKING:
+    from framefeed.gpu_decode import NvdecRuntime
 
 
 class DecodePool:
@@ -45,6 +48,9 @@ class DecodePool:
             (distinct codec/size/format combinations it remembers).
         num_ffmpeg_threads: FFmpeg threads per CPU decoder (1: the sessions
             are the parallelism; 0: FFmpeg decides).
+        nvdec_runtime: the machine-facing NVDEC pieces each session's decoder
+            owner uses (`gpu_decode.NvdecRuntime`); None: the real
+            PyNvVideoCodec. Tests pass an emulated one.
 
     Raises:
         ValueError: a bad device or a count below 1.
@@ -66,10 +72,12 @@ class DecodePool:
         queue_depth: int | None = None,
         decoders_per_session: int = 2,
         num_ffmpeg_threads: int = 1,
+        nvdec_runtime: NvdecRuntime | None = None,
     ) -> None:
         self._device = resolve_device(device)
-        runtime = _hardware.runtime_for(self._device)
-        sessions = _positive("sessions", sessions, _hardware.default_sessions(self._device))
+        runtime = _hardware.runtime_for(self._device, nvdec_runtime)
+        caps = _hardware.nvdec_caps(nvdec_runtime) if self._device.type == "cuda" else None
+        sessions = _positive("sessions", sessions, _hardware.default_sessions(self._device, caps))
         demux_threads = _positive("demux_threads", demux_threads, _hardware.default_demux_threads(sessions))
         queue_depth = _positive("queue_depth", queue_depth, 4 * sessions)
         decoders_per_session = _positive("decoders_per_session", decoders_per_session, 2)
@@ -81,7 +89,8 @@ class DecodePool:
         self._sessions = sessions
         self._engine = Engine(device=self._device, runtime=runtime, sessions=sessions, demux_threads=demux_threads,
                               budget=InFlightBudget(max_frames, max_bytes), queue_depth=queue_depth,
-                              decoders_per_session=decoders_per_session, num_ffmpeg_threads=num_ffmpeg_threads)
+                              decoders_per_session=decoders_per_session, num_ffmpeg_threads=num_ffmpeg_threads,
+                              nvdec_runtime=nvdec_runtime, nvdec_caps=caps)
         # A pool dropped without close(): cancel what is queued and stop the threads.
         self._finalizer = weakref.finalize(self, self._engine.shutdown, True)
 
