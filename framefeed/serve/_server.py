@@ -60,7 +60,7 @@ def _wire(service: DecodeService, method: str, handler: Handler) -> Callable[...
             service.requests[(method, "malformed")] += 1
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         try:
-            reply = await handler(message)
+            reply = await (handler(message, context) if method == "Decode" else handler(message))
             service.requests[(method, "ok")] += 1
         except ServiceBusyError as error:
             service.requests[(method, "busy")] += 1

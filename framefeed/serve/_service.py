@@ -219,7 +219,10 @@ class DecodeService:
 
     # -- Decode ---------------------------------------------------------------------------------
 
-    async def decode(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def decode(self, message: dict[str, Any], call: Any = None) -> dict[str, Any]:
+        """Decode, lease a slot, fill it, answer where it is. `call` is the
+        gRPC call: a lease whose reply never reached the client (the call was
+        cancelled) returns at once instead of at the session's end."""
         session = self.book.touch(message["session"])
         state = self._device(message.get("device"))
         transport = message["transport"]
@@ -233,12 +236,12 @@ class DecodeService:
         opened = self.roots.open(message["source"])
         self.in_flight += 1
         try:
-            return await self._decode(session, state, transport, opened, message, deadline, timeout)
+            return await self._decode(session, state, transport, opened, message, deadline, timeout, call)
         finally:
             self.in_flight -= 1
 
     async def _decode(self, session: Session, state: DeviceState, transport: str, opened: OpenedFile,
-                      message: dict[str, Any], deadline: float, timeout: float) -> dict[str, Any]:
+                      message: dict[str, Any], deadline: float, timeout: float, call: Any) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         kwargs = {name: message[name] for name in _REQUEST_FIELDS if name in message}
         try:
@@ -272,6 +275,8 @@ class DecodeService:
         except Exception as error:
             raise _described(error, opened) from None
         reply = await self._deliver(session, state, transport, batch, deadline)
+        if call is not None and reply.get("lease") is not None:
+            call.add_done_callback(functools.partial(self._undelivered, loop, session, reply["lease"]))
         info = batch.info
         if info is not None:
             reply["info"] = {"source": opened.requested, "session": info.session,
@@ -334,6 +339,10 @@ class DecodeService:
         reply.update(strides=strides, lease=lease.id, offset=lease.offset, nbytes=nbytes,
                      slab=slab.describe() if slab.kind == "shm" else {"kind": "cuda"})
         return reply
+
+    def _undelivered(self, loop: asyncio.AbstractEventLoop, session: Session, lease_id: int, call: Any) -> None:
+        if call.cancelled():
+            loop.call_soon_threadsafe(self.book.release, session, [lease_id])
 
     # -- Stats ----------------------------------------------------------------------------------
 
