@@ -35,7 +35,7 @@ def test_dockerfile_facts():
     assert 'CMD ["serve", "--allow-root", "/data"]' in text  # the service by default
     assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility,video" in text  # NVDEC libraries get mounted
     assert 'ENTRYPOINT ["framefeed"]' in text
-    assert "RUN bash docker/install.sh" in text
+    assert "PYTHON=/opt/venv/bin/python bash docker/install.sh" in text
     assert "cuda-toolkit" not in text.lower() and "nvidia/cuda" not in text  # wheels carry the runtimes
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     assert "**" in ignore and "!framefeed/**" in ignore
@@ -136,6 +136,11 @@ def test_image_builds_on_debian_and_serves(tmp_path):
         torch_args = (["--build-arg", "TORCH_SPEC=torch==2.13.0+cpu", "--build-arg", f"PIP_FIND_LINKS={wheels}",
                        "--volume", f"{wheels}:{wheels}:ro"] if cpu_torch else
                       ["--build-arg", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"])
+        # The build's pip trusts what the host's pip trusts (a proxy's CA, if any): its CA
+        # bundle and its global pip.conf (`cert = ...`) are mounted during RUN steps only.
+        for shared in ("/etc/ssl/certs/ca-certificates.crt", "/etc/pip.conf"):
+            if os.path.isfile(shared):
+                torch_args += ["--volume", f"{shared}:{shared}:ro"]
         run("bud", "--isolation", "chroot", "--layers=false", "-f", str(DOCKERFILE),
             "--build-arg", "BASE_IMAGE=localhost/framefeed-test-base:latest",
             "--build-arg", "FRAMEFEED_EXTRAS=cli,serve", *torch_args,

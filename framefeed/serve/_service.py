@@ -35,6 +35,7 @@ from framefeed.serve.protocol import (
 
 _REQUEST_FIELDS = ("indices", "seconds", "start", "stop", "step", "seek_mode", "dimension_order", "stream_index")
 _RATE_WINDOW_SECONDS = 10.0
+_UNCHECKED_FRAMES = 32  # requests listing at most this many frames are sized after decoding
 
 
 @dataclass
@@ -292,20 +293,27 @@ class DecodeService:
 
     async def _check_size(self, state: DeviceState, opened: OpenedFile, kwargs: dict[str, Any],
                           transport: str) -> None:
-        """Refuse, before decoding, a whole-file or range request whose frames
-        could never fit in the memory budget."""
-        if transport == "inline" or kwargs.get("indices") is not None or kwargs.get("seconds") is not None:
+        """Refuse, before anything is decoded, a request whose frames could
+        never fit in the memory budget (inline replies are held to the same
+        size). Short lists of frames skip the check: it needs the stream's
+        metadata, an extra open of a file not seen before."""
+        listed = kwargs.get("indices", kwargs.get("seconds"))
+        if listed is not None and len(listed) <= _UNCHECKED_FRAMES:
             return
         metadata = await self._metadata_of(opened, kwargs.get("seek_mode", "exact"), kwargs.get("stream_index"))
         count = int(metadata.get("num_frames") or 0)
-        if any(kwargs.get(k) is not None for k in ("start", "stop")) or kwargs.get("step", 1) != 1:
+        if listed is not None:
+            count = len(listed)
+        elif any(kwargs.get(k) is not None for k in ("start", "stop")) or kwargs.get("step", 1) != 1:
             count = len(range(*slice(kwargs.get("start"), kwargs.get("stop"), kwargs.get("step", 1)).indices(count)))
         nbytes = count * int(metadata.get("height") or 0) * int(metadata.get("width") or 0) * 3
-        _, allocator = state.slab(transport)
-        if not allocator.fits_at_all(nbytes):
+        fits = nbytes <= self.config.memory_budget if transport == "inline" \
+            else state.slab(transport)[1].fits_at_all(nbytes)
+        if not fits:
             raise ServiceError(
                 f"this request's {count} frames take {nbytes} bytes, more than the server's whole memory "
-                f"budget ({allocator.size} bytes): ask for fewer frames per request or raise --memory-budget")
+                f"budget ({self.config.memory_budget} bytes): ask for fewer frames per request or raise "
+                "--memory-budget")
 
     async def _deliver(self, session: Session, state: DeviceState, transport: str, batch: Any,
                        deadline: float) -> dict[str, Any]:
