@@ -22,8 +22,6 @@ from framefeed.demux.frame_index import FrameIndex
 from framefeed.demux.metadata import VideoStreamMetadata
 from framefeed.plan import StreamFacts, Target, exact_targets, time_targets
 
-_AVINDEX_KEYFRAME = 0x1
-
 
 class ExactTimeline:
     """Timeline of a fully indexed stream."""
@@ -112,13 +110,8 @@ class ApproximateTimeline:
     @classmethod
     def from_stream(cls, metadata: VideoStreamMetadata, stream: Any) -> ApproximateTimeline:
         """Read what the timeline needs from an open PyAV stream into plain values."""
-        entries: Any = stream.index_entries
-        if len(entries):
-            stamps = np.fromiter((e.timestamp for e in entries if e.flags & _AVINDEX_KEYFRAME), dtype=np.int64)
-            stamps.sort()
-        else:
-            stamps = np.zeros(0, dtype=np.int64)
-        return cls(metadata, stream.time_base or Fraction(1, 1), stream.base_rate, stream.average_rate, stamps)
+        return cls(metadata, stream.time_base or Fraction(1, 1), stream.base_rate, stream.average_rate,
+                   _keyframe_timestamps(stream.index_entries))
 
     def __len__(self) -> int:
         return self.metadata.num_frames or 0
@@ -159,3 +152,23 @@ class ApproximateTimeline:
 
     def seek_pts(self, target: Target) -> int:
         return math.floor(target.seconds * self._tb_den / self._tb_num)
+
+
+def _keyframe_timestamps(entries: Any) -> np.ndarray:
+    """Sorted timestamps of the container index's keyframe entries. Hops from
+    keyframe to keyframe with FFmpeg's own search (keyframes only, forward)
+    rather than reading every entry: a long file has tens of thousands of
+    entries but only hundreds of keyframes, and this runs at open."""
+    stamps: list[int] = []
+    if len(entries):
+        stamp = entries[0].timestamp
+        while True:
+            at = entries.search_timestamp(stamp, backward=False)
+            if at < 0 or at >= len(entries):
+                break
+            found = entries[at].timestamp
+            if stamps and found <= stamps[-1]:
+                break
+            stamps.append(found)
+            stamp = found + 1
+    return np.array(stamps, dtype=np.int64)

@@ -136,6 +136,8 @@ class Engine:
                 self._counts["submitted"] += 1
         job.consumer = self.runtime.consumer_stream()
         self._requests.put(job)
+        if self._shut_down:  # a put that waited through a whole shutdown: nobody will take it
+            self._cancel_queued()
         return job.future
 
     # -- demux threads ------------------------------------------------------------------------
@@ -315,6 +317,15 @@ class Engine:
         )
 
     # -- shutdown --------------------------------------------------------------------------------
+
+    def shutdown_when_dropped(self) -> None:
+        """The `DecodePool` was collected without `close()`: cancel what is
+        queued and stop. The collector may run on one of the pool's own
+        threads, which cannot join itself: then a helper thread does it."""
+        if threading.get_ident() in self.thread_ids:
+            threading.Thread(target=self.shutdown, args=(True,), daemon=True).start()
+        else:
+            self.shutdown(True)
 
     def shutdown(self, cancel_pending: bool) -> None:
         """Stop the threads, then destroy every session's decoders.

@@ -92,7 +92,7 @@ class DecodePool:
                               decoders_per_session=decoders_per_session, num_ffmpeg_threads=num_ffmpeg_threads,
                               nvdec_runtime=nvdec_runtime, nvdec_caps=caps)
         # A pool dropped without close(): cancel what is queued and stop the threads.
-        self._finalizer = weakref.finalize(self, self._engine.shutdown, True)
+        self._finalizer = weakref.finalize(self, self._engine.shutdown_when_dropped)
 
     # -- requests ----------------------------------------------------------------------------
 
