@@ -178,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
         server_args += ["--sessions", str(sessions)]
     transport = "cuda" if gpu else "shm"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    args.load_before = os.getloadavg()[0]
     times: dict[str, list[float]] = {"in-process pool": [], "service, 4 clients": []}
     frames: dict[str, int] = {}
     soak: dict = {}
@@ -208,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             clients.close()
             pool.close()
+    args.load_after = os.getloadavg()[0]
     report = render(args, device, width, height, times, frames, soak, stats)
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "service-cpu" if not gpu else f"service-gpu-{dt.date.today().isoformat()}"
@@ -243,7 +245,9 @@ def render(args, device, width, height, times, frames, soak, stats) -> str:
         f"# framefeed serve throughput ({device})",
         "",
         f"Date: {dt.date.today().isoformat()}; machine: {platform.machine()}, {os.cpu_count()} cores; "
-        f"torch {torch.__version__}; python {platform.python_version()}",
+        f"torch {torch.__version__}; python {platform.python_version()}; load average {args.load_before:.1f} "
+        f"before, {args.load_after:.1f} after (other processes share the machine: the spread of each "
+        "contender's runs shows how much)",
         f"Workload: {args.clips} clips of {args.clip_frames} consecutive frames drawn at random (seed {SEED}) from "
         f"{args.files} H.264 files of {args.frames} frames at {width}x{height} (keyframe every 60, B-frames), "
         f"each clip one request; pool and server with {args.sessions or ('default' if gpu else 2)} sessions; "

@@ -154,6 +154,7 @@ def test_image_builds_on_debian_and_serves(tmp_path):
         assert "codec: h264" in info and "decoded frames" in info
         trip = run("run", "--isolation", "chroot", container, "--", "python", "-c", ROUND_TRIP, timeout=600)
         assert "round trip ok:" in trip
+        print(trip.strip().splitlines()[-1])
         run("rm", container)
     finally:
         subprocess.run([*buildah, "rm", "--all"], capture_output=True, timeout=600)

@@ -139,7 +139,8 @@ class ServiceClient:
         self._host_views: dict[str, Any] = {}
         self._views_lock = threading.Lock()
         self._releases: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()  # put() is safe in finalizers
-        self._outstanding: set[int] = set()
+        self._outstanding: set[int] = set()  # leases whose release the server has not confirmed
+        self._calls_in_flight: set[int] = set()  # Decode calls not yet answered
         self._broken: Exception | None = None
         self._releaser = threading.Thread(target=self._release_loop, daemon=True, name="framefeed-client-leases")
         self._releaser.start()
@@ -262,8 +263,6 @@ class ServiceClient:
 
     def _submit(self, request: DecodeRequest, clip_shape: tuple[int, int] | None,
                 timeout: float | None) -> Future[ServiceBatch]:
-        import grpc
-
         self._check_usable()
         message = _request_message(request)
         timeout = self.timeout if timeout is None else float(timeout)
@@ -277,38 +276,49 @@ class ServiceClient:
 
         def arrived(call: Any) -> None:
             try:
-                reply = unpack(call.result())
-            except grpc.RpcError as error:
-                outcome: Any = _rpc_error(error, "Decode", timeout)
-            except Exception as error:  # cancelled
-                outcome = error
-            else:
-                outcome = reply
-            if isinstance(outcome, dict) and outcome.get("ok"):
-                try:
-                    batch: Any = self._batch(outcome, request, clip_shape, stream)
-                except Exception as error:
-                    self._release_reply(outcome)
-                    batch = error
-            elif isinstance(outcome, dict):
-                try:
-                    raise_error(outcome)
-                except Exception as error:
-                    batch = error
-            else:
-                batch = outcome
-            if not future.set_running_or_notify_cancel():
-                if isinstance(batch, ServiceBatch):
-                    batch.release()
-                return
-            if isinstance(batch, BaseException):
-                future.set_exception(batch)
-            else:
-                future.set_result(batch)
+                self._arrived(call, future, request, clip_shape, stream, timeout)
+            finally:
+                self._calls_in_flight.discard(id(future))
 
+        self._calls_in_flight.add(id(future))
         future.add_done_callback(lambda f: call.cancel() if f.cancelled() else None)
         call.add_done_callback(arrived)
         return future
+
+    def _arrived(self, call: Any, future: Future, request: DecodeRequest, clip_shape: tuple[int, int] | None,
+                 stream: Any, timeout: float) -> None:
+        """A Decode call ended: resolve its future (a batch, or the error it raises)."""
+        import grpc
+
+        try:
+            reply = unpack(call.result())
+        except grpc.RpcError as error:
+            outcome: Any = _rpc_error(error, "Decode", timeout)
+        except Exception as error:  # cancelled
+            outcome = error
+        else:
+            outcome = reply
+        if isinstance(outcome, dict) and outcome.get("ok"):
+            try:
+                batch: Any = self._batch(outcome, request, clip_shape, stream)
+            except Exception as error:
+                self._release_reply(outcome)
+                batch = error
+        elif isinstance(outcome, dict):
+            try:
+                raise_error(outcome)
+            except Exception as error:
+                batch = error
+        else:
+            batch = outcome
+        if not future.set_running_or_notify_cancel():
+            if isinstance(batch, ServiceBatch):
+                batch.release()
+            return
+        if isinstance(batch, BaseException):
+            future.set_exception(batch)
+        else:
+            future.set_result(batch)
 
     def _batch(self, reply: dict[str, Any], request: DecodeRequest, clip_shape: tuple[int, int] | None,
                stream: Any) -> ServiceBatch:
@@ -493,7 +503,7 @@ class ServiceClient:
                     event.synchronize()  # the consumer's kernels are done with the slot
                 if lease >= 0:  # -1: close() waking this thread
                     unsent.append(lease)
-            if self._closed and not (self._outstanding - set(unsent)):
+            if self._closed and not self._calls_in_flight and not (self._outstanding - set(unsent)):
                 self._goodbye()  # returns whatever is left
                 self._channel.close()
                 return
