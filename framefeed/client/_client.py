@@ -139,7 +139,9 @@ class ServiceClient:
         self._host_views: dict[str, Any] = {}
         self._views_lock = threading.Lock()
         self._releases: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()  # put() is safe in finalizers
-        self._outstanding: set[int] = set()  # leases whose release the server has not confirmed
+        # Leases whose release the server has not confirmed, with the finalizer
+        # that releases each (alive while some tensor still views the slot).
+        self._leases: dict[int, Any] = {}
         self._calls_in_flight: set[int] = set()  # Decode calls not yet answered
         self._broken: Exception | None = None
         self._releaser = threading.Thread(target=self._release_loop, daemon=True, name="framefeed-client-leases")
@@ -332,7 +334,7 @@ class ServiceClient:
             data = torch.empty(shape, dtype=torch.uint8, device=link.local)
         else:
             lease = int(reply["lease"])
-            self._outstanding.add(lease)
+            self._leases[lease] = None
             if reply["transport"] == "cuda":
                 event = reply["event"]
                 link.cuda_view.wait_event(int(event["index"]), event["handle"], stream)
@@ -343,6 +345,7 @@ class ServiceClient:
                 view = self._host_view(reply["slab"]["name"])
                 on_free = functools.partial(self._releases.put, (lease, None))
                 data, finalizer = view.lease_tensor(reply["offset"], reply["nbytes"], shape, strides, on_free)
+            self._leases[lease] = finalizer
         pts_shape = tuple(reply["timestamp_shape"])
         pts = torch.from_numpy(np.frombuffer(reply["pts"], dtype=np.float64).copy().reshape(pts_shape))
         durations = torch.from_numpy(np.frombuffer(reply["durations"], dtype=np.float64).copy().reshape(pts_shape))
@@ -373,7 +376,7 @@ class ServiceClient:
 
     def _release_reply(self, reply: dict[str, Any]) -> None:
         if reply.get("lease") is not None:
-            self._outstanding.add(int(reply["lease"]))
+            self._leases.setdefault(int(reply["lease"]), None)
             self._releases.put((int(reply["lease"]), None))
 
     # -- many requests ----------------------------------------------------------------------------
@@ -503,7 +506,7 @@ class ServiceClient:
                     event.synchronize()  # the consumer's kernels are done with the slot
                 if lease >= 0:  # -1: close() waking this thread
                     unsent.append(lease)
-            if self._closed and not self._calls_in_flight and not (self._outstanding - set(unsent)):
+            if self._closed and not self._calls_in_flight and not (set(self._leases) - set(unsent)):
                 self._goodbye()  # returns whatever is left
                 self._channel.close()
                 return
@@ -516,7 +519,8 @@ class ServiceClient:
                 return
             except Exception:
                 continue
-            self._outstanding.difference_update(unsent)
+            for lease in unsent:
+                self._leases.pop(lease, None)
             unsent = []
 
     def _goodbye(self) -> None:
@@ -531,6 +535,9 @@ class ServiceClient:
         process exits). Idempotent."""
         self._closed = True
         self._releases.put((-1, None))
+        live = any(f is not None and f.alive for f in list(self._leases.values()))
+        if not live and not self._calls_in_flight and threading.current_thread() is not self._releaser:
+            self._releaser.join(timeout=5.0)  # the goodbye goes out before this process may exit
 
     @property
     def closed(self) -> bool:
