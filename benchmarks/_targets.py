@@ -103,8 +103,9 @@ def write_results(name: str, title: str, clips, measurements, skipped, targets: 
     lines += ["", "## All measurements", "", "| clip | workload | contender | median | min | max | frames/s |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
     for m in measurements:
-        if m.error:
-            lines.append(f"| {m.clip} | {m.workload} | {m.contender} | error: {m.error} | | | |")
+        if m.failed:
+            text = f"error: {m.error}" if m.status == "error" else m.error
+            lines.append(f"| {m.clip} | {m.workload} | {m.contender} | {text} | | | |")
             continue
         fps = m.frames_per_second
         lines.append(f"| {m.clip} | {m.workload} | {m.contender} | {m.median * 1000:.1f} ms | "

@@ -29,8 +29,8 @@ pool's best. Writes benchmarks/results/pool-gpu-<date>.{md,json}.
 Usage:
     PYTHONPATH=. python benchmarks/pool_throughput.py --mode cpu [--runs 5]
     PYTHONPATH=. python benchmarks/pool_throughput.py --mode gpu [--files 64 --runs 3]
-`--files` trims the file count (GPU default 16, to fit an 8-minute device
-check; the issue's full size is 64). Files are encoded once with PyAV into
+`--files` trims the file count (default 16 on the CPU, 8 on the GPU to fit
+an 8-minute device check; the issue's full GPU size is 64). Files are encoded once with PyAV into
 benchmarks/.cache/pool/ (`--distinct` different videos, the rest copies).
 """
 
@@ -345,6 +345,8 @@ class NvmlSampler:
 def make_contender(kind: str, count: int, files: list[str], workload: str, indices, args) -> Contender:
     if kind == "pool":
         return pool_contender("cuda:0", count, files, workload, indices, args)
+    if kind == "pool-cpu":  # the same row on the CPU: checks this script's plumbing anywhere
+        return pool_contender("cpu", count, files, workload, indices, args)
     if kind == "pynvc":
         return pynvc_threads(count, files, workload, indices, args)
     if kind == "framefeed-threads":
@@ -417,7 +419,7 @@ def run_row(kind: str, codec: str, workload: str, files, indices, counts, args) 
         if remaining and code != 0:
             failed = current if current in remaining else remaining[0]
             error = {"kind": kind, "codec": codec, "workload": workload, "count": failed,
-                     "error": f"exit {code}: {' | '.join(tail)}"}
+                     "error": f"exit {code}: {tail[-1] if tail else 'no output'}", "stderr_tail": tail}
             rows.append(error)
             print(f"{kind} {codec} {workload} x{failed}: {error['error']}", flush=True)
             remaining = [c for c in remaining if c != failed]
@@ -442,22 +444,26 @@ def gpu_main(args: argparse.Namespace) -> int:
     counts = [int(c) for c in args.counts.split(",")]
     rows = []
     started = time.perf_counter()
+    environment = {"date": dt.date.today().isoformat(), "gpu": torch.cuda.get_device_name(0),
+                   "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+                   "files_per_codec": args.files, "frames_per_file": args.frames, "runs": args.runs,
+                   "clips": f"{args.clips} x {args.clip_frames} frames"}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS / f"pool-gpu-{environment['date']}"
+    text = ""
     for codec in args.codecs.split(","):
         files = input_files(codec, args.files, args.frames, args.distinct, args.keyint)
         indices = clip_indices(files, args.frames, args.clips, args.clip_frames)
         for workload in args.workloads.split(","):
             for kind in ("pool", "pynvc", "framefeed-threads"):
                 rows += run_row(kind, codec, workload, files, indices, counts, args)
-    environment = {"date": dt.date.today().isoformat(), "gpu": torch.cuda.get_device_name(0),
-                   "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-                   "files_per_codec": args.files, "frames_per_file": args.frames, "runs": args.runs,
-                   "clips": f"{args.clips} x {args.clip_frames} frames", "wall_seconds": time.perf_counter() - started}
-    text = gpu_report(environment, rows, counts)
+                # Written after every row: a device check cut short keeps what it measured.
+                environment["wall_seconds"] = round(time.perf_counter() - started, 1)
+                text = gpu_report(environment, rows, counts)
+                stem.with_suffix(".json").write_text(json.dumps({"environment": environment, "rows": rows},
+                                                                indent=2) + "\n")
+                stem.with_suffix(".md").write_text(text)
     print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"pool-gpu-{environment['date']}"
-    stem.with_suffix(".json").write_text(json.dumps({"environment": environment, "rows": rows}, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(text)
     return 0
 
 
@@ -479,7 +485,7 @@ def gpu_report(environment: dict, rows: list[dict], counts: list[int]) -> str:
             if row is None:
                 out.append("-")
             elif "error" in row:
-                out.append(f"crash ({row['error'][:40]})")
+                out.append(f"crash ({row['error'][:60]})")
             else:
                 fps = row["frames"] / statistics.median(row["seconds"])
                 util = [u for u in row["nvdec_percent"] if u is not None]
@@ -596,7 +602,7 @@ def cpu_report(args, files, times, frames, pool_stats, torch) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--files", type=int, help="files per codec (cpu 16, gpu 16; the issue's GPU size is 64)")
+    parser.add_argument("--files", type=int, help="files per codec (cpu 16, gpu 8; the issue's GPU size is 64)")
     parser.add_argument("--frames", type=int, help="frames per file (cpu 120, gpu 240)")
     parser.add_argument("--distinct", type=int, default=4, help="distinct videos per codec; the rest are copies")
     parser.add_argument("--keyint", type=int, default=60, help="frames between keyframes")
@@ -617,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
         run_cell_process(json.loads(Path(args.cell).read_text()))
         return 0
     gpu = args.mode == "gpu"
-    defaults = {"files": 16, "frames": 240 if gpu else 120, "clips": 8 if gpu else 4,
+    defaults = {"files": 8 if gpu else 16, "frames": 240 if gpu else 120, "clips": 8 if gpu else 4,
                 "clip_frames": 16 if gpu else 8, "runs": 1 if gpu else 5}
     for name, value in defaults.items():
         if getattr(args, name) is None:

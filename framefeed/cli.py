@@ -5,6 +5,7 @@ arguments exit with code 2 and one line."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ def _usage_error(message: str) -> int:
 
 
 def _parser() -> _Parser:
+    from framefeed.bench.isolation import DEFAULT_TIMEOUT_SECONDS
     from framefeed.bench.workloads import DEFAULT_WORKLOADS, WORKLOADS
 
     parser = _Parser(prog="framefeed", description="Frame-exact video decoding into PyTorch tensors.")
@@ -53,6 +55,9 @@ def _parser() -> _Parser:
     bench.add_argument("--peers", default=None,
                        help="comma-separated libraries to include (default: all installed), "
                        "e.g. framefeed,torchcodec")
+    bench.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
+                       help="longest one run of one contender may take before its process is killed and its "
+                       f"row says 'timed out' (default {DEFAULT_TIMEOUT_SECONDS:g})")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON (schema framefeed-bench/1)")
     bench.add_argument("--plot", metavar="FILE.png", help="also write a bar chart (needs matplotlib)")
     bench.add_argument("--cache-dir", help="where generated clips are kept (default: $FRAMEFEED_CACHE or "
@@ -93,20 +98,20 @@ def _add_serve_parser(commands: Any) -> None:
     serve.add_argument("--metrics-host", default="127.0.0.1", help="address for /metrics (default 127.0.0.1)")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def _positive_int(text: str) -> int:
     value = _non_negative_int(text)
     if value == 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
     return value
 
 
@@ -186,13 +191,32 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+# What `framefeed bench` needs beyond framefeed's own dependencies, and where it comes from.
+BENCH_EXTRA = "pip install 'framefeed[bench]'"
+
+
+def _missing_module(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except Exception:  # ImportError, or a broken install raising anything
+        return True
+    return False
+
+
 def _bench(args: argparse.Namespace) -> int:
+    # rich draws the table and the progress bar; it comes with the bench extra,
+    # which a benchmark needs anyway for the peers it compares against.
+    if _missing_module("rich"):
+        return _dependency_error(f"framefeed bench needs the 'rich' package for its table: {BENCH_EXTRA}")
+    if args.plot and _missing_module("matplotlib"):
+        return _dependency_error(f"--plot needs the 'matplotlib' package: {BENCH_EXTRA}")
+
     import torch
 
     from framefeed.bench import clips as clip_module
     from framefeed.bench.contenders import all_contenders
     from framefeed.bench.report import render_table, to_json, write_json, write_plot
-    from framefeed.bench.runner import run_suite, steps_in_suite
+    from framefeed.bench.runner import run_suite
     from framefeed.bench.workloads import DEFAULT_WORKLOADS, WORKLOADS
 
     for video in args.videos:
@@ -204,12 +228,10 @@ def _bench(args: argparse.Namespace) -> int:
             return _usage_error(f"unknown device {device!r}: use cpu, cuda or cuda:N")
         if device.startswith("cuda") and not torch.cuda.is_available():
             return _usage_error(f"device {device!r} requested but torch sees no CUDA GPU")
-    if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            return _usage_error("--plot needs matplotlib: pip install 'framefeed[bench]'")
-    contenders = all_contenders(devices, threads=args.threads)
+    try:
+        contenders = all_contenders(devices, threads=args.threads)
+    except ValueError as error:  # a plugin module named in the environment is broken
+        return _usage_error(str(error))
     if args.peers:
         wanted = {p.strip().lower() for p in args.peers.split(",") if p.strip()}
         known = {c.library for c in contenders}
@@ -225,13 +247,13 @@ def _bench(args: argparse.Namespace) -> int:
     else:
         clips = clip_module.default_clips(args.cache_dir)
 
-    total = steps_in_suite(clips, workloads, contenders, args.runs, args.warmup, clip_warmup=True)
-    progress = None if args.no_progress or not sys.stderr.isatty() and not os.environ.get("FRAMEFEED_PROGRESS") \
-        else _Progress(total)
+    show_progress = not args.no_progress and (sys.stderr.isatty() or os.environ.get("FRAMEFEED_PROGRESS"))
+    progress = _Progress() if show_progress else None
     try:
         measurements, skipped = run_suite(
             clips, workloads, contenders, runs=args.runs, warmup=args.warmup, clip_warmup=True,
-            on_step=progress.step if progress else None,
+            on_step=progress.step if progress else None, on_total=progress.start if progress else None,
+            timeout=args.timeout,
         )
     finally:
         if progress:
@@ -247,10 +269,19 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Progress:
-    """A rich progress bar on stderr."""
+def _dependency_error(message: str) -> int:
+    print(f"framefeed: {message}", file=sys.stderr)
+    return 1
 
-    def __init__(self, total: int) -> None:
+
+class _Progress:
+    """A rich progress bar on stderr, shown once the number of runs is known."""
+
+    def __init__(self) -> None:
+        self._progress: Any = None
+        self._task: Any = None
+
+    def start(self, total: int) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -266,10 +297,12 @@ class _Progress:
         self._task = self._progress.add_task("benchmarking", total=total)
 
     def step(self, label: str) -> None:
-        self._progress.update(self._task, advance=1, description=label[:60])
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1, description=label[:60])
 
     def close(self) -> None:
-        self._progress.stop()
+        if self._progress is not None:
+            self._progress.stop()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor
+
+
+class _DataShapeError(ValueError, AttributeError):
+    """Data (or timestamps) without a shape: torchcodec fails with AttributeError."""
+
+
+def _shape_of(value: Any, what: str) -> Any:
+    shape = getattr(value, "shape", None)
+    if shape is None or not hasattr(value, "ndim"):
+        raise _DataShapeError(
+            f"{what} must be a tensor, got {type(value).__name__} ('{type(value).__name__}' object has no "
+            "attribute 'shape')"
+        )
+    return shape
 
 
 def _describe(obj: Any) -> str:
@@ -20,7 +35,7 @@ def _describe(obj: Any) -> str:
     for field in dataclasses.fields(obj):
         value = getattr(obj, field.name)
         if field.name == "data":
-            lines.append(f"  data (shape): {tuple(value.shape)}")
+            lines.append(f"  data (shape): {value.shape}")
         else:
             lines.append(f"  {field.name}: {value}")
     return "\n".join(lines) + "\n"
@@ -34,8 +49,11 @@ class Frame:
     `duration_seconds` how long it stays on screen. Iterating yields the three
     fields, so `data, pts, duration = frame` works.
 
+    Inside a function compiled by `torch.compile`, the timestamps stay 0-d
+    tensors (converting them to floats would break the graph).
+
     Raises:
-        ValueError: if `data` is not 3-D.
+        ValueError: if `data` is not 3-D ("data must be 3-dimensional").
     """
 
     data: Tensor
@@ -43,11 +61,15 @@ class Frame:
     duration_seconds: float
 
     def __post_init__(self) -> None:
-        if not isinstance(self.data, Tensor) or self.data.ndim != 3:
-            shape = getattr(self.data, "shape", type(self.data).__name__)
-            raise ValueError(f"Frame data must be a 3-D tensor, got shape {shape}")
-        self.pts_seconds = float(self.pts_seconds)
-        self.duration_seconds = float(self.duration_seconds)
+        shape = _shape_of(self.data, "Frame data")
+        if self.data.ndim != 3:
+            raise ValueError(
+                f"Frame data must be 3-dimensional, got self.data.shape = {shape} "
+                "(one frame is (C, H, W) or (H, W, C); FrameBatch holds several)"
+            )
+        if not torch.compiler.is_compiling():
+            self.pts_seconds = float(self.pts_seconds)
+            self.duration_seconds = float(self.duration_seconds)
 
     def __iter__(self) -> Iterator[Any]:
         yield self.data
@@ -68,8 +90,9 @@ class FrameBatch:
     `len()` and iteration run over the first dimension.
 
     Raises:
-        ValueError: if `data` has fewer than 3 dimensions or the timestamp
-            shapes differ from `data.shape[:-3]`.
+        ValueError: if `data` has fewer than 3 dimensions ("data must be at
+            least 3-dimensional") or the timestamp shapes differ from
+            `data.shape[:-3]` ("the leading dimensions of the inputs do not match").
     """
 
     data: Tensor
@@ -77,17 +100,21 @@ class FrameBatch:
     duration_seconds: Tensor
 
     def __post_init__(self) -> None:
-        if not isinstance(self.data, Tensor) or self.data.ndim < 3:
-            shape = getattr(self.data, "shape", type(self.data).__name__)
-            raise ValueError(f"FrameBatch data must be at least 3-D, got shape {shape}")
-        leading = tuple(self.data.shape[:-3])
-        pts_shape = tuple(getattr(self.pts_seconds, "shape", ()))
-        dur_shape = tuple(getattr(self.duration_seconds, "shape", ()))
+        shape = _shape_of(self.data, "FrameBatch data")
+        if self.data.ndim < 3:
+            raise ValueError(
+                f"FrameBatch data must be at least 3-dimensional, got self.data.shape = {shape} "
+                "(frames are (N, C, H, W) or (N, H, W, C))"
+            )
+        leading = shape[:-3]
+        pts_shape = _shape_of(self.pts_seconds, "FrameBatch pts_seconds")
+        dur_shape = _shape_of(self.duration_seconds, "FrameBatch duration_seconds")
         if not (leading == pts_shape == dur_shape):
             raise ValueError(
-                "FrameBatch leading dimensions do not match: data.shape[:-3] is "
-                f"{leading} but pts_seconds has shape {pts_shape} and duration_seconds "
-                f"has shape {dur_shape}"
+                "Tried to create a FrameBatch but the leading dimensions of the inputs do not match. "
+                f"Got self.data.shape = {shape} so we expected the shape of pts_seconds and duration_seconds "
+                f"to be leading_dims = {leading}, but got self.pts_seconds.shape = {pts_shape} and "
+                f"self.duration_seconds.shape = {dur_shape}."
             )
 
     def __getitem__(self, key: Any) -> FrameBatch:
@@ -99,8 +126,8 @@ class FrameBatch:
         return FrameBatch(data, pts, duration)
 
     def __iter__(self) -> Iterator[FrameBatch]:
-        for i in range(len(self)):
-            yield self[i]
+        for data, pts, duration in zip(self.data, self.pts_seconds, self.duration_seconds, strict=False):
+            yield FrameBatch(data, pts, duration)
 
     def __len__(self) -> int:
         return len(self.data)

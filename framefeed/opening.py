@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from framefeed.cpu_fallback.backend import configure_decoder_threads
+from framefeed.demux.custom_frame_mappings import FrameMappings, index_from_mappings
 from framefeed.demux.demuxer import STREAM_START, Demuxer
 from framefeed.demux.disposable import DisposableTest, disposable_test_for
 from framefeed.demux.frame_index import build_frame_index
@@ -40,28 +41,32 @@ class OpenedStream:
 
 
 def open_stream(source: Any, stream_index: int | None = None, seek_mode: str = "exact",
-                num_threads: int = 1) -> OpenedStream:
+                num_threads: int = 1, mappings: FrameMappings | None = None) -> OpenedStream:
     """Open `source` (anything `VideoDecoder` accepts) and index it (exact
-    mode) or read its header (approximate mode).
+    mode, from `mappings` when given) or read its header (approximate mode).
 
     Raises:
         VideoOpenError, FileNotFoundError, TypeError, ValueError: as `VideoDecoder`.
     """
     demuxer = Demuxer(resolve_source(source), stream_index)
     try:
-        return open_demuxed(demuxer, seek_mode, num_threads)
+        return open_demuxed(demuxer, seek_mode, num_threads, mappings)
     except BaseException:
         demuxer.close()
         raise
 
 
-def open_demuxed(demuxer: Demuxer, seek_mode: str, num_threads: int) -> OpenedStream:
+def open_demuxed(demuxer: Demuxer, seek_mode: str, num_threads: int,
+                 mappings: FrameMappings | None = None) -> OpenedStream:
+    """`open_stream` on an open demuxer. `seek_mode` "exact" or
+    "custom_frame_mappings" index the stream (from `mappings` when given:
+    torchcodec's frame table replaces the scan); "approximate" reads the header."""
     configure_decoder_threads(demuxer.stream, num_threads)
     rotation = stream_rotation(demuxer)
     metadata = header_metadata(demuxer.stream, demuxer.container, rotation)
-    if seek_mode == "exact":
-        index = build_frame_index(demuxer)
-        metadata = with_content(metadata, len(index), index.begin_seconds, index.end_seconds)
+    if seek_mode != "approximate":
+        index = build_frame_index(demuxer) if mappings is None else index_from_mappings(demuxer, mappings)
+        metadata = with_content(metadata, index)
         timeline: ExactTimeline | ApproximateTimeline = ExactTimeline(index, metadata.average_fps or 0.0)
     else:
         if not metadata.num_frames or metadata.end_stream_seconds is None:

@@ -190,6 +190,9 @@ class DecodeSession:
         self._skip_before: int | None = None  # disposable packets are skippable below this pts
         self._target_times: list[float] = []  # this call's time targets, sorted
         self._max_pts_demuxed: int | None = None  # largest pts sent to the decoder since the seek
+        # pts of frames left undecoded since the seek (sorted), so a time
+        # target's duration is the gap to the true next frame, not the next decoded one.
+        self._skipped_pts: list[int] = []
 
     # -- public -------------------------------------------------------------
 
@@ -363,6 +366,7 @@ class DecodeSession:
         self._landing = None
         self._first_key_pts = None
         self._max_pts_demuxed = None
+        self._skipped_pts.clear()
 
     def _forget_position(self) -> None:
         self._packets = None
@@ -427,6 +431,8 @@ class DecodeSession:
                 and skip_test(packet)
             ):
                 self.stats.packets_skipped += 1
+                if not packet_is_discard(packet):
+                    bisect.insort(self._skipped_pts, pts)
                 continue
             if pts is not None and not packet_is_discard(packet) and (
                 self._max_pts_demuxed is None or pts > self._max_pts_demuxed
@@ -568,7 +574,12 @@ class DecodeSession:
     def _duration(self, frame: Any, following: Any) -> float:
         backend = self.backend
         if following is not None:
-            return self.seconds(backend.pts_of(following) - backend.pts_of(frame))
+            pts, next_pts = backend.pts_of(frame), backend.pts_of(following)
+            # A skipped (undecoded) picture between them is the real next frame.
+            at = bisect.bisect_right(self._skipped_pts, pts)
+            if at < len(self._skipped_pts) and self._skipped_pts[at] < next_pts:
+                next_pts = self._skipped_pts[at]
+            return self.seconds(next_pts - pts)
         own = backend.duration_of(frame)
         if own:
             return self.seconds(own)

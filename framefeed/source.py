@@ -159,7 +159,7 @@ def resolve_source(source: Any) -> VideoSource:
             return VideoSource("url", repr(text), text)
         path = text[len("file://") :] if text.startswith("file://") else text
         if not os.path.exists(path):
-            raise VideoFileNotFoundError(2, "Video file not found", path)
+            raise VideoFileNotFoundError(2, "Could not open input file: video file not found", path)
         if os.path.isdir(path):
             raise IsADirectoryError(21, "Expected a video file, got a directory", path)
         return VideoSource("path", repr(path), path, os.path.getsize(path))
@@ -172,12 +172,12 @@ def resolve_source(source: Any) -> VideoSource:
         return _tensor_source(source)
     if isinstance(source, io.TextIOBase) or _is_text_file(source):
         raise TypeError(
-            f"The file object {source!r} is open in text mode; open the video in binary mode "
-            "('rb') so read() returns bytes"
+            "source is for reading text, likely from open(..., 'r'). Try with 'rb' for binary reading? "
+            f"The file object {source!r} is open in text mode; read() must return bytes"
         )
     if callable(getattr(source, "read", None)) and callable(getattr(source, "seek", None)):
         return VideoSource("filelike", f"file-like object {type(source).__name__}", source)
-    raise TypeError(f"Unsupported source type {type(source).__name__}; expected a {SUPPORTED_KINDS}")
+    raise TypeError(f"Unknown source type: {type(source)}. Supported types are a {SUPPORTED_KINDS}")
 
 
 def _is_text_file(obj: Any) -> bool:
@@ -185,9 +185,16 @@ def _is_text_file(obj: Any) -> bool:
     return isinstance(mode, str) and "b" not in mode and callable(getattr(obj, "read", None))
 
 
+class _TensorSourceTypeError(TypeError, RuntimeError):
+    """A tensor source of another dtype than uint8 (torchcodec raises RuntimeError)."""
+
+
 def _tensor_source(tensor: torch.Tensor) -> VideoSource:
     if tensor.dtype != torch.uint8:
-        raise TypeError(f"A tensor source must have dtype torch.uint8 (the file's bytes), got {tensor.dtype}")
+        raise _TensorSourceTypeError(
+            f"video_tensor must be kUInt8: a tensor source must have dtype torch.uint8 (the file's bytes), "
+            f"got {tensor.dtype}"
+        )
     if tensor.device.type != "cpu":
         raise ValueError(f"A tensor source must be on the CPU, got a tensor on {tensor.device}")
     if not tensor.is_contiguous():

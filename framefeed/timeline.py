@@ -82,12 +82,15 @@ class ApproximateTimeline:
         base_rate, average_rate: the stream's rates as FFmpeg reports them (None: unknown).
         keyframe_timestamps: sorted timestamps of the container index's keyframe
             entries (MP4 sample tables, Matroska cues; empty when none).
+        start_pts: the stream's start time in pts units (None: unknown; the
+            header's begin seconds are used).
     """
 
     exact = False
 
     def __init__(self, metadata: VideoStreamMetadata, time_base: Fraction, base_rate: Fraction | None,
-                 average_rate: Fraction | None, keyframe_timestamps: np.ndarray) -> None:
+                 average_rate: Fraction | None, keyframe_timestamps: np.ndarray,
+                 start_pts: int | None = None) -> None:
         self.metadata = metadata
         self.time_base = time_base
         self._base_rate, self._average_rate = base_rate, average_rate
@@ -100,8 +103,11 @@ class ApproximateTimeline:
         ticking = bool(base and base == tick_rate and base > _PLAUSIBLE_MAX_FPS)
         self.variable_rate = bool(base and average and base != average) or ticking
         rate = average if self.variable_rate else (base or average)
-        self.fps = float(rate) if rate else (metadata.average_fps or 0.0)
+        # Index times are computed in exact rationals and rounded once (see index_to_seconds).
+        self._rate = Fraction(rate) if rate else (Fraction(metadata.average_fps) if metadata.average_fps else None)
+        self.fps = float(self._rate) if self._rate else 0.0
         self.begin = metadata.begin_stream_seconds or 0.0
+        self._begin = start_pts * time_base if start_pts is not None and time_base else Fraction(self.begin)
         self.promised_end_seconds = metadata.end_stream_seconds
         self.facts = StreamFacts(time_base, metadata.average_fps or 0.0, self.promised_end_seconds)
         self._tb_num, self._tb_den = time_base.numerator, time_base.denominator
@@ -111,15 +117,15 @@ class ApproximateTimeline:
     def from_stream(cls, metadata: VideoStreamMetadata, stream: Any) -> ApproximateTimeline:
         """Read what the timeline needs from an open PyAV stream into plain values."""
         return cls(metadata, stream.time_base or Fraction(1, 1), stream.base_rate, stream.average_rate,
-                   _keyframe_timestamps(stream.index_entries))
+                   _keyframe_timestamps(stream.index_entries), stream.start_time)
 
     def __len__(self) -> int:
         return self.metadata.num_frames or 0
 
     def index_to_seconds(self, index: int) -> float:
-        if self.fps <= 0:
+        if not self._rate or self._rate <= 0:
             raise ValueError("the header gives no frame rate: index access needs seek_mode='exact'")
-        return self.begin + (index + 0.5) / self.fps
+        return float(self._begin + (index + Fraction(1, 2)) / self._rate)
 
     def targets_for_indices(self, indices: list[int]) -> list[Target]:
         if self.variable_rate and not self._warned:

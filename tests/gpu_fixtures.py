@@ -73,7 +73,7 @@ class CorpusFile:
         make: writes the file.
         nvdec_on_hopper: NVDEC decodes it on H100/H200.
         reason_part: text the CPU-fallback reason must contain otherwise.
-        ten_bit: 10-bit samples (compared with a looser tolerance).
+        ten_bit: 10-bit samples (their CUDA-vs-CPU differences are printed).
         open_gop: keyframes that are not IDR/IRAP-with-parameter-sets.
         has_discard: holds discard-flagged packets (edit list).
         caps: (codec, chroma, depth) for the fake `GetDecoderCaps`.

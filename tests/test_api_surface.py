@@ -29,8 +29,8 @@ def test_frame_dataclass():
     image, pts, duration = frame
     assert image is data and pts == 1.0 and duration == 0.5
     assert isinstance(frame.pts_seconds, float)
-    assert "data (shape): (3, 4, 5)" in repr(frame)
-    with pytest.raises(ValueError, match="3-D"):
+    assert "data (shape): torch.Size([3, 4, 5])" in repr(frame)
+    with pytest.raises(ValueError, match="data must be 3-dimensional"):
         Frame(torch.zeros(4, 5), 0.0, 0.0)
 
 
@@ -48,7 +48,7 @@ def test_frame_batch_indexing_and_validation():
     single = batch[1]
     assert isinstance(single, FrameBatch) and single.data.shape == (3, 2, 2)
     assert [b.pts_seconds.item() for b in batch] == pts.tolist()
-    assert "data (shape): (4, 3, 2, 2)" in repr(batch)
+    assert "data (shape): torch.Size([4, 3, 2, 2])" in repr(batch)
     assert "pts_seconds: tensor(" in repr(batch)
     with pytest.raises(ValueError, match="leading dimensions"):
         FrameBatch(data, pts[:3], pts[:3])
@@ -90,7 +90,7 @@ def test_cpu_fallback_status_on_cpu():
     status = VideoDecoder(H264.path).cpu_fallback
     assert isinstance(status, CpuFallbackStatus)
     assert not status
-    assert "No fallback" in str(status)
+    assert "No fallback required" in str(status)
     fallback = CpuFallbackStatus("cuda:0", True, "odd frame size 321x241")
     assert fallback and "odd frame size" in str(fallback)
 
@@ -100,9 +100,13 @@ def test_played_in_range_with_fps_resamples():
     reference = corpus.reference_frames(H264.name)
     batch = decoder.get_frames_played_in_range(0.0, 1.0, fps=10)
     assert len(batch) == 10
-    # Each sample is the frame displayed at k / 10 s (frames last 0.04 s here).
-    expected = [max(r.seconds for r in reference if r.seconds <= k / 10) for k in range(10)]
-    assert batch.pts_seconds.tolist() == expected
+    # As torchcodec: sample k is the frame displayed at k / 10 s, reported with
+    # that time as pts and 1 / fps as duration (frames last 0.04 s here).
+    shown = [max(i for i, r in enumerate(reference) if r.seconds <= k * 0.1) for k in range(10)]
+    for sample, index in enumerate(shown):
+        assert torch.equal(batch.data[sample].permute(1, 2, 0), torch.from_numpy(reference[index].rgb))
+    assert batch.pts_seconds.tolist() == [k * 0.1 for k in range(10)]
+    assert batch.duration_seconds.tolist() == [0.1] * 10
 
 
 def test_info_command_prints_metadata(tmp_path):

@@ -1,5 +1,6 @@
 """`framefeed bench` end to end: default clips, JSON against its schema, a
-missing peer, --plot, and bad arguments (exit code 2, one line)."""
+missing peer, peers that crash or hang (each in its own process), missing
+optional packages, --plot, and bad arguments (exit code 2, one line)."""
 
 from __future__ import annotations
 
@@ -83,12 +84,74 @@ def test_user_video_argument(cache, tmp_path, default_run):
     assert [c["name"] for c in document["clips"]] == [video.name]
 
 
+STAND_INS = ["aborting-peer", "segfaulting-peer", "hanging-peer", "raising-peer"]
+
+
+def with_tests_on_path(**extra: str) -> dict:
+    """Environment for a bench subprocess that can import tests/stand_in_peers.py."""
+    tests = str(Path(__file__).resolve().parent)
+    return {"PYTHONPATH": os.pathsep.join(p for p in [tests, os.environ.get("PYTHONPATH", "")] if p), **extra}
+
+
+def test_crashing_aborting_and_hanging_peers_cost_only_their_rows(cache, tmp_path, default_run):
+    """Stand-in peers (loaded through FRAMEFEED_BENCH_CONTENDERS) abort, segfault,
+    hang and raise: the run completes, framefeed is measured, and the table and
+    JSON mark each peer's rows with what happened."""
+    video = next((cache / "bench-v4").glob("h264_640x360_bframes.mp4"))
+    out = tmp_path / "failing.json"
+    result = bench(*SHORT, "--workload", "create_approximate", "--workload", "sequential", "--timeout", "3",
+                   "--peers", ",".join(["framefeed", *STAND_INS]), "--json", str(out), str(video), cache=cache,
+                   extra_env=with_tests_on_path(FRAMEFEED_BENCH_CONTENDERS="stand_in_peers"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    document = json.loads(out.read_text())
+    jsonschema.validate(document, SCHEMA)
+    rows = {(r["library"], r["workload"]): r for r in document["results"]}
+    for workload in ("create_approximate", "sequential"):
+        assert rows[("framefeed", workload)]["status"] == "ok" and rows[("framefeed", workload)]["seconds"]
+        assert (rows[("aborting-peer", workload)]["status"], rows[("aborting-peer", workload)]["signal"]) == (
+            "crashed", 6)
+        assert (rows[("segfaulting-peer", workload)]["status"],
+                rows[("segfaulting-peer", workload)]["signal"]) == ("crashed", 11)
+        assert rows[("raising-peer", workload)]["status"] == "error"
+        assert "the stand-in peer refuses" in rows[("raising-peer", workload)]["error"]
+    # It hangs in its first run (the warm-up of the first workload), is killed,
+    # and is not run again.
+    assert rows[("hanging-peer", "create_approximate")]["status"] == "timed out"
+    assert rows[("hanging-peer", "sequential")]["status"] == "not run"
+    for text in ("crashed: signal 6", "crashed: signal 11", "timed out", "not run"):
+        assert text in result.stdout, text
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("module, args, line", [
+    ("rich", [], "framefeed bench needs the 'rich' package for its table: pip install 'framefeed[bench]'"),
+    ("matplotlib", ["--plot", "out.png"], "--plot needs the 'matplotlib' package: pip install 'framefeed[bench]'"),
+])
+def test_a_missing_optional_package_is_one_line_naming_the_extra(tmp_path, module, args, line):
+    shim = tmp_path / "shim" / module
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text(f"raise ImportError('{module} is not installed (simulated)')\n")
+    path = os.pathsep.join([str(tmp_path / "shim"), os.environ.get("PYTHONPATH", "")])
+    result = bench(*args, cache=tmp_path, extra_env={"PYTHONPATH": path}, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"framefeed: {line}"]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_broken_plugin_module_is_one_line(tmp_path):
+    result = bench(cache=tmp_path, extra_env={"FRAMEFEED_BENCH_CONTENDERS": "no_such_plugin_module"}, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "FRAMEFEED_BENCH_CONTENDERS names 'no_such_plugin_module'" in lines[0]
+
+
 @pytest.mark.parametrize("args, message", [
     (["/no/such/video.mp4"], "no such video file: /no/such/video.mp4"),
     (["--workload", "nonsense"], "invalid choice: 'nonsense'"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--runs", "0"], "expected a positive integer"),
     (["--peers", "ffmpeg-cli"], "unknown peer(s) ffmpeg-cli"),
+    (["--timeout", "0"], "expected a positive number of seconds"),
 ])
 def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path):
     result = bench(*args, cache=tmp_path, timeout=120)

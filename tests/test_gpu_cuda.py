@@ -66,14 +66,24 @@ def compare(cuda_batch, cpu_batch, name, what, capsys=None):
     return worst, mean
 
 
+# MPEG-2 allows decoders to differ: its inverse DCT is specified only to IEEE 1180
+# accuracy, and differences drift through predicted pictures until the next
+# I picture. NVDEC's IDCT is not FFmpeg's, so MPEG-2 is held to FFmpeg's own
+# NVDEC output sample for sample (test_our_nv12_equals_ffmpeg_nvdec) and to this
+# bound against FFmpeg's software decoder (2026-11-28 on an H200: max 9, mean
+# 0.78; two of FFmpeg's own IDCTs differ by up to 9 on a long-GOP file; see
+# benchmarks/results/mpeg2-nvdec-vs-software.md). A wrong matrix or range
+# gives mean differences of 10-40.
+MPEG2_MAX_DIFF = 12
+MPEG2_MEAN_DIFF = 1.0
+
+
 def check_pixels(name, worst, mean, what):
-    """8-bit and 4:4:4: within 2 of the CPU decoder. 10-bit 4:2:0 is only
-    reported: swscale filters its chroma (bicubic) where the kernel takes the
-    nearest sample, which on sharp chroma edges differs by tens of levels
-    (measured on CPU for hevc_main10.mp4: max 45, mean 4.0); the mean bound
-    still catches a wrong matrix or range (about 40)."""
-    if CORPUS_BY_NAME[name].ten_bit and "444" not in name:
-        assert mean < 6.0, f"{name} {what}: mean |diff| {mean:.3f} (max {worst})"
+    """Every NVDEC stream within 2 of the CPU decoder (10-bit included: the
+    kernel performs swscale's own 10-bit arithmetic), except MPEG-2 (above)."""
+    if name.startswith("mpeg2"):
+        assert worst <= MPEG2_MAX_DIFF and mean < MPEG2_MEAN_DIFF, (
+            f"{name} {what}: max |diff| {worst}, mean {mean:.3f} (MPEG-2 bound {MPEG2_MAX_DIFF}/{MPEG2_MEAN_DIFF})")
     else:
         assert worst <= 2, f"{name} {what}: max |diff| {worst}, mean {mean:.3f}"
 
@@ -122,7 +132,8 @@ def test_seeks_backwards_and_across_keyframes(corpus, name, seek_mode):
     for index in reversed(range(len(cpu))):
         ours, theirs = cuda.get_frame_at(index), cpu.get_frame_at(index)
         assert ours.pts_seconds == theirs.pts_seconds, index
-        assert (ours.data.cpu().int() - theirs.data.int()).abs().max().item() <= 2, index
+        diff = (ours.data.cpu().int() - theirs.data.int()).abs()
+        check_pixels(name, int(diff.max()), float(diff.float().mean()), f"frame {index}")
     assert cuda._session.stats.seeks >= 2  # reverse order cannot be served without seeking
 
 
@@ -302,35 +313,70 @@ def test_gpu_memory_stays_flat_across_500_decoder_creations(corpus):
     assert torch.cuda.memory_allocated(DEVICE) <= allocated_before + (1 << 20)
 
 
-def test_pynvvideocodec_surface_matches_ffmpeg_nvdec(corpus):
-    """Cross-check of the raw NV12 picture: FFmpeg's own NVDEC path through
-    PyAV (hwaccel) decodes the same packets to the same samples."""
+def _ffmpeg_nvdec_nv12(path, count: int) -> list[np.ndarray]:
+    """The first `count` pictures as FFmpeg's own NVDEC path (PyAV hwaccel,
+    downloaded to system memory) decodes them: `(H * 3 // 2, W)` uint8 NV12."""
     try:
         from av.codec.hwaccel import HWAccel
     except ImportError:
         pytest.skip("this PyAV has no hwaccel support")
-    name = "h264_closed_gop.mp4"
+    pictures = []
     try:
-        with av.open(str(corpus[name]), hwaccel=HWAccel("cuda", allow_software_fallback=False)) as container:
-            frames = [f for _, f in zip(range(4), container.decode(video=0), strict=False)]
-            ffmpeg_nv12 = [f.reformat(format="nv12") if f.format.name != "nv12" else f for f in frames]
+        with av.open(str(path), hwaccel=HWAccel("cuda", allow_software_fallback=False)) as container:
+            for frame in container.decode(video=0):
+                nv12 = frame if frame.format.name == "nv12" else frame.reformat(format="nv12")
+                height, width = nv12.height, nv12.width
+                luma = np.frombuffer(nv12.planes[0], np.uint8).reshape(-1, nv12.planes[0].line_size)[:height, :width]
+                chroma = np.frombuffer(nv12.planes[1], np.uint8).reshape(-1, nv12.planes[1].line_size)
+                pictures.append(np.concatenate([luma, chroma[: (height + 1) // 2, :width]]))
+                if len(pictures) == count:
+                    break
     except Exception as error:  # no NVDEC in PyAV's FFmpeg build, or hwaccel refused
         pytest.skip(f"PyAV hwaccel decode unavailable: {error}")
-    demuxer, backend = _open_backend(corpus[name], 0)
-    ours = []
+    return pictures
+
+
+def _our_nv12(path, count: int) -> list[np.ndarray]:
+    """The first `count` pictures as framefeed's NVDEC backend decodes them (before colour conversion)."""
+    demuxer, backend = _open_backend(path, 0)
+    traits = stream_traits(demuxer.stream)
+    height, width = traits.height, traits.width
+    owned = []
     try:
         backend.reset()
         for packet in demuxer.packets():
-            ours += [backend.retain(frame) for frame in backend.send(packet)]
-            if len(ours) >= 4:
+            owned += [backend.retain(frame) for frame in backend.send(packet)]
+            if len(owned) >= count:
                 break
-        surfaces = [_surface_tensor(frame.owned, "NV12", 96) for frame in ours[:4]]
+        else:
+            owned += [backend.retain(frame) for frame in backend.drain()]
+        surfaces = [_surface_tensor(frame.owned, "NV12", height) for frame in owned[:count]]
     finally:
         backend.close()
         demuxer.close()
-    assert len(surfaces) == len(ffmpeg_nv12) == 4
-    for surface, frame in zip(surfaces, ffmpeg_nv12, strict=True):
-        luma = np.frombuffer(frame.planes[0], np.uint8).reshape(-1, frame.planes[0].line_size)[:96, :128]
-        chroma = np.frombuffer(frame.planes[1], np.uint8).reshape(-1, frame.planes[1].line_size)[:48, :128]
-        assert np.array_equal(surface[:96, :128].numpy().astype(np.uint8), luma)
-        assert np.array_equal(surface[96:144, :128].numpy().astype(np.uint8), chroma)
+    rows = height + (height + 1) // 2
+    return [surface[:rows, :width].numpy().astype(np.uint8) for surface in surfaces]
+
+
+@pytest.mark.parametrize("name", ["h264_closed_gop.mp4", "mpeg2.ts"])
+def test_our_nv12_equals_ffmpeg_nvdec(corpus, name, capsys):
+    """The raw NV12 pictures: FFmpeg's own NVDEC path through PyAV (hwaccel)
+    decodes the same packets to the same samples. For MPEG-2 this is the
+    proof that its difference from FFmpeg's software decoder is the hardware
+    decoder's (IDCT), not our packet feeding or colour conversion; the
+    per-picture drift against software is reported."""
+    with av.open(str(corpus[name])) as container:
+        software = [("?IPB"[int(frame.pict_type)] if int(frame.pict_type) < 4 else "?",
+                     frame.reformat(format="nv12").to_ndarray().astype(np.int32))
+                    for frame in container.decode(video=0)]
+    count = len(software)
+    theirs = _ffmpeg_nvdec_nv12(corpus[name], count)
+    ours = _our_nv12(corpus[name], count)
+    assert len(ours) == len(theirs) == len(software) == count
+    for index, (mine, ffmpeg) in enumerate(zip(ours, theirs, strict=True)):
+        assert np.array_equal(mine, ffmpeg), f"{name} picture {index}: NV12 differs from FFmpeg's NVDEC output"
+    if name.startswith("mpeg2"):
+        with capsys.disabled():
+            drift = [f"{index}:{kind} {int(np.abs(mine - reference).max())}/{np.abs(mine - reference).mean():.2f}"
+                     for index, (mine, (kind, reference)) in enumerate(zip(ours, software, strict=True))]
+            print(f"\n[mpeg2] NVDEC vs FFmpeg software NV12, max/mean |diff| per picture: {' '.join(drift)}")

@@ -27,6 +27,7 @@ import corpus
 from framefeed import VideoDecoder
 from framefeed.errors import DecodingError
 from framefeed.pool import DecodePool, DecodeRequest, PoolBatch, PoolClosedError
+from framefeed.pool import _engine as pool_engine
 from framefeed.pool import _hardware as pool_hardware
 from framefeed.samplers import (
     clips_at_random_indices,
@@ -36,6 +37,7 @@ from framefeed.samplers import (
 )
 from framefeed.samples import VideoSpec, encode_video, x264_options
 from framefeed.session import OutputBuffer
+from framefeed.transforms import CenterCrop, RandomCrop, Resize
 
 MIXED = ["h264_bframes_long_gop.mp4", "hevc_cra.mp4", "vp9.webm", "av1.mkv", "odd_321x241.webm", "rotated_90.mp4",
          "vfr.mkv", "h264_bframes.ts", "discard_edit_list.mp4", "h264_10bit.mp4"]
@@ -138,17 +140,37 @@ def test_batches_carry_how_they_were_decoded():
     assert 2 < batch.info.frames_decoded <= 51
 
 
-def test_transforms_run_on_the_decoded_pixels():
-    def halve(data):
-        return data[..., ::2, ::2]
+def test_decoder_transforms_as_video_decoder_applies_them():
+    path = path_of("rotated_90.mp4")  # transforms apply after rotation
+    transforms = [CenterCrop((200, 100)), Resize((50, 40))]
+    with DecodePool("cpu", sessions=2) as pool:
+        batch = pool.submit(path, indices=[4, 2, 4], transforms=transforms, dimension_order="NHWC").result()
+        with pytest.raises(ValueError, match="does not fit"):
+            pool.submit(path, indices=[1], transforms=[CenterCrop((500, 500))]).result()
+        with pytest.raises(ValueError):
+            pool.submit(path, indices=[1], transforms=[lambda data: data])  # refused when submitted
+    reference = VideoDecoder(path, transforms=transforms, dimension_order="NHWC").get_frames_at([4, 2, 4])
+    assert batch.data.shape == (3, 50, 40, 3)
+    assert_same_batch(batch, reference, "transforms")
 
-    with DecodePool("cpu", sessions=1) as pool:
-        batch = pool.submit(path_of("vp9.webm"), indices=[4, 2], transforms=[halve, lambda data: torch.flip(data, [0])]).result()
-        bad = pool.submit(path_of("vp9.webm"), indices=[1], transforms=[lambda data: data[0]])
-        with pytest.raises(ValueError, match="transforms must return a tensor of 1 frames"):
-            bad.result()
-    reference = VideoDecoder(path_of("vp9.webm")).get_frames_at([4, 2]).data
-    assert torch.equal(batch.data, torch.flip(reference[..., ::2, ::2], [0]))
+
+def test_random_crops_are_drawn_from_the_seeded_rng():
+    path = path_of("h264_bframes_long_gop.mp4")
+
+    def crops(seed):
+        torch.manual_seed(seed)
+        with DecodePool("cpu", sessions=2) as pool:
+            futures = [pool.submit(path, indices=[7], transforms=[RandomCrop((32, 48))]) for _ in range(4)]
+            return [f.result().data for f in futures]
+
+    first, again, other = crops(3), crops(3), crops(4)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
+    whole = VideoDecoder(path).get_frames_at([7]).data[0]
+    for crop in first:  # each is a 32x48 window of the frame
+        found = any((whole[:, top:top + 32].unfold(2, 48, 1) == crop[0][:, :, None, :]).all(-1).all(1).all(0).any()
+                    for top in range(whole.shape[1] - 32 + 1))
+        assert found
 
 
 def test_map_yields_in_order_with_bounded_lookahead():
@@ -237,6 +259,19 @@ def test_a_corrupt_file_among_good_ones_fails_alone(tmp_path, truncated):
 # -- memory: back-pressure holds the cap in flight --------------------------------------------------
 
 
+def slow_decoding(monkeypatch, seconds):
+    """Every decode takes `seconds` longer (its buffers stay in flight meanwhile)."""
+    execute = pool_engine.execute
+
+    def slow_execute(*args, **kwargs):
+        result = execute(*args, **kwargs)
+        time.sleep(seconds)
+        return result
+
+    monkeypatch.setattr(pool_engine, "execute", slow_execute)
+
+
+
 def test_back_pressure_holds_the_frames_in_flight_cap(monkeypatch):
     """Output buffers are counted when allocated and uncounted when their batch
     exists; the largest count must stay within the cap (a single larger
@@ -258,14 +293,11 @@ def test_back_pressure_holds_the_frames_in_flight_cap(monkeypatch):
 
     monkeypatch.setattr(OutputBuffer, "allocate", classmethod(counting_allocate))
     monkeypatch.setattr(PoolBatch, "__post_init__", counting_batch)
-
-    def slow(data):
-        time.sleep(0.02)  # hold buffers a while so requests overlap
-        return data
+    slow_decoding(monkeypatch, 0.02)  # hold buffers a while so requests overlap
 
     sizes = [5, 3, 8, 4, 5, 2, 7, 6, 5, 3] * 2
     with DecodePool("cpu", sessions=3, max_frames_in_flight=cap, queue_depth=2) as pool:
-        futures = [pool.submit(path_of("vp9.webm"), indices=list(range(n)), transforms=[slow]) for n in sizes]
+        futures = [pool.submit(path_of("vp9.webm"), indices=list(range(n))) for n in sizes]
         assert [len(f.result()) for f in futures] == sizes
         assert peak[0] <= cap and pool.stats().peak_frames_in_flight <= cap
         assert peak[0] > 8  # requests did overlap up to the cap
@@ -294,10 +326,11 @@ def test_back_pressure_without_the_big_request(monkeypatch):
 
     monkeypatch.setattr(OutputBuffer, "allocate", classmethod(counting_allocate))
     monkeypatch.setattr(PoolBatch, "__post_init__", counting_batch)
+    slow_decoding(monkeypatch, 0.01)
     frame_bytes = 240 * 320 * 3
     with DecodePool("cpu", sessions=3, max_frames_in_flight=cap, max_bytes_in_flight=8 * frame_bytes) as pool:
-        futures = [pool.submit(path_of("h264_bframes_long_gop.mp4"), indices=[i, i + 1, i + 2, i + 3],
-                               transforms=[lambda d: (time.sleep(0.01), d)[1]]) for i in range(0, 80, 4)]
+        futures = [pool.submit(path_of("h264_bframes_long_gop.mp4"), indices=[i, i + 1, i + 2, i + 3])
+                   for i in range(0, 80, 4)]
         concurrent.futures.wait(futures)
     stats = pool.stats()
     assert all(f.exception() is None for f in futures)
@@ -332,14 +365,11 @@ def test_close_releases_everything_and_refuses_further_use():
     pool.close()  # idempotent
 
 
-def test_close_with_cancel_pending_cancels_queued_work():
-    def slow(data):
-        time.sleep(0.05)
-        return data
-
+def test_close_with_cancel_pending_cancels_queued_work(monkeypatch):
+    slow_decoding(monkeypatch, 0.05)
     with pytest.raises(KeyError):
         with DecodePool("cpu", sessions=1, queue_depth=64) as pool:
-            futures = [pool.submit(path_of("vp9.webm"), indices=[i], transforms=[slow]) for i in range(30)]
+            futures = [pool.submit(path_of("vp9.webm"), indices=[i]) for i in range(30)]
             raise KeyError("leaving the block with an exception cancels what is queued")
     done, _ = concurrent.futures.wait(futures, timeout=30)
     assert len(done) == len(futures)
@@ -367,7 +397,7 @@ def test_arguments_are_checked_in_the_callers_thread():
             pool.submit("x.mp4", indices=[1], seconds=[0.5])
         with pytest.raises(ValueError, match="Invalid seek mode"):
             pool.submit("x.mp4", seek_mode="fast")
-        with pytest.raises(ValueError, match="Invalid step 0"):
+        with pytest.raises(ValueError, match="step cannot be zero"):
             pool.submit("x.mp4", start=0, stop=4, step=0)
         with pytest.raises(TypeError, match="indices"):
             pool.submit("x.mp4", indices=[1.5])
@@ -419,6 +449,25 @@ def test_seeded_samplers_over_a_pool_equal_seeded_samplers_over_decoders(sampler
             assert_same_outcome(outcome(future.result), theirs, source)
             if theirs[0] == "ok":
                 assert future.result().data.ndim == 5
+
+
+def test_seeded_samplers_with_random_crops_over_a_pool_equal_decoders():
+    """VideoDecoder(source, transforms=[RandomCrop]) draws the window when it
+    is created, then the sampler draws clip starts: the pool draws both on the
+    caller's thread in that order, source after source."""
+    sources = [path_of(n) for n in ("h264_bframes_long_gop.mp4", "vp9.webm", "rotated_90.mp4")]
+    transforms = [RandomCrop((64, 80)), Resize((32, 40))]
+    torch.manual_seed(99)
+    expected_batches = [clips_at_random_indices(VideoDecoder(s, transforms=transforms), num_clips=2,
+                                                num_frames_per_clip=3) for s in sources]
+    expected_state = torch.get_rng_state()
+    torch.manual_seed(99)
+    with DecodePool("cpu", sessions=2) as pool:
+        futures = clips_at_random_indices(pool.videos(sources, transforms=transforms), num_clips=2,
+                                          num_frames_per_clip=3)
+        assert torch.equal(torch.get_rng_state(), expected_state)
+        for future, reference, source in zip(futures, expected_batches, sources, strict=True):
+            assert_same_batch(future.result(), reference, source)
 
 
 def test_sampler_errors_fail_that_source_only():

@@ -540,7 +540,7 @@ TIME_ERRORS = [
     (dict(sampling_range_start=8.0), ValueError, ["sampling_range_start (8.0)", "must be smaller than 8.0"]),
     (dict(sampling_range_start=5.0, sampling_range_end=3.0), ValueError,
      ["sampling_range_start (5.0)", "must be smaller than", "sampling_range_end (3.0)"]),
-    (dict(sampling_range_end=-1.0), ValueError, ["sampling_range_start (0.0)", "sampling_range_end (-1.0)"]),
+    (dict(sampling_range_end=-1.0), ValueError, ["sampling_range_end (-1.0)", "must be at least 0.0"]),
     (dict(num_frames_per_clip=1000, seconds_between_frames=0.04), ValueError,
      ["sampling_range_start (0.0)", "sampling_range_end (-31.9", "default"]),
     (dict(sampling_range_start=7.9, sampling_range_end=8.0, num_frames_per_clip=4, policy="error"), ValueError,

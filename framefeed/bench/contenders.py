@@ -4,6 +4,10 @@ Each contender implements some workload methods (named as in
 `workloads.WORKLOADS`); each method takes `(path, params)`, produces RGB
 frames as the library would hand them to a training loop, and returns how
 many. Peers are imported lazily: a missing one is reported, not fatal.
+
+The benchmark runs every contender in a process of its own (`isolation`),
+re-created there from its class, device and thread count; `plugin_contenders`
+adds contenders from other modules (how the tests add peers that crash).
 """
 
 from __future__ import annotations
@@ -16,13 +20,19 @@ import torch
 
 
 class Contender:
-    """Base: a name, a device, and the workload methods it implements."""
+    """Base: a name, a device, and the workload methods it implements.
+
+    A workload method may also fill `counts` with counters of its last run
+    (say `{"decoded": 260, "returned": 240}`); the benchmark reports them with
+    the run.
+    """
 
     library = "?"
 
     def __init__(self, device: str = "cpu", threads: int = 1) -> None:
         self.device = device
         self.threads = threads  # CPU decoding threads (0: the library chooses)
+        self.counts: dict[str, int] = {}
 
     @property
     def name(self) -> str:
@@ -257,9 +267,17 @@ class Decord(Contender):
 
 
 class PyNvSimpleDecoder(Contender):
-    """PyNvVideoCodec's own high-level decoder (NV12 output, CUDA memory)."""
+    """PyNvVideoCodec's own high-level decoder (NV12 output, CUDA memory).
+
+    Its frames are DLPack views of memory the decoder owns: each is copied out
+    (what a user must do before the next batch overwrites it) and every frame
+    object is dropped before the decoder is, or PyNvVideoCodec aborts the
+    process with CUDA_ERROR_CONTEXT_IS_DESTROYED. Requests never go past the
+    decoder's own frame count (it logs "INVALID INDEX" for each one that does).
+    """
 
     library = "pynvvideocodec"
+    batch = 32
 
     def __init__(self, device: str = "cuda", threads: int = 1) -> None:
         super().__init__(device, threads)
@@ -273,28 +291,55 @@ class PyNvSimpleDecoder(Contender):
         gpu = torch.device(self.device).index or 0
         return nvc.SimpleDecoder(path, gpu_id=gpu, use_device_memory=True)
 
+    @staticmethod
+    def _consume(frames: list[Any]) -> int:
+        """Copy every picture into memory torch owns, then release the frame objects."""
+        count = len(frames)
+        for frame in frames:
+            torch.from_dlpack(frame).clone()
+        frames.clear()
+        return count
+
     def create_approximate(self, path: str, params: dict) -> int:
-        len(self._decoder(path))
+        decoder = self._decoder(path)
+        len(decoder)
+        del decoder
         return 0
 
     def sequential(self, path: str, params: dict) -> int:
         decoder = self._decoder(path)
-        count = 0
-        while frames := decoder.get_batch_frames(32):  # sequential batches; empty at the end
-            for frame in frames:
-                torch.from_dlpack(frame)
-            count += len(frames)
+        total, count = len(decoder), 0
+        while count < total:  # sequential batches, never past the decoder's frame count
+            frames = decoder.get_batch_frames(min(self.batch, total - count))
+            if not frames:
+                break
+            count += self._consume(frames)
+        torch.cuda.synchronize(self.device)  # copies done before the decoder goes
+        del decoder
         return count
 
     def random_access(self, path: str, params: dict) -> int:
-        frames = self._decoder(path).get_batch_frames_by_index(params["indices"])
-        for frame in frames:
-            torch.from_dlpack(frame)
-        return len(frames)
+        decoder = self._decoder(path)
+        total = len(decoder)
+        indices = [i for i in params["indices"] if 0 <= i < total]
+        produced = self._consume(list(decoder.get_batch_frames_by_index(indices))) if indices else 0
+        torch.cuda.synchronize(self.device)
+        del decoder
+        return produced
+
+
+BUILTIN_CONTENDERS: tuple[type[Contender], ...] = (Framefeed, Torchcodec, PyAV, Decord, PyNvSimpleDecoder)
+
+# Extra contenders: modules named in this variable (comma-separated) or
+# registered under this entry-point group, each with a function
+# `bench_contenders(devices: list[str], threads: int) -> list[Contender]`.
+PLUGIN_ENV = "FRAMEFEED_BENCH_CONTENDERS"
+PLUGIN_ENTRY_POINTS = "framefeed.bench_contenders"
 
 
 def all_contenders(devices: list[str], threads: int = 1) -> list[Contender]:
-    """Every contender for the given devices, available or not."""
+    """Every contender for the given devices, available or not: the built-in
+    ones, then those of plugins (see `plugin_contenders`)."""
     found: list[Contender] = []
     for device in devices:
         found += [Framefeed(device, threads), Torchcodec(device, threads)]
@@ -302,4 +347,39 @@ def all_contenders(devices: list[str], threads: int = 1) -> list[Contender]:
             found += [PyAV("cpu", threads), Decord("cpu", threads)]
         else:
             found.append(PyNvSimpleDecoder(device, threads))
+    return found + plugin_contenders(devices, threads)
+
+
+def plugin_contenders(devices: list[str], threads: int = 1) -> list[Contender]:
+    """Contenders from plugins: the modules named in `$FRAMEFEED_BENCH_CONTENDERS`
+    (comma-separated, importable from the PYTHONPATH) and the entry points of
+    group `framefeed.bench_contenders`. Each provides
+    `bench_contenders(devices, threads) -> list[Contender]`.
+
+    Contract: importing the module is cheap and safe (the library a contender
+    measures is imported inside its methods); each contender is an instance of
+    a module-level `Contender` subclass constructible as `cls(device, threads)`,
+    because the benchmark re-creates it in a process of its own.
+
+    Raises:
+        ValueError: a named module cannot be imported or has no `bench_contenders`.
+    """
+    import os
+    from importlib import metadata
+
+    factories = []
+    for name in filter(None, (part.strip() for part in os.environ.get(PLUGIN_ENV, "").split(","))):
+        try:
+            module = importlib.import_module(name)
+        except Exception as error:
+            raise ValueError(f"{PLUGIN_ENV} names {name!r}, which cannot be imported "
+                             f"({type(error).__name__}: {error})") from None
+        factory = getattr(module, "bench_contenders", None)
+        if not callable(factory):
+            raise ValueError(f"{PLUGIN_ENV} names {name!r}, which has no bench_contenders(devices, threads)")
+        factories.append(factory)
+    factories += [entry.load() for entry in metadata.entry_points(group=PLUGIN_ENTRY_POINTS)]
+    found: list[Contender] = []
+    for factory in factories:
+        found += list(factory(list(devices), threads))
     return found

@@ -16,7 +16,10 @@ the machine-checkable form is `schema.json` beside this file):
                    "min_seconds": float | null, "max_seconds": float | null,
                    "frames_per_second": float | null,
                    "time_vs_framefeed": float | null,   # median / framefeed's median, same device kind
-                   "error": str | null}],
+                   "error": str | null,
+                   "status": "ok" | "error" | "crashed" | "timed out" | "not run",
+                   "signal": int | null,                # the signal that killed a crashed contender
+                   "nvdec_utilization_percent": float | null}],  # NVML, mean over timed runs (CUDA)
       "skipped": [{"contender": str, "reason": str}]
     }
 """
@@ -107,24 +110,37 @@ def to_json(clips: list[Clip], measurements: list[Measurement], skipped: list[Sk
              "device": m.device, "frames": m.frames, "seconds": m.seconds,
              "median_seconds": number(m.median), "min_seconds": number(m.fastest),
              "max_seconds": number(m.slowest), "frames_per_second": m.frames_per_second,
-             "time_vs_framefeed": time_vs_framefeed(m, measurements), "error": m.error}
+             "time_vs_framefeed": time_vs_framefeed(m, measurements), "error": m.error,
+             "status": m.status, "signal": m.signal, "nvdec_utilization_percent": m.nvdec_utilisation}
             for m in measurements
         ],
         "skipped": [{"contender": s.contender, "reason": s.reason} for s in skipped],
     }
 
 
+def status_text(measurement: Measurement) -> str:
+    """How a failed measurement reads in a table: "crashed: signal 11",
+    "timed out", "not run" or "error"."""
+    if measurement.status == "crashed":
+        return (measurement.error or "crashed").split(" (last output")[0]
+    return measurement.status
+
+
 def render_table(measurements: list[Measurement], skipped: list[Skipped], console: Any = None) -> None:
-    """Print one rich table: a row per clip, workload and contender."""
+    """Print one rich table: a row per clip, workload and contender. Runs on
+    CUDA devices add NVML's decoder utilisation ("-" where NVML gave none)."""
     from rich.console import Console
     from rich.table import Table
 
     # Off a terminal (CI logs, pipes) rich would wrap at 80 columns.
-    console = console or Console(width=None if sys.stdout.isatty() else 150)
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
     table = Table(title="framefeed bench (median of timed runs)", show_lines=False)
-    for column, justify in [("clip", "left"), ("workload", "left"), ("contender", "left"),
-                            ("median", "right"), ("min-max", "right"), ("frames/s", "right"),
-                            ("time vs framefeed", "right")]:
+    with_gpu = any(m.device.startswith("cuda") for m in measurements)
+    columns = [("clip", "left"), ("workload", "left"), ("contender", "left"), ("median", "right"),
+               ("min-max", "right"), ("frames/s", "right"), ("time vs framefeed", "right")]
+    if with_gpu:
+        columns.append(("NVDEC util", "right"))
+    for column, justify in columns:
         table.add_column(column, justify=justify)
     previous = None
     for m in measurements:
@@ -132,8 +148,10 @@ def render_table(measurements: list[Measurement], skipped: list[Skipped], consol
         if previous is not None and group != previous:
             table.add_section()
         previous = group
-        if m.error:
-            table.add_row(m.clip, m.workload, m.contender, "error", m.error[:40], "", "")
+        gpu_cell = [_utilisation(m)] if with_gpu else []
+        if m.failed:
+            detail = (m.error or "")[:40] if m.status == "error" else ""
+            table.add_row(m.clip, m.workload, m.contender, status_text(m), detail, "", "", *([""] if with_gpu else []))
             continue
         ratio = time_vs_framefeed(m, measurements)
         fps = m.frames_per_second
@@ -142,10 +160,21 @@ def render_table(measurements: list[Measurement], skipped: list[Skipped], consol
             f"{_duration(m.fastest)}-{_duration(m.slowest)}",
             f"{fps:,.1f}" if fps else "",
             "" if ratio is None or m.library == "framefeed" else f"{ratio:.2f}x",
+            *gpu_cell,
         )
     console.print(table)
+    for m in measurements:
+        if m.status in ("crashed", "timed out") and m.error:
+            console.print(f"[dim]{m.contender} on {m.clip} {m.workload}: {m.error}[/dim]", soft_wrap=True)
     for s in skipped:
-        console.print(f"[dim]skipped {s.contender}: {s.reason}[/dim]")
+        console.print(f"[dim]skipped {s.contender}: {s.reason}[/dim]", soft_wrap=True)
+
+
+def _utilisation(measurement: Measurement) -> str:
+    if not measurement.device.startswith("cuda"):
+        return ""
+    value = measurement.nvdec_utilisation
+    return "-" if value is None else f"{value:.0f}%"
 
 
 def _duration(seconds: float) -> str:

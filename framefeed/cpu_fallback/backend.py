@@ -13,7 +13,7 @@ import av
 import torch
 
 from framefeed.cpu_fallback.rgb import RgbConverter
-from framefeed.errors import DecodingError
+from framefeed.errors import DecodingError, ffmpeg_reason
 from framefeed.packets import DISCARD_MARK
 
 
@@ -58,7 +58,7 @@ class CpuBackend:
         try:
             frames = self._codec.decode(packet)
         except av.error.FFmpegError as error:
-            raise DecodingError(f"FFmpeg could not decode a packet (pts {packet.pts}): {error}") from error
+            raise DecodingError(f"FFmpeg could not decode a packet (pts {packet.pts}): {ffmpeg_reason(error)}") from error
         if self._discarded:
             frames = self._drop_discarded(frames)
         self.frames_decoded += len(frames)
@@ -81,7 +81,7 @@ class CpuBackend:
         try:
             frames = self._codec.decode(None)
         except av.error.FFmpegError as error:
-            raise DecodingError(f"FFmpeg failed while draining the decoder: {error}") from error
+            raise DecodingError(f"FFmpeg failed while draining the decoder: {ffmpeg_reason(error)}") from error
         if self._discarded:
             frames = self._drop_discarded(frames)
         self.frames_decoded += len(frames)

@@ -19,20 +19,23 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from framefeed._validation import require_int, require_seconds
+from framefeed import _arguments as args
+from framefeed import _ops
+from framefeed._transform_backend import with_transforms
 from framefeed.backend_selection import BackendContext, open_backend, resolve_device
 from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
+from framefeed.demux.custom_frame_mappings import FrameMappings, resolve_seek_mode
 from framefeed.demux.demuxer import Demuxer
 from framefeed.demux.metadata import VideoStreamMetadata
-from framefeed.errors import FrameTimeOutOfRangeError
+from framefeed.errors import DecodingError, VideoOpenError, public_api
 from framefeed.frames import Frame, FrameBatch
 from framefeed.opening import open_demuxed
 from framefeed.plan import Target
 from framefeed.session import DecodeSession, OutputBuffer
 from framefeed.source import resolve_source
 from framefeed.timeline import ApproximateTimeline, ExactTimeline
+from framefeed.transforms import resolve_transforms
 
-_SEEK_MODES = ("exact", "approximate")
 _DIMENSION_ORDERS = ("NCHW", "NHWC")
 
 
@@ -50,18 +53,30 @@ class VideoDecoder:
         device: None (torch's default device), "cpu", "cuda", "cuda:N" or a
             `torch.device`.
         seek_mode: "exact" indexes every packet at construction (no decoding)
-            so index access is exact; "approximate" reads only the header.
+            so index access is exact; "approximate" reads only the header;
+            "custom_frame_mappings" (or leaving "exact") with
+            `custom_frame_mappings` uses that table instead of the scan.
+        transforms: a sequence of `framefeed.transforms.Resize`, `CenterCrop`,
+            `RandomCrop` (or the torchvision v2 classes of those names),
+            applied in order to every frame after rotation. `metadata` keeps
+            the stream's size; frames have the transformed size.
+        custom_frame_mappings: the stream's frame table as JSON (str, bytes or
+            a file-like object), `{"frames": [{"pts", "duration",
+            "key_frame"}, ...]}` as `ffprobe -show_frames -of json` prints it,
+            in the stream's time base; exact mode without the scan.
 
     Raises:
         TypeError: unsupported source kind, text-mode file, wrong argument types.
         ValueError: invalid `dimension_order`, `seek_mode`, `num_ffmpeg_threads`,
-            `device` or `stream_index`.
+            `device`, `stream_index`, `transforms` or `custom_frame_mappings`
+            (also a table that contradicts the file).
         FileNotFoundError: a path that does not exist.
         VideoOpenError (a ValueError and RuntimeError): data FFmpeg cannot
             open, or no video stream.
         CudaUnavailableError (a RuntimeError): CUDA requested but unusable.
     """
 
+    @public_api(VideoOpenError)
     def __init__(
         self,
         source: str | Path | bytes | Tensor | Any,
@@ -70,47 +85,49 @@ class VideoDecoder:
         dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
         num_ffmpeg_threads: int = 1,
         device: str | torch.device | None = None,
-        seek_mode: Literal["exact", "approximate"] = "exact",
+        seek_mode: Literal["exact", "approximate", "custom_frame_mappings"] = "exact",
+        transforms: Sequence[Any] | None = None,
+        custom_frame_mappings: str | bytes | Any | None = None,
     ) -> None:
-        if seek_mode not in _SEEK_MODES:
-            raise ValueError(f"Invalid seek mode ({seek_mode!r}). Supported values are {', '.join(_SEEK_MODES)}.")
+        # Checked in torchcodec's order, so a call with several mistakes reports the same one.
+        seek_mode, mappings = resolve_seek_mode(seek_mode, custom_frame_mappings)
         if dimension_order not in _DIMENSION_ORDERS:
             raise ValueError(
-                f"Invalid dimension order ({dimension_order!r}). "
+                f"Invalid dimension order ({dimension_order}). "
                 f"Supported values are {', '.join(_DIMENSION_ORDERS)}."
             )
-        num_ffmpeg_threads = require_int("num_ffmpeg_threads", num_ffmpeg_threads)
-        if num_ffmpeg_threads < 0:
-            raise ValueError(f"Invalid num_ffmpeg_threads ({num_ffmpeg_threads}): use 0 (FFmpeg chooses) or more")
+        num_ffmpeg_threads = args.thread_count(num_ffmpeg_threads)
+        args.check_device_type(device)
         self._device = resolve_device(device)
         self._dimension_order = dimension_order
         self._seek_mode = seek_mode
 
         self._demuxer = Demuxer(resolve_source(source), stream_index)
         try:
-            self._open(seek_mode, num_ffmpeg_threads)
+            self._open(seek_mode, num_ffmpeg_threads, mappings, transforms)
         except BaseException:
             self._demuxer.close()
             raise
+        self._op_id = _ops.register(self)
 
-    def _open(self, seek_mode: str, num_threads: int) -> None:
+    def _open(self, seek_mode: str, num_threads: int, mappings: FrameMappings | None, transforms: Any) -> None:
         demuxer = self._demuxer
-        opened = open_demuxed(demuxer, seek_mode, num_threads)
+        opened = open_demuxed(demuxer, seek_mode, num_threads, mappings)
         metadata = opened.metadata
         self._timeline: ExactTimeline | ApproximateTimeline = opened.timeline
         self.metadata: VideoStreamMetadata = metadata
         self.stream_index: int = demuxer.stream.index
+        pipeline = resolve_transforms(transforms, int(metadata.height or 0), int(metadata.width or 0))
         selection = open_backend(opened.params, self._device, BackendContext(stream=demuxer.stream,
                                                                              num_threads=num_threads))
-        self._backend = selection.backend
+        self._backend = with_transforms(selection.backend, pipeline)
         self._cpu_fallback: CpuFallbackStatus = selection.status
         self._session = DecodeSession(demuxer, self._backend, self._timeline, facts=self._timeline.facts,
                                       disposable=opened.disposable)
         self._num_frames = int(metadata.num_frames or 0)
         self._begin = float(metadata.begin_stream_seconds or 0.0)
         self._end = float(metadata.end_stream_seconds or 0.0)
-        self._height = int(metadata.height or 0)
-        self._width = int(metadata.width or 0)
+        self._height, self._width = pipeline.output_size  # the frames returned: transformed
 
     # -- lifetime -------------------------------------------------------------
 
@@ -138,6 +155,7 @@ class VideoDecoder:
     def __len__(self) -> int:
         return self._num_frames
 
+    @public_api(DecodingError)
     def __getitem__(self, key: numbers.Integral | slice) -> Tensor:
         """`decoder[i]`: frame i's data; `decoder[a:b:c]`: stacked frames (Python
         slice semantics, empty slices give an empty batch).
@@ -146,91 +164,122 @@ class VideoDecoder:
             IndexError: an int index outside `[-len, len)`.
             TypeError: any other key type.
         """
-        if isinstance(key, numbers.Integral) and not isinstance(key, bool):
-            return self._decode_one(self._timeline.targets_for_indices([self._check_index(key)])[0])[0]
+        if torch.compiler.is_compiling():
+            return _ops.getitem(self, key)
+        if isinstance(key, numbers.Integral):
+            position = args.check_frame_index(int(key), self._num_frames)
+            return self._decode_one(self._timeline.targets_for_indices([position])[0])[0]
         if isinstance(key, slice):
-            return self.get_frames_in_range(*key.indices(self._num_frames)).data
-        raise TypeError(f"Unsupported key type: {type(key).__name__}. Supported types are int and slice.")
+            return self._frames_at_positions(list(range(*key.indices(self._num_frames)))).data
+        raise TypeError(f"Unsupported key type: {type(key)}. Supported types are int and slice.")
 
+    @public_api(DecodingError)
     def __iter__(self) -> Iterator[Tensor]:
         for index in range(self._num_frames):
             yield self[index]
 
     # -- index-based access -------------------------------------------------------
 
+    @public_api(DecodingError)
     def get_frame_at(self, index: int) -> Frame:
-        """Frame at `index` (negative counts from the end).
+        """Frame at `index` (negative counts from the end); an int, or a
+        one-element tensor holding a whole number.
 
         Raises:
             IndexError: `index` outside `[-len, len)`.
+            TypeError: `index` is not an integer.
         """
-        position = self._check_index(index)
+        if torch.compiler.is_compiling():
+            return _ops.frame_at(self, index)
+        position = args.frame_index(index, self._num_frames)
         return Frame(*self._decode_one(self._timeline.targets_for_indices([position])[0]))
 
+    @public_api(DecodingError)
     def get_frames_at(self, indices: Sequence[int] | Tensor) -> FrameBatch:
         """Frames at `indices`, in the order given; duplicates allowed.
+        `indices`: a list of ints, or a tensor (or numpy array) of any integer
+        or floating dtype holding whole numbers, read flattened.
 
         Raises:
             IndexError: an index outside `[-len, len)`.
-            TypeError: indices that are not integers.
+            TypeError: indices that are not whole numbers.
         """
-        positions = [self._check_index(i) for i in _as_int_list(indices, "indices")]
-        return self._batch(self._decode(self._timeline.targets_for_indices(positions), len(positions)))
+        if torch.compiler.is_compiling():
+            return _ops.frames_at(self, indices)
+        positions = args.frame_indices(indices, self._num_frames)
+        return self._frames_at_positions(positions)
 
-    def get_frames_in_range(self, start: int, stop: int, step: int = 1) -> FrameBatch:
+    @public_api(DecodingError)
+    def get_frames_in_range(self, start: int | None, stop: int | None = None, step: int | None = 1) -> FrameBatch:
         """Frames `start, start+step, ...` before `stop` (half-open, Python
-        slice clamping, so out-of-range bounds are clipped, never an error).
+        slice semantics: None means the natural end, out-of-range bounds are
+        clipped, never an error).
 
         Raises:
             ValueError: `step` is 0.
-            TypeError: non-integer bounds.
+            TypeError: bounds that are not integers or None.
         """
-        bounds = slice(require_int("start", start), require_int("stop", stop), require_int("step", step))
-        if bounds.step == 0:
-            raise ValueError("Invalid step 0: step must be a non-zero int")
-        return self._frames_at_positions(list(range(*bounds.indices(self._num_frames))))
+        if torch.compiler.is_compiling():
+            return _ops.frames_in_range(self, start, stop, step)
+        return self._frames_at_positions(list(args.index_range(start, stop, step, self._num_frames)))
 
+    @public_api(DecodingError)
     def get_all_frames(self, fps: float | None = None) -> FrameBatch:
-        """Every frame of the stream (at `fps` if given: the frames displayed at
-        `begin + k / fps`)."""
+        """Every frame of the stream; with `fps`, the stream resampled at that
+        rate (as `get_frames_played_in_range(begin, end, fps)`)."""
+        if torch.compiler.is_compiling():
+            return _ops.all_frames(self, fps)
         if fps is None and self._timeline.exact:
             return self._frames_at_positions(list(range(self._num_frames)))
         return self.get_frames_played_in_range(self._begin, self._end, fps=fps)
 
     # -- time-based access ---------------------------------------------------------
 
+    @public_api(DecodingError)
     def get_frame_played_at(self, seconds: float) -> Frame:
         """The frame displayed at `seconds`: `pts <= seconds < next pts`.
 
         Raises:
-            IndexError: `seconds` outside `[begin_stream_seconds, end_stream_seconds)`.
+            IndexError: `seconds` outside `[begin_stream_seconds, end_stream_seconds)` (or NaN).
         """
-        when = self._check_played_time(_as_seconds(seconds, "seconds"), IndexError)
+        if torch.compiler.is_compiling():
+            return _ops.frame_played_at(self, seconds)
+        when = args.check_played_time(args.seconds_scalar(seconds, "seconds"), self._begin, self._end, batch=False)
         return Frame(*self._decode_one(self._timeline.targets_for_times([when])[0]))
 
+    @public_api(DecodingError)
     def get_frames_played_at(self, seconds: Sequence[float] | Tensor) -> FrameBatch:
-        """Frames displayed at each of `seconds`, in the order given.
+        """Frames displayed at each of `seconds` (a list, or a tensor of any
+        numeric dtype read flattened), in the order given.
 
         Raises:
             FrameTimeOutOfRangeError (IndexError and RuntimeError): a time
                 outside `[begin_stream_seconds, end_stream_seconds)`.
+            TypeError and ValueError: values that are not numbers.
         """
-        times = [self._check_played_time(t, FrameTimeOutOfRangeError) for t in _as_float_list(seconds, "seconds")]
+        if torch.compiler.is_compiling():
+            return _ops.frames_played_at(self, seconds)
+        times = [args.check_played_time(t, self._begin, self._end, batch=True) for t in args.seconds_list(seconds)]
         return self._batch(self._decode(self._timeline.targets_for_times(times), len(times)))
 
+    @public_api(DecodingError)
     def get_frames_played_in_range(
         self, start_seconds: float, stop_seconds: float, fps: float | None = None
     ) -> FrameBatch:
         """Every frame whose display interval `[pts_i, pts_{i+1})` intersects
-        `[start_seconds, stop_seconds)`; with `fps`, the frames displayed at
-        `start_seconds + k / fps` before `stop_seconds` instead.
+        `[start_seconds, stop_seconds)`. With `fps`, the range resampled at
+        that rate, as torchcodec does: `round((stop - start) * fps)` frames,
+        the k-th being the frame displayed at `start + k / fps`, reported with
+        that time as pts and `1 / fps` as duration.
 
         Raises:
             ValueError: `start_seconds > stop_seconds`, `start_seconds` outside
                 `[begin, end)` or `stop_seconds > end` (unless start == stop), bad `fps`.
         """
-        start = _as_seconds(start_seconds, "start_seconds")
-        stop = _as_seconds(stop_seconds, "stop_seconds")
+        if torch.compiler.is_compiling():
+            return _ops.frames_played_in_range(self, start_seconds, stop_seconds, fps)
+        start = args.seconds_scalar(start_seconds, "start_seconds")
+        stop = args.seconds_scalar(stop_seconds, "stop_seconds")
         if not start <= stop:
             raise ValueError(
                 f"Invalid start seconds: {start_seconds}. It must be less than or equal to stop seconds ({stop_seconds})."
@@ -245,12 +294,15 @@ class VideoDecoder:
         if not stop <= self._end:
             raise ValueError(f"Invalid stop seconds: {stop_seconds}. It must be less than or equal to {self._end}.")
         if fps is not None:
-            rate = _as_seconds(fps, "fps")
-            if not rate > 0:
-                raise ValueError(f"Invalid fps {fps}: it must be positive")
-            count = max(math.ceil((stop - start) * rate - 1e-9), 0)
-            times = [t for t in (start + k / rate for k in range(count)) if t < stop]
-            return self._batch(self._decode(self._timeline.targets_for_times(times), len(times)))
+            rate = args.seconds_scalar(fps, "fps")
+            if not 0 < rate < math.inf:
+                raise args.ArgumentValueError(f"Invalid fps: fps must be positive, got {fps} (a finite rate above 0)")
+            period = 1 / rate
+            times = [start + k * period for k in range(round((stop - start) * rate))]
+            batch = self._batch(self._decode(self._timeline.targets_for_times(times), len(times)))
+            batch.pts_seconds.copy_(torch.tensor(times, dtype=torch.float64))
+            batch.duration_seconds.fill_(period)
+            return batch
         if self._timeline.exact:
             index = self._timeline.index
             first = max(index.index_played_at(start), 0)
@@ -261,33 +313,9 @@ class VideoDecoder:
 
     # -- internals -------------------------------------------------------------------
 
-    def _check_index(self, index: Any) -> int:
-        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
-            if isinstance(index, Tensor) and index.numel() == 1 and not index.is_floating_point():
-                index = int(index.item())
-            else:
-                raise TypeError(f"Frame indices must be ints, got {index!r}")
-        position = int(index)
-        if position < 0:
-            position += self._num_frames
-        if not 0 <= position < self._num_frames:
-            raise IndexError(
-                f"Invalid frame index={index}: it must be in [-{self._num_frames}, {self._num_frames}) "
-                f"(the stream has {self._num_frames} frames)"
-            )
-        return position
-
     def _allocate(self, count: int) -> OutputBuffer:
         channels_first = self._backend.channels_first_output and self._dimension_order == "NCHW"
         return OutputBuffer.allocate(count, self._height, self._width, self._backend.output_device, channels_first)
-
-    def _check_played_time(self, when: float, error: type[Exception]) -> float:
-        if not self._begin <= when < self._end:
-            raise error(
-                f"Invalid pts in seconds: {when}. It must be greater than or equal to "
-                f"{self._begin} and less than {self._end}."
-            )
-        return when
 
     def _decode(self, targets: list[Target], count: int) -> OutputBuffer:
         """Decode `targets` into a new buffer of `count` slots (one batched call)."""
@@ -329,31 +357,3 @@ class VideoDecoder:
         )
 
 
-def _as_int_list(values: Any, name: str) -> list[int]:
-    if isinstance(values, Tensor):
-        if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
-            raise TypeError(f"{name} must hold integers, got a tensor of {values.dtype}")
-        return [int(v) for v in values.reshape(-1).tolist()]
-    if isinstance(values, np.ndarray):
-        if not np.issubdtype(values.dtype, np.integer):
-            raise TypeError(f"{name} must hold integers, got an array of {values.dtype}")
-        return [int(v) for v in values.reshape(-1)]
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise TypeError(f"{name} must be a list of ints or an integer tensor, got {type(values).__name__}")
-    return [require_int(name, v) for v in values]
-
-
-def _as_float_list(values: Any, name: str) -> list[float]:
-    if isinstance(values, Tensor):
-        return [float(v) for v in values.reshape(-1).tolist()]
-    if isinstance(values, np.ndarray):
-        return [float(v) for v in values.reshape(-1)]
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise TypeError(f"{name} must be a list of floats or a tensor, got {type(values).__name__}")
-    return [_as_seconds(v, name) for v in values]
-
-
-def _as_seconds(value: Any, name: str) -> float:
-    if isinstance(value, Tensor) and value.numel() == 1:
-        value = value.item()
-    return require_seconds(name, value)

@@ -30,6 +30,9 @@ _AVINDEX_KEYFRAME = 0x1
 _AVINDEX_DISCARD = 0x2
 # Packets compared against the sample table at the start and end of the stream.
 _VERIFY_PACKETS = 24
+# In a stream with reordered frames, packets without a presentation timestamp
+# are taken for damage (and left out) while at most 1 in this many lack one.
+_MAX_UNTIMED_FRACTION = 20
 
 
 @dataclass
@@ -40,7 +43,9 @@ class FrameIndex:
         pts: int64 pts of each frame (stream time base), strictly increasing.
         durations: int64 duration of each frame (same unit).
         is_keyframe: bool per frame.
-        seek_points: sorted int64 pts of every keyframe packet (discarded ones included).
+        seek_points: sorted int64 pts of every keyframe packet (discarded ones included);
+            `STREAM_START` alone when no packet is flagged a keyframe (damaged flags):
+            then every frame is decoded from the start of the stream.
         time_base: seconds per pts unit.
         built_from: "sample-table" or "packet-scan".
     """
@@ -107,6 +112,8 @@ def _finish(
     built_from: str,
 ) -> FrameIndex:
     seek_points = np.unique(pts[keyframe])
+    if len(seek_points) == 0:
+        seek_points = np.array([STREAM_START], dtype=np.int64)
     keep = ~discard
     pts, durations, keyframe = pts[keep], durations[keep], keyframe[keep]
     if len(pts) == 0:
@@ -135,7 +142,7 @@ def _from_packet_scan(demuxer: Demuxer) -> FrameIndex:
     demuxer.seek(STREAM_START)
     rows = []
     append = rows.append
-    missing_pts = 0
+    without_pts: list[int] = []  # rows whose time is only a decode timestamp
     corrupt = 0
     for packet in demuxer.packets():
         if packet.is_corrupt:
@@ -143,22 +150,30 @@ def _from_packet_scan(demuxer: Demuxer) -> FrameIndex:
             continue
         pts = packet.pts
         if pts is None:
-            missing_pts += 1
             pts = packet.dts
             if pts is None:
+                corrupt += 1  # no time at all: no frame anyone could ask for
                 continue
+            without_pts.append(len(rows))
         append((pts, packet.duration or 0, packet.is_keyframe, packet.is_discard))
-    if missing_pts and demuxer.stream.codec_context.has_b_frames:
-        raise VideoOpenError(
-            f"The video stream of {demuxer.source.description} has {missing_pts} packets without "
-            "presentation timestamps and reordered frames; exact frame indexing is impossible"
-        )
+    if without_pts and demuxer.stream.codec_context.has_b_frames:
+        # With reordered frames a decode timestamp is not a display time.
+        if len(without_pts) * _MAX_UNTIMED_FRACTION > len(rows):
+            raise VideoOpenError(
+                f"The video stream of {demuxer.source.description} has {len(without_pts)} packets without "
+                "presentation timestamps and reordered frames; exact frame indexing is impossible"
+            )
+        # A few damaged packets among timed ones: their frames cannot be asked
+        # for by time, so they are left out like corrupt packets.
+        dropped = set(without_pts)
+        rows = [row for i, row in enumerate(rows) if i not in dropped]
+        corrupt += len(dropped)
     if not rows:
         raise VideoOpenError(f"The video stream of {demuxer.source.description} holds no packets")
     if corrupt:
         warn_user(
-            f"{demuxer.source.description}: {corrupt} packet(s) of the video stream are corrupt or cut "
-            f"short (truncated file?); indexed the {len(rows)} intact ones"
+            f"{demuxer.source.description}: {corrupt} packet(s) of the video stream are corrupt, cut "
+            f"short or without timestamps (damaged or truncated file?); indexed the {len(rows)} intact ones"
         )
     table = np.array(rows, dtype=np.int64)
     return _finish(demuxer, table[:, 0], table[:, 1], table[:, 2].astype(bool),
@@ -182,8 +197,12 @@ def _from_sample_table(demuxer: Demuxer) -> FrameIndex | None:
         return None  # truncated file: only a scan knows which packets exist
     try:
         offsets, deltas = tables.composition_offsets, tables.sample_deltas
-    except ValueError:
-        return None  # tables that disagree with each other: trust only packets
+    except ValueError as error:
+        # Tables that are impossible or disagree with each other: FFmpeg's
+        # packets are the authority on what the file holds, so index those.
+        if getattr(error, "impossible", True):
+            warn_user(f"{demuxer.source.description}: {error}; indexing the video from its packets instead")
+        return None
     pts = dts + offsets
     shift = _verify_against_packets(demuxer, pts, positions, flags)
     if shift is None:

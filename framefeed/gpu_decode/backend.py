@@ -32,7 +32,12 @@ import torch
 from framefeed.errors import DecodingError
 from framefeed.gpu_decode.bitstream import PacketPreparer, PreparedPacket
 from framefeed.gpu_decode.colour import ColourSpec
-from framefeed.gpu_decode.kernels import DestinationWalk, destination_walk, launch_yuv_to_rgb
+from framefeed.gpu_decode.kernels import (
+    DestinationWalk,
+    cupy_stream_for,
+    destination_walk,
+    launch_yuv_to_rgb,
+)
 from framefeed.gpu_decode.surfaces import SurfacePlanes, copy_surface, planes_of_decoded_frame
 
 # pts handed to NVDEC for packets without timestamps; frames carrying it have no pts.
@@ -305,7 +310,7 @@ class CudaSurfaceConverter:
 
         self._device = device
         self._stream = stream
-        self._cupy_stream = cupy.cuda.ExternalStream(stream.cuda_stream, device.index)
+        self._cupy_stream = cupy_stream_for(cupy, stream.cuda_stream, device.index)
         self._surface_format = surface_format
         self._width, self._height = width, height
         self._spec = spec

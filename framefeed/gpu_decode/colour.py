@@ -6,12 +6,25 @@ the CPU path (`cpu_fallback.rgb`): the colour matrix from `colorspace`
 limited; `yuvj*` formats are full range).
 
 `reference_rgb` is the pure-torch statement of the maths the fused CUDA
-kernel (`kernels.py`) performs, operation for operation in float32, so the
-two agree exactly; CI checks it against swscale's `rgb24` output. Chroma is
-upsampled nearest-neighbour (the sample at `x >> 1, y >> 1`), which is what
-swscale's unscaled 4:2:0 path does at even sizes; results are truncated to
-uint8 for 8-bit 4:2:0 (swscale's table-driven converter truncates; max
-|diff| 2) and rounded otherwise (swscale's generic path rounds).
+kernel (`kernels.py`) performs, operation for operation, so the two agree
+exactly; CI checks it against swscale's `rgb24` output. swscale takes one of
+two paths, and so do we:
+
+- 8-bit 4:2:0 and every 4:4:4 input: float32 maths, chroma upsampled
+  nearest-neighbour (the sample at `x >> 1, y >> 1`), which is what swscale's
+  unscaled (SIMD) 4:2:0 converter does at even sizes; results are truncated to
+  uint8 for 8-bit 4:2:0 (that converter truncates; max |diff| 2) and rounded
+  otherwise.
+- 10- and 12-bit 4:2:0 (`ColourSpec.swscale_generic_path`): swscale has no
+  unscaled converter for these and runs its generic scaler, which (a) filters
+  chroma vertically with its bicubic filter (B=0, C=0.6) at centred chroma
+  siting while keeping horizontal chroma pairs, (b) rounds Y, Cb and Cr to
+  8 bits and (c) converts them with its integer lookup tables. We do the same
+  integer operations (`TableCoefficients`, `SWSCALE_CHROMA_TAPS`), which is
+  bit-exact with swscale for every even picture size whose chroma has at
+  least 7 rows. The earlier float path with nearest chroma differed by up to
+  45-69 on real 10-bit pictures (chroma edges) and by a mean of ~1.6 (the
+  tables' luma offset).
 """
 
 from __future__ import annotations
@@ -28,6 +41,7 @@ from framefeed._colour import is_full_range
 # FFmpeg AVColorSpace value -> (name, Kr, Kb), mirroring swscale's
 # `sws_getCoefficients`, which the CPU path calls: values it does not list
 # (unspecified, reserved, YCgCo, anything newer) fall back to BT.601.
+# (`SWSCALE_INVERSE_TABLES` holds the integers that function returns.)
 _BT601 = ("bt601", 0.299, 0.114)
 _MATRICES: dict[int, tuple[str, float, float]] = {
     1: ("bt709", 0.2126, 0.0722),
@@ -39,6 +53,33 @@ _MATRICES: dict[int, tuple[str, float, float]] = {
     10: ("bt2020", 0.2627, 0.0593),  # swscale uses the NCL matrix for CL too
 }
 _AVCOL_SPC_RGB = 0
+
+# What swscale's `sws_getCoefficients` returns for each matrix: Cr->R, Cb->B,
+# Cb->G and Cr->G as 16.16 fixed point scaled by 255/224 ("inverse table 6.9").
+# Only the generic-scaler path uses them (its lookup tables are built from them).
+SWSCALE_INVERSE_TABLES: dict[str, tuple[int, int, int, int]] = {
+    "bt601": (104597, 132201, 25675, 53279),
+    "bt709": (117489, 138438, 13975, 34925),
+    "fcc": (104448, 132798, 24759, 53109),
+    "smpte240m": (117579, 136230, 16907, 35559),
+    "bt2020": (110013, 140363, 12277, 42626),
+}
+
+# swscale's vertical chroma filter for 4:2:0 -> full-height output (bicubic,
+# B=0, C=0.6; chroma sited between luma rows; 12-bit coefficients summing to
+# 4096). Output row y = 2k weighs chroma rows k-2 .. k+1, row y = 2k+1 rows
+# k-1 .. k+2; rows outside the picture are clamped to its edge rows. Rows 0
+# and 2 differ: swscale rounds their filter start toward zero, so one tap is
+# lost and the rest renormalised; these are the coefficients it ends up with.
+SWSCALE_CHROMA_TAPS: dict[str, tuple[int, int, int, int]] = {
+    "even": (-115, 985, 3572, -346),
+    "odd": (-346, 3572, 985, -115),
+    "row0": (0, 0, 4432, -336),
+    "row2": (0, 959, 3473, -336),
+}
+# The taps above are swscale's only while its filter keeps 5 taps, i.e. for
+# chroma planes of at least 7 rows (NVDEC's smallest 10-bit picture has 64).
+SWSCALE_MIN_CHROMA_ROWS = 7
 
 # Surface formats of NVDEC's native output that the kernel reads.
 SURFACE_FORMATS = ("NV12", "P016", "YUV444", "YUV444_16Bit")
@@ -65,6 +106,36 @@ class ColourSpec:
     chroma_shift_y: int
 
     @property
+    def swscale_generic_path(self) -> bool:
+        """swscale converts this input with its generic scaler (vertical
+        bicubic chroma, 8-bit lookup tables) rather than an unscaled converter:
+        10- and 12-bit 4:2:0. The kernel then uses `table_coefficients`."""
+        return self.bit_depth > 8 and self.chroma_shift_x == 1 and self.chroma_shift_y == 1
+
+    def table_coefficients(self) -> TableCoefficients:
+        """The integer constants of swscale's lookup-table converter for this
+        matrix and range (what `ff_yuv2rgb_c_init_tables` builds for rgb24)."""
+        cr_to_r, cb_to_b, cb_to_g, cr_to_g = SWSCALE_INVERSE_TABLES.get(self.matrix,
+                                                                        SWSCALE_INVERSE_TABLES["bt601"])
+        r_v, b_u, g_u, g_v = cr_to_r, cb_to_b, -cb_to_g, -cr_to_g
+        if self.full_range:
+            y_scale, y_offset, table_offset = 1 << 16, 0, 384
+            r_v, b_u, g_u, g_v = (_c_div(v * 224, 255) for v in (r_v, b_u, g_u, g_v))
+        else:
+            y_scale, y_offset, table_offset = _c_div(255 << 16, 219), 16 << 16, 326
+        # Chroma steps in units of the luma table's entries (contrast and
+        # saturation are 1.0, brightness 0: what the CPU path asks for).
+        r_v, b_u, g_u, g_v = (_c_div(v * (1 << 16) + 0x8000, y_scale) for v in (r_v, b_u, g_u, g_v))
+        # Table entry i holds clip((-(384 << 16) - y_offset + i * y_scale + 0x8000) >> 16);
+        # a pixel reads entry table_offset + Y + chroma terms.
+        y_origin = -(384 << 16) - y_offset + table_offset * y_scale + 0x8000
+        return TableCoefficients(
+            y_origin=y_origin, y_scale=y_scale, r_from_cr=r_v, g_from_cb=g_u, g_from_cr=g_v, b_from_cb=b_u,
+            r_bias=-(r_v >> 9), g_bias=-(g_u >> 9) - (g_v >> 9), b_bias=-(b_u >> 9),
+            to_15_bits=15 - self.bit_depth,
+        )
+
+    @property
     def rounding_bias(self) -> float:
         """Added before truncating to uint8: 0 (truncate) for 8-bit 4:2:0, 0.5 (round) otherwise."""
         return 0.0 if self.bit_depth == 8 and self.chroma_shift_x and self.chroma_shift_y else 0.5
@@ -87,12 +158,49 @@ class ColourSpec:
                   -2.0 * kr * (1.0 - kr) / kg,    # G from Cr
                   2.0 * (1.0 - kb),               # B from Cb
                   self.rounding_bias)
-        return ConversionCoefficients(*(float(np.float32(v)) for v in values))
+        table = self.table_coefficients() if self.swscale_generic_path else None
+        return ConversionCoefficients(*(float(np.float32(v)) for v in values), table=table)
+
+
+def _c_div(numerator: int, denominator: int) -> int:
+    """C's integer division (truncates toward zero), as swscale computes."""
+    quotient = abs(numerator) // abs(denominator)
+    return quotient if (numerator >= 0) == (denominator > 0) else -quotient
+
+
+@dataclass(frozen=True)
+class TableCoefficients:
+    """swscale's lookup-table converter as integer arithmetic.
+
+    With Y, Cb, Cr already rounded to 8 bits,
+    `R = clip((y_origin + (Y + ((Cr * r_from_cr) >> 16) + r_bias) * y_scale) >> 16, 0, 255)`,
+    G likewise with both chroma terms, B with Cb (`>>` floors, as on int64).
+    `to_15_bits` lifts the stored samples to the scaler's 15-bit intermediate.
+    """
+
+    y_origin: int
+    y_scale: int
+    r_from_cr: int
+    g_from_cb: int
+    g_from_cr: int
+    b_from_cb: int
+    r_bias: int
+    g_bias: int
+    b_bias: int
+    to_15_bits: int
+
+    def as_tuple(self) -> tuple[int, ...]:
+        return (self.y_origin, self.y_scale, self.r_from_cr, self.g_from_cb, self.g_from_cr, self.b_from_cb,
+                self.r_bias, self.g_bias, self.b_bias)
 
 
 @dataclass(frozen=True)
 class ConversionCoefficients:
-    """float32-exact constants of the conversion (see `reference_rgb`)."""
+    """float32-exact constants of the conversion (see `reference_rgb`).
+
+    `table` is set for inputs on swscale's generic-scaler path
+    (`ColourSpec.swscale_generic_path`): the kernel then uses those integer
+    constants instead of the float ones."""
 
     y_offset: float
     y_scale: float
@@ -103,6 +211,7 @@ class ConversionCoefficients:
     g_from_cr: float
     b_from_cb: float
     bias: float
+    table: TableCoefficients | None = None
 
     def as_tuple(self) -> tuple[float, ...]:
         return (self.y_offset, self.y_scale, self.c_offset, self.c_scale, self.r_from_cr,
@@ -181,7 +290,13 @@ def reference_rgb(luma: torch.Tensor, cb: torch.Tensor, cr: torch.Tensor, spec: 
         spec: the conversion.
         sample_shift: right shift that brings stored samples to `spec.bit_depth`
             bits (6 for 10-bit samples stored in 16 bits, as in P016).
+
+    Raises:
+        ValueError: a 10/12-bit 4:2:0 picture whose chroma has fewer than
+            `SWSCALE_MIN_CHROMA_ROWS` rows (swscale's filter differs there).
     """
+    if spec.swscale_generic_path:
+        return _reference_rgb_generic_path(luma, cb, cr, spec, sample_shift)
     height, width = luma.shape
     rows = torch.arange(height) >> spec.chroma_shift_y
     cols = torch.arange(width) >> spec.chroma_shift_x
@@ -201,3 +316,53 @@ def reference_rgb(luma: torch.Tensor, cb: torch.Tensor, cr: torch.Tensor, spec: 
     blue = y + f32(c.b_from_cb) * u
     rgb = torch.stack((red, green, blue), dim=-1) + f32(c.bias)
     return rgb.clamp_(0.0, 255.0).to(torch.uint8)  # in range, so the cast truncates
+
+
+def swscale_chroma_rows(height: int, chroma_height: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each of `height` output rows, the 4 chroma rows swscale's vertical
+    filter reads (clamped to the plane) and their 12-bit weights: `(height, 4)`
+    int64 tensors (see `SWSCALE_CHROMA_TAPS`)."""
+    y = torch.arange(height)
+    odd = (y & 1) == 1
+    first = (y >> 1) - torch.where(odd, 1, 2)
+    rows = (first[:, None] + torch.arange(4)).clamp_(0, chroma_height - 1)
+    weights = torch.tensor(SWSCALE_CHROMA_TAPS["even"]).repeat(height, 1)
+    weights[odd] = torch.tensor(SWSCALE_CHROMA_TAPS["odd"])
+    weights[0] = torch.tensor(SWSCALE_CHROMA_TAPS["row0"])
+    if height > 2:
+        weights[2] = torch.tensor(SWSCALE_CHROMA_TAPS["row2"])
+    return rows, weights
+
+
+def _reference_rgb_generic_path(luma: torch.Tensor, cb: torch.Tensor, cr: torch.Tensor, spec: ColourSpec,
+                                sample_shift: int) -> torch.Tensor:
+    """swscale's generic scaler for 10/12-bit 4:2:0 -> rgb24, in integers."""
+    height, width = luma.shape
+    chroma_height = cb.shape[0]
+    if chroma_height < SWSCALE_MIN_CHROMA_ROWS:
+        raise ValueError(f"a {width}x{height} 4:2:0 picture has {chroma_height} chroma rows; the "
+                         f"swscale-exact conversion needs at least {SWSCALE_MIN_CHROMA_ROWS}")
+    t = spec.table_coefficients()
+
+    def to_15_bits(plane: torch.Tensor) -> torch.Tensor:
+        return (plane.to(torch.int64) >> sample_shift) << t.to_15_bits
+
+    # Luma passes the scaler unfiltered: (Y15 * 4096 + 2^18) >> 19, not clipped
+    # (the tables have headroom for 256).
+    y8 = (to_15_bits(luma) + 64) >> 7
+    rows, weights = swscale_chroma_rows(height, chroma_height)
+    cols = torch.arange(width) >> 1  # horizontal chroma pairs, unfiltered
+
+    def chroma(plane: torch.Tensor) -> torch.Tensor:
+        filtered = (to_15_bits(plane)[rows] * weights[:, :, None]).sum(dim=1) + (1 << 18)
+        return (filtered >> 19).clamp_(0, 255)[:, cols]
+
+    u8, v8 = chroma(cb), chroma(cr)
+
+    def table(index: torch.Tensor) -> torch.Tensor:
+        return ((t.y_origin + index * t.y_scale) >> 16).clamp_(0, 255)
+
+    red = table(y8 + ((v8 * t.r_from_cr) >> 16) + t.r_bias)
+    green = table(y8 + ((u8 * t.g_from_cb) >> 16) + ((v8 * t.g_from_cr) >> 16) + t.g_bias)
+    blue = table(y8 + ((u8 * t.b_from_cb) >> 16) + t.b_bias)
+    return torch.stack((red, green, blue), dim=-1).to(torch.uint8)

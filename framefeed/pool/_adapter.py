@@ -3,8 +3,9 @@
 Demux threads:
 - `open_video`: the container, stream metadata, codec parameters and, in
   exact mode, the frame index (`framefeed.opening`); no decoder.
-- `plan_work`: the request checked against the video with `VideoDecoder`'s
-  checks and messages, as a `DecodePlan` plus its output size.
+- `resolve_pipeline` and `plan_work`: the request's decoder transforms for
+  the video's frame size, and the request checked against the video with
+  `VideoDecoder`'s checks and messages, as a `DecodePlan` plus its output size.
 - `ship`: the plan's compressed packets read into a `PacketBundle`
   (`framefeed.bundling`), after which the file is closed. Exact mode ships
   only the keyframe intervals that hold targets, up to the last target, and
@@ -30,16 +31,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from framefeed import _arguments as args
+from framefeed._transform_backend import with_transforms
 from framefeed.backends import BackendContext, open_backend
 from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
 from framefeed.demux.disposable import DisposableTest
 from framefeed.demux.metadata import VideoStreamMetadata
-from framefeed.errors import FrameTimeOutOfRangeError
 from framefeed.opening import OpenedStream, open_stream
 from framefeed.packets import BundleSource, CodecParameters, PacketBundle
 from framefeed.plan import DecodePlan, build_plan, time_range_plan
 from framefeed.pool._request import DecodeRequest
 from framefeed.session import OutputBuffer, execute_plan
+from framefeed.transforms import TransformPipeline, resolve_transforms
 
 
 @dataclass(eq=False)
@@ -80,22 +83,40 @@ class Work:
     `count` is the plan's output slots; for a time-range plan (an
     approximate-mode whole file, whose frame count only decoding finds) it
     is the header's frame count, an estimate for the in-flight budget.
+    `pipeline` is the request's decoder transforms, resolved for this video.
     """
 
     description: str
     plan: DecodePlan
     count: int
-    frame_shape: tuple[int, int]  # (height, width) after rotation
+    pipeline: TransformPipeline
     disposable: DisposableTest | None
     params: CodecParameters
     bundle: PacketBundle | None = None
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        """(height, width) of the frames returned (after rotation and transforms)."""
+        return self.pipeline.output_size
 
     @property
     def frame_bytes(self) -> int:
         return self.frame_shape[0] * self.frame_shape[1] * 3
 
 
-def plan_work(video: OpenedVideo, request: DecodeRequest) -> Work:
+def resolve_pipeline(video: OpenedVideo, request: DecodeRequest, crop_seed: int | None = None) -> TransformPipeline:
+    """The request's transforms for this video's frame size, as `VideoDecoder`
+    resolves them; random crop windows come from torch's global RNG, or from a
+    generator seeded with `crop_seed` (off the caller's thread)."""
+    metadata = video.metadata
+    generator = None
+    if crop_seed is not None:
+        generator = torch.Generator()
+        generator.manual_seed(crop_seed)
+    return resolve_transforms(request.transforms, int(metadata.height or 0), int(metadata.width or 0), generator)
+
+
+def plan_work(video: OpenedVideo, request: DecodeRequest, pipeline: TransformPipeline) -> Work:
     """The request as a plan, checked against the video as `VideoDecoder` checks.
 
     Raises:
@@ -103,50 +124,29 @@ def plan_work(video: OpenedVideo, request: DecodeRequest) -> Work:
         FrameTimeOutOfRangeError: a time outside `[begin_stream_seconds, end_stream_seconds)`.
     """
     timeline, count, metadata = video.stream.timeline, video.num_frames, video.metadata
+    begin = float(metadata.begin_stream_seconds or 0.0)
+    end = float(metadata.end_stream_seconds or 0.0)
     kind = request.kind
     if kind == "seconds":
-        times = [_check_played_time(t, metadata) for t in request.seconds or ()]
+        times = [args.check_played_time(t, begin, end, batch=True) for t in request.seconds or ()]
         plan = build_plan(timeline.targets_for_times(times) if times else [], timeline, len(times))
-        return _work(video, plan, len(times))
+        return _work(video, plan, len(times), pipeline)
     if kind == "indices":
-        positions = [_check_index(i, count) for i in request.indices or ()]
+        positions = args.frame_indices(list(request.indices or ()), count)
     elif kind == "range":
-        positions = list(range(*slice(request.start, request.stop, request.step).indices(count)))
+        positions = list(args.index_range(request.start, request.stop, request.step, count))
     elif timeline.exact:
         positions = list(range(count))
     else:  # approximate mode has no index to count the frames: decode the time range
-        begin = float(metadata.begin_stream_seconds or 0.0)
-        end = float(metadata.end_stream_seconds or 0.0)
         if begin >= end:
-            return _work(video, build_plan([], timeline, 0), 0)
-        return _work(video, time_range_plan(begin, end, timeline), count)
+            return _work(video, build_plan([], timeline, 0), 0, pipeline)
+        return _work(video, time_range_plan(begin, end, timeline), count, pipeline)
     plan = build_plan(timeline.targets_for_indices(positions) if positions else [], timeline, len(positions))
-    return _work(video, plan, len(positions))
+    return _work(video, plan, len(positions), pipeline)
 
 
-def _work(video: OpenedVideo, plan: DecodePlan, count: int) -> Work:
-    metadata = video.metadata
-    shape = (int(metadata.height or 0), int(metadata.width or 0))
-    return Work(video.description, plan, count, shape, video.stream.disposable, video.stream.params)
-
-
-def _check_index(index: int, count: int) -> int:
-    position = index + count if index < 0 else index
-    if not 0 <= position < count:
-        raise IndexError(
-            f"Invalid frame index={index}: it must be in [-{count}, {count}) (the stream has {count} frames)"
-        )
-    return position
-
-
-def _check_played_time(when: float, metadata: VideoStreamMetadata) -> float:
-    begin = float(metadata.begin_stream_seconds or 0.0)
-    end = float(metadata.end_stream_seconds or 0.0)
-    if not begin <= when < end:
-        raise FrameTimeOutOfRangeError(
-            f"Invalid pts in seconds: {when}. It must be greater than or equal to {begin} and less than {end}."
-        )
-    return when
+def _work(video: OpenedVideo, plan: DecodePlan, count: int, pipeline: TransformPipeline) -> Work:
+    return Work(video.description, plan, count, pipeline, video.stream.disposable, video.stream.params)
 
 
 def ship(work: Work, video: OpenedVideo) -> None:
@@ -238,6 +238,7 @@ class SessionDecoders:
 def execute(work: Work, backend: Any, dimension_order: str) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Run `work`'s plan over its bundle with `backend`; (pixels in
     `dimension_order` on the backend's device, pts seconds, durations seconds)."""
+    backend = with_transforms(backend, work.pipeline)
     height, width = work.frame_shape
     channels_first = backend.channels_first_output and dimension_order == "NCHW"
 

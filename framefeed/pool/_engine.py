@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from framefeed.errors import DecodingError, VideoOpenError, documented_error
 from framefeed.pool._adapter import (
     OpenedVideo,
     SessionDecoders,
@@ -33,12 +34,14 @@ from framefeed.pool._adapter import (
     execute,
     open_video,
     plan_work,
+    resolve_pipeline,
     ship,
 )
 from framefeed.pool._budget import BudgetClosed, InFlightBudget, Ticket
 from framefeed.pool._hardware import HostRuntime
-from framefeed.pool._request import DecodeRequest
+from framefeed.pool._request import METHODS, DecodeRequest
 from framefeed.pool._stats import DecodeInfo, PoolBatch, PoolStats, SessionStats
+from framefeed.transforms import TransformPipeline
 
 _STOP = object()
 
@@ -54,6 +57,9 @@ class Job:
     `opened`: the video, already open (sampler targets open ahead).
     `open_only`: the future gets the `OpenedVideo` itself (no decoding).
     `clip_shape`: the batch is reshaped to `(clips, frames per clip, ...)`.
+    `pipeline`: the transforms, already resolved (sampler targets resolve
+    them on the caller's thread, as `VideoDecoder` does).
+    `crop_seed`: seeds the random crop windows resolved off the caller's thread.
     `consumer`: the CUDA stream current when the request was submitted.
     """
 
@@ -63,6 +69,8 @@ class Job:
     opened: OpenedVideo | None = None
     open_only: bool = False
     clip_shape: tuple[int, int] | None = None
+    pipeline: TransformPipeline | None = None
+    crop_seed: int | None = None
     work: Work | None = None
     ticket: Ticket | None = None
 
@@ -135,6 +143,9 @@ class Engine:
             if not job.open_only:  # opening ahead for a sampler is not a request of its own
                 self._counts["submitted"] += 1
         job.consumer = self.runtime.consumer_stream()
+        if not job.open_only and job.pipeline is None and job.request.draws_crops:
+            # Drawn here, on the caller's thread, so torch.manual_seed reproduces the windows.
+            job.crop_seed = int(torch.randint(0, 1 << 62, size=()).item())
         self._requests.put(job)
         if self._shut_down:  # a put that waited through a whole shutdown: nobody will take it
             self._cancel_queued()
@@ -160,16 +171,19 @@ class Engine:
 
     def _prepare(self, job: Job) -> None:
         video = job.opened
+        request = job.request
+        opening = True  # errors while opening are the decoder constructor's; later ones its method's
         try:
             with self._demux_timer():
                 if video is None:
-                    request = job.request
                     video = open_video(request.source, seek_mode=request.seek_mode,
                                        stream_index=request.stream_index, num_ffmpeg_threads=self.num_ffmpeg_threads)
                 if job.open_only:
                     job.future.set_result(video)
                     return
-                work = plan_work(video, job.request)
+                pipeline = job.pipeline or resolve_pipeline(video, request, job.crop_seed)
+                opening = False
+                work = plan_work(video, request, pipeline)
             job.work = work
             job.ticket = self.budget.acquire(work.count, work.count * work.frame_bytes,
                                              give_up=lambda: self._cancelling)
@@ -186,7 +200,7 @@ class Engine:
             if job.ticket is not None:
                 self.budget.release(job.ticket)
                 job.ticket = None
-            self._fail(job, error)
+            self._fail(job, public_error(error, request, opening))
             return
         self._work.put(job)
 
@@ -228,7 +242,6 @@ class Engine:
                 count = len(pts)
                 if data.device != self.runtime.result_device:  # a CPU fallback in a CUDA pool: upload
                     data = data.to(self.runtime.result_device, non_blocking=True)
-                data = _apply_transforms(data, request.transforms, count)
                 self.runtime.hand_over(session.stream, data, job.consumer)
             decoded = int(getattr(opened.backend, "frames_decoded", 0))
             info = DecodeInfo(work.description, session.index, opened.status, opened.reused, decoded)
@@ -238,8 +251,8 @@ class Engine:
                 pts_t, durations_t = pts_t.unflatten(0, job.clip_shape), durations_t.unflatten(0, job.clip_shape)
             batch = PoolBatch(data, pts_t, durations_t, info)
         except Exception as error:
-            self._finish_session_work(session, job, opened, began, returned=0)
-            self._fail(job, error)
+            self._finish_session_work(session, job, opened, began)
+            self._fail(job, public_error(error, request, opening=False))
             return
         with self._lock:
             session.frames_decoded += decoded
@@ -248,9 +261,9 @@ class Engine:
             if opened.status:
                 self._counts["cpu_fallbacks"] += 1
         job.future.set_result(batch)  # before the room is freed: handed out, then out of flight
-        self._finish_session_work(session, job, opened, began, returned=count)
+        self._finish_session_work(session, job, opened, began)
 
-    def _finish_session_work(self, session: Session, job: Job, opened: Any, began: float, returned: int) -> None:
+    def _finish_session_work(self, session: Session, job: Job, opened: Any, began: float) -> None:
         """Give the decoder back, drop the packets, free the room in flight."""
         try:
             if opened is not None:
@@ -381,13 +394,15 @@ class Engine:
                            "cancelled")
 
 
-def _apply_transforms(data: torch.Tensor, transforms: tuple[Any, ...], count: int) -> torch.Tensor:
-    for transform in transforms:
-        data = transform(data)
-        if not isinstance(data, torch.Tensor) or data.ndim < 4 or data.shape[0] != count:
-            shape = tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__
-            raise ValueError(
-                f"transform {transform!r} returned {shape}: transforms must return a tensor of {count} frames "
-                "(4-D, frames first)"
-            )
-    return data
+def public_error(error: Exception, request: DecodeRequest, opening: bool) -> Exception:
+    """What the `VideoDecoder` call the request stands for would raise: the
+    constructor's error while opening, the method's afterwards, through the
+    same public exception boundary (`framefeed.errors.public_api`)."""
+    if opening:
+        replacement = documented_error(error, VideoOpenError, "VideoDecoder")
+    else:
+        replacement = documented_error(error, DecodingError, f"VideoDecoder.{METHODS[request.kind]}")
+    if replacement is None:
+        return error
+    replacement.__cause__ = error
+    return replacement

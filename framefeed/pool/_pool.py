@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -107,7 +107,7 @@ class DecodePool:
         step: int = 1,
         seek_mode: Literal["exact", "approximate"] = "exact",
         dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
-        transforms: Sequence[Callable[[Tensor], Tensor]] | None = None,
+        transforms: Sequence[Any] | None = None,
         stream_index: int | None = None,
     ) -> Future[PoolBatch]:
         """Queue one request; a future of its `PoolBatch` (a `FrameBatch` plus `info`).
@@ -117,7 +117,8 @@ class DecodePool:
         `get_frames_in_range(start, stop, step)` (a missing `start` is 0, a
         missing `stop` the end), or `get_all_frames()` when none is given.
         `source` may also be a `DecodeRequest` (then give no other argument).
-        `transforms` run in order on the decoded pixels (see `DecodeRequest`).
+        `transforms` are `VideoDecoder`'s decoder transforms (`Resize`,
+        `CenterCrop`, `RandomCrop`), applied to every frame (see `DecodeRequest`).
 
         Blocks while the request queue is full (back-pressure).
 
@@ -204,7 +205,7 @@ class DecodePool:
         *,
         seek_mode: Literal["exact", "approximate"] = "exact",
         dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
-        transforms: Sequence[Callable[[Tensor], Tensor]] | None = None,
+        transforms: Sequence[Any] | None = None,
         stream_index: int | None = None,
         lookahead: int | None = None,
     ) -> PooledVideos:

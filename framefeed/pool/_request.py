@@ -6,29 +6,37 @@ method it stands for:
 - `indices`: `get_frames_at(indices)` (any order, duplicates allowed);
 - `seconds`: `get_frames_played_at(seconds)`;
 - `start` / `stop` / `step`: `get_frames_in_range(start, stop, step)`
-  (half-open, Python slice clamping; a missing `start` is 0, a missing
-  `stop` the frame count);
+  (half-open, Python slice semantics: a missing bound is the natural end);
 - none of these: `get_all_frames()`.
 
 Argument types and the choice of kind are checked when the request is made
-(in the caller's thread); whether the frames exist is checked against the
-file when the pool opens it, and fails that request's future alone.
+(in the caller's thread), with `VideoDecoder`'s checks and messages; whether
+the frames exist is checked against the file when the pool opens it, and
+fails that request's future alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from framefeed._validation import require_int
-from framefeed.decoders._video_decoder import (  # VideoDecoder's own checks
-    _as_float_list,
-    _as_int_list,
-)
+import numpy as np
+import torch
+from torch import Tensor
 
-SEEK_MODES = ("exact", "approximate")
+from framefeed import _arguments as args
+from framefeed.demux.custom_frame_mappings import resolve_seek_mode
+from framefeed.transforms import RandomCrop, _as_decoder_transform
+
 DIMENSION_ORDERS = ("NCHW", "NHWC")
+# Stands in for the frame count when only argument types are checked.
+_ANY_COUNT = 1 << 62
+
+# The VideoDecoder method each kind of request stands for (errors name it).
+METHODS = {"indices": "get_frames_at", "seconds": "get_frames_played_at", "range": "get_frames_in_range",
+           "all": "get_all_frames"}
 
 
 @dataclass(frozen=True)
@@ -37,21 +45,23 @@ class DecodeRequest:
 
     Attributes:
         source: anything `VideoDecoder` opens (path, URL, bytes, tensor, file object).
-        indices: frame indices, negative counting from the end.
-        seconds: display times in seconds.
-        start, stop, step: an index range (`step` != 0).
+        indices: frame indices (ints, or an integer/whole-valued tensor or
+            array), negative counting from the end; stored as a tuple of ints.
+        seconds: display times in seconds; stored as a tuple of floats.
+        start, stop, step: an index range (`step` != 0; None bounds as in a slice).
         seek_mode: "exact" or "approximate", as for `VideoDecoder`.
         dimension_order: "NCHW" or "NHWC".
-        transforms: callables applied in order to the batch's 4-D uint8 pixel
-            tensor (in `dimension_order`, on the pool's device) after decoding,
-            each returning the new pixel tensor; the frame count must not change.
+        transforms: `VideoDecoder`'s decoder transforms (`framefeed.transforms`
+            `Resize`, `CenterCrop`, `RandomCrop`, or the torchvision v2 classes
+            of those names), applied to every frame. A `RandomCrop` window is
+            drawn per request from a generator seeded from torch's global RNG
+            when the request is submitted, so `torch.manual_seed` reproduces it.
         stream_index: the video stream, None for the best one.
 
     Raises (at construction):
-        TypeError: indices or bounds that are not ints, seconds that are not
-            numbers, transforms that are not callable.
-        ValueError: more than one kind given, `step` 0, unknown `seek_mode` or
-            `dimension_order`.
+        TypeError: indices, seconds or bounds of the wrong type.
+        ValueError: more than one kind given, `step` 0, an unknown `seek_mode`,
+            `dimension_order` or transform.
     """
 
     source: Any
@@ -59,18 +69,18 @@ class DecodeRequest:
     seconds: tuple[float, ...] | None = None
     start: int | None = None
     stop: int | None = None
-    step: int = 1
+    step: int | None = 1
     seek_mode: Literal["exact", "approximate"] = "exact"
     dimension_order: Literal["NCHW", "NHWC"] = "NCHW"
-    transforms: tuple[Callable[[Any], Any], ...] = field(default=())
+    transforms: tuple[Any, ...] = field(default=())
     stream_index: int | None = None
 
     def __post_init__(self) -> None:
-        if self.seek_mode not in SEEK_MODES:
-            raise ValueError(f"Invalid seek mode ({self.seek_mode!r}). Supported values are {', '.join(SEEK_MODES)}.")
+        seek_mode, _ = resolve_seek_mode(self.seek_mode, None)
+        object.__setattr__(self, "seek_mode", seek_mode)
         if self.dimension_order not in DIMENSION_ORDERS:
             raise ValueError(
-                f"Invalid dimension order ({self.dimension_order!r}). "
+                f"Invalid dimension order ({self.dimension_order}). "
                 f"Supported values are {', '.join(DIMENSION_ORDERS)}."
             )
         is_range = self.start is not None or self.stop is not None or self.step != 1
@@ -80,29 +90,21 @@ class DecodeRequest:
         if len(given) > 1:
             raise ValueError(f"A request takes one of indices, seconds or start/stop/step, got {' and '.join(given)}")
         if self.indices is not None:
-            object.__setattr__(self, "indices", tuple(_as_int_list(self.indices, "indices")))
+            object.__setattr__(self, "indices", _plain_indices(self.indices))
         if self.seconds is not None:
-            object.__setattr__(self, "seconds", tuple(_as_float_list(self.seconds, "seconds")))
-        for name in ("start", "stop"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, require_int(name, value))
-        object.__setattr__(self, "step", require_int("step", self.step))
-        if self.step == 0:
-            raise ValueError("Invalid step 0: step must be a non-zero int")
+            object.__setattr__(self, "seconds", tuple(args.seconds_list(self.seconds)))
+        if is_range:
+            args.index_range(self.start, self.stop, self.step, 1)  # types and step 0, as the decoder checks them
         transforms = () if self.transforms is None else self.transforms
-        if callable(transforms):
-            transforms = (transforms,)
-        if not isinstance(transforms, Sequence):
-            raise TypeError(f"transforms must be a sequence of callables, got {type(transforms).__name__}")
+        if isinstance(transforms, (str, bytes)) or not isinstance(transforms, Sequence):
+            raise TypeError(f"transforms must be a sequence of decoder transforms, got {type(transforms).__name__}")
         for transform in transforms:
-            if not callable(transform):
-                raise TypeError(f"transforms must be callables, got {transform!r}")
+            _as_decoder_transform(transform)  # ValueError for what VideoDecoder would refuse
         object.__setattr__(self, "transforms", tuple(transforms))
 
     @property
     def kind(self) -> Literal["indices", "seconds", "range", "all"]:
-        """Which `VideoDecoder` method the request stands for."""
+        """Which `VideoDecoder` method the request stands for (see `METHODS`)."""
         if self.indices is not None:
             return "indices"
         if self.seconds is not None:
@@ -110,6 +112,24 @@ class DecodeRequest:
         if self.start is not None or self.stop is not None or self.step != 1:
             return "range"
         return "all"
+
+    @property
+    def draws_crops(self) -> bool:
+        """Whether resolving the transforms draws random crop windows."""
+        return any(isinstance(_as_decoder_transform(t), RandomCrop) for t in self.transforms)
+
+
+def _plain_indices(values: Any) -> tuple[int, ...]:
+    """The indices as ints, type-checked as `VideoDecoder.get_frames_at` checks
+    them (the range is checked against the file later)."""
+    args.frame_indices(values, _ANY_COUNT)  # raises the decoder's TypeError for bad values
+    if isinstance(values, np.ndarray):
+        values = torch.from_numpy(np.ascontiguousarray(values)) if values.dtype != object else values.tolist()
+    if isinstance(values, Tensor):
+        return tuple(int(v) for v in values.reshape(-1).tolist())
+    if not isinstance(values, (Sequence, range)):
+        return (operator.index(values),)
+    return tuple(int(v.item()) if isinstance(v, Tensor) else operator.index(v) for v in values)
 
 
 def as_request(item: Any) -> DecodeRequest:

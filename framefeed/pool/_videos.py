@@ -5,7 +5,8 @@ from every source in one call and returns one future per source, in order.
 Each source gets exactly the clips that the same sampler called on its own
 `VideoDecoder` would give: the sampler runs on this (the caller's) thread,
 source after source, and draws from torch's global RNG exactly as a loop of
-per-decoder calls does. A source that cannot be opened, or whose sampler call
+per-decoder calls does (a `RandomCrop` transform's window first, as
+`VideoDecoder(source, transforms=...)` draws it, then the clip starts). A source that cannot be opened, or whose sampler call
 raises, draws nothing (as the per-decoder call would raise before drawing)
 and fails its own future. Meanwhile the demux threads open the next sources
 ahead and the sessions decode the clips already drawn.
@@ -20,9 +21,10 @@ from concurrent.futures import Future
 from typing import Any
 
 from framefeed.demux.metadata import VideoStreamMetadata
-from framefeed.pool._adapter import OpenedVideo
-from framefeed.pool._engine import Engine, Job
+from framefeed.pool._adapter import OpenedVideo, resolve_pipeline
+from framefeed.pool._engine import Engine, Job, public_error
 from framefeed.pool._request import DecodeRequest
+from framefeed.transforms import TransformPipeline
 
 
 class PooledVideos:
@@ -63,7 +65,15 @@ class PooledVideos:
                 except Exception as error:
                     results.append(_failed(error))
                     continue
-                view = _VideoView(self._engine, video, dataclasses.replace(self._template, source=video_source))
+                request = dataclasses.replace(self._template, source=video_source)
+                try:
+                    # Here, on the caller's thread, where VideoDecoder(...) would draw its crop windows.
+                    pipeline = resolve_pipeline(video, request)
+                except Exception as error:
+                    video.close()
+                    results.append(_failed(public_error(error, request, opening=True)))
+                    continue
+                view = _VideoView(self._engine, video, request, pipeline)
                 try:
                     results.append(sampler(view, **kwargs))
                 except Exception as error:
@@ -96,10 +106,12 @@ class _VideoView:
     """One opened source as the samplers see a decoder: its length and
     metadata, and a `submit_clips` that sends the sampler's frames to the pool."""
 
-    def __init__(self, engine: Engine, video: OpenedVideo, template: DecodeRequest) -> None:
+    def __init__(self, engine: Engine, video: OpenedVideo, template: DecodeRequest,
+                 pipeline: TransformPipeline) -> None:
         self._engine = engine
         self._video = video
         self._template = template
+        self._pipeline = pipeline
         self.submitted = False
 
     @property
@@ -124,6 +136,7 @@ class _VideoView:
         if self.submitted:
             raise RuntimeError("a pooled video takes one request per sampler call")
         request = dataclasses.replace(self._template, **what)
-        future = self._engine.submit(Job(request, Future(), opened=self._video, clip_shape=clip_shape))
+        future = self._engine.submit(Job(request, Future(), opened=self._video, clip_shape=clip_shape,
+                                         pipeline=self._pipeline))
         self.submitted = True  # the pool closes the video from now on
         return future

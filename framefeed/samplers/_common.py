@@ -88,7 +88,7 @@ def check_decoder_and_clip_shape(
     if frames_per_clip <= 0:
         raise ValueError(f"num_frames_per_clip ({frames_per_clip}) must be strictly positive")
     if policy not in POLICIES:
-        raise ValueError(f"Invalid policy ({policy!r}). Supported values are {', '.join(POLICIES)}.")
+        raise ValueError(f"Invalid policy ({policy}). Supported values are {', '.join(POLICIES)}.")
     return num_frames, frames_per_clip, policy
 
 

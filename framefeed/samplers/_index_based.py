@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from framefeed.decoders import VideoDecoder
+from framefeed.errors import DecodingError, public_api
 from framefeed.frames import FrameBatch
 from framefeed.samplers._common import (
     Policy,
@@ -28,6 +29,7 @@ from framefeed.samplers._common import (
 
 
 @accepts_pooled_videos
+@public_api(DecodingError)
 def clips_at_random_indices(
     decoder: VideoDecoder,
     *,
@@ -83,6 +85,7 @@ def clips_at_random_indices(
 
 
 @accepts_pooled_videos
+@public_api(DecodingError)
 def clips_at_regular_indices(
     decoder: VideoDecoder,
     *,

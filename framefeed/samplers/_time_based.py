@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from framefeed.decoders import VideoDecoder
+from framefeed.errors import DecodingError, public_api
 from framefeed.frames import FrameBatch
 from framefeed.samplers._common import (
     Policy,
@@ -31,6 +32,7 @@ from framefeed.samplers._common import (
 
 
 @accepts_pooled_videos
+@public_api(DecodingError)
 def clips_at_random_timestamps(
     decoder: VideoDecoder,
     *,
@@ -92,6 +94,7 @@ def clips_at_random_timestamps(
 
 
 @accepts_pooled_videos
+@public_api(DecodingError)
 def clips_at_regular_timestamps(
     decoder: VideoDecoder,
     *,
@@ -209,6 +212,11 @@ def _sampling_range(
         why = (
             f" (the default: end_stream_seconds {end_stream} - (num_frames_per_clip - 1) * "
             f"seconds_between_frames {seconds_between_frames}; a clip that long does not fit after the start)"
+        )
+    elif given_end <= begin_stream:
+        raise ValueError(
+            f"sampling_range_end ({given_end}) must be at least {begin_stream} (begin_stream_seconds): "
+            "no clip could start before it."
         )
     else:
         end = given_end

@@ -1,0 +1,6 @@
+"""Test helpers that ship with framefeed: the hostile-input fuzz harness.
+
+- `fuzz_inputs`: small seed videos (PyAV encoders) and seeded mutations of them;
+- `fuzz_runner`: runs one decoding library on one input in a forked child with
+  a memory cap and a time limit, and classifies what happened.
+"""
