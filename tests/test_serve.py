@@ -212,6 +212,18 @@ def test_map_and_inline_transport(server, client):
         assert torch.equal(got.data, want.data) and torch.equal(got.pts_seconds, want.pts_seconds)
 
 
+def test_decoder_transforms_apply_on_the_server(server, client):
+    from framefeed.transforms import CenterCrop, RandomCrop, Resize
+
+    path = _path(LONG)
+    transforms = [Resize((120, 160)), CenterCrop((100, 90))]
+    got = client.submit(path, indices=[4, 0], transforms=transforms, dimension_order="NHWC").result()
+    want = VideoDecoder(path, transforms=transforms, dimension_order="NHWC").get_frames_at([4, 0])
+    assert got.data.shape == (2, 100, 90, 3) and torch.equal(got.data, want.data)
+    with pytest.raises(ValueError, match="not supported through framefeed serve"):
+        client.submit(path, indices=[0], transforms=[RandomCrop((10, 10))])
+
+
 def test_request_errors_are_replies_and_the_connection_stays_usable(server, client, tmp_path):
     good = _path(LONG)
     outside = server.tmp / "outside.mp4"  # a real video next to the allowed root, not under it

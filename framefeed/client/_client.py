@@ -17,7 +17,7 @@ import os
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,7 @@ from framefeed.serve.protocol import (
     pack,
     parse_address,
     raise_error,
+    transforms_to_wire,
     unpack,
 )
 
@@ -233,14 +234,15 @@ class ServiceClient:
         step: int = 1,
         seek_mode: Literal["exact", "approximate"] = "exact",
         dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
-        transforms: Sequence[Callable[[Tensor], Tensor]] | None = None,
+        transforms: Sequence[Any] | None = None,
         stream_index: int | None = None,
         timeout: float | None = None,
     ) -> Future[ServiceBatch]:
         """Queue one request; a future of its `ServiceBatch`. Arguments as
         `DecodePool.submit` (`source` a path the server may read: relative
-        paths are made absolute here; `transforms` run in this process on
-        the arrived frames).
+        paths are made absolute here; `transforms` are the decoder
+        transforms `Resize` and `CenterCrop`, applied by the server as
+        `VideoDecoder(transforms=...)` applies them; `RandomCrop` is refused).
 
         The future raises what `VideoDecoder` would for the file,
         `PermissionError` for a path outside the server's `--allow-root`,
@@ -349,8 +351,6 @@ class ServiceClient:
         pts_shape = tuple(reply["timestamp_shape"])
         pts = torch.from_numpy(np.frombuffer(reply["pts"], dtype=np.float64).copy().reshape(pts_shape))
         durations = torch.from_numpy(np.frombuffer(reply["durations"], dtype=np.float64).copy().reshape(pts_shape))
-        for transform in request.transforms:
-            data = transform(data)
         if clip_shape is not None:
             data, pts, durations = data.unflatten(0, clip_shape), pts.unflatten(0, clip_shape), \
                 durations.unflatten(0, clip_shape)
@@ -442,7 +442,7 @@ class ServiceClient:
         *,
         seek_mode: Literal["exact", "approximate"] = "exact",
         dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
-        transforms: Sequence[Callable[[Tensor], Tensor]] | None = None,
+        transforms: Sequence[Any] | None = None,
         stream_index: int | None = None,
         lookahead: int = 8,
         timeout: float | None = None,
@@ -568,6 +568,8 @@ def _path_of(source: Any) -> str:
 def _request_message(request: DecodeRequest) -> dict[str, Any]:
     message: dict[str, Any] = {"source": _path_of(request.source), "seek_mode": request.seek_mode,
                                "dimension_order": request.dimension_order, "step": request.step}
+    if request.transforms:
+        message["transforms"] = transforms_to_wire(request.transforms)
     for name in ("indices", "seconds"):
         value = getattr(request, name)
         if value is not None:

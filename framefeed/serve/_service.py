@@ -31,6 +31,7 @@ from framefeed.serve.protocol import (
     ServiceBusyError,
     ServiceError,
     metadata_to_wire,
+    transforms_from_wire,
 )
 
 _REQUEST_FIELDS = ("indices", "seconds", "start", "stop", "step", "seek_mode", "dimension_order", "stream_index")
@@ -245,6 +246,8 @@ class DecodeService:
                       message: dict[str, Any], deadline: float, timeout: float, call: Any) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         kwargs = {name: message[name] for name in _REQUEST_FIELDS if name in message}
+        if message.get("transforms"):
+            kwargs["transforms"] = transforms_from_wire(message["transforms"])
         try:
             await self._check_size(state, opened, kwargs, transport)
         except BaseException:
@@ -304,9 +307,12 @@ class DecodeService:
         count = int(metadata.get("num_frames") or 0)
         if listed is not None:
             count = len(listed)
-        elif any(kwargs.get(k) is not None for k in ("start", "stop")) or kwargs.get("step", 1) != 1:
+        elif any(kwargs.get(k) is not None for k in ("start", "stop")) or kwargs.get("step", 1) not in (1, None):
             count = len(range(*slice(kwargs.get("start"), kwargs.get("stop"), kwargs.get("step", 1)).indices(count)))
-        nbytes = count * int(metadata.get("height") or 0) * int(metadata.get("width") or 0) * 3
+        height, width = int(metadata.get("height") or 0), int(metadata.get("width") or 0)
+        if kwargs.get("transforms"):  # each transform sets the size; the last one is the output's
+            height, width = (int(v) for v in kwargs["transforms"][-1].size)
+        nbytes = count * height * width * 3
         fits = nbytes <= self.config.memory_budget if transport == "inline" \
             else state.slab(transport)[1].fits_at_all(nbytes)
         if not fits:

@@ -154,7 +154,7 @@ _CHECKS: dict[str, tuple[str, Any]] = {
                 and all(_is_number(s) for s in v)),
     "start": ("an int or nil", lambda v: v is None or _is_int(v)),
     "stop": ("an int or nil", lambda v: v is None or _is_int(v)),
-    "step": ("an int", _is_int),
+    "step": ("an int or nil", lambda v: v is None or _is_int(v)),
     "seek_mode": ("'exact' or 'approximate'", lambda v: v in ("exact", "approximate")),
     "dimension_order": ("'NCHW' or 'NHWC'", lambda v: v in ("NCHW", "NHWC")),
     "stream_index": ("an int or nil", lambda v: v is None or _is_int(v)),
@@ -162,7 +162,17 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "release": ("a list of lease ids", lambda v: isinstance(v, list) and len(v) <= MAX_TARGETS
                 and all(_is_int(i) for i in v)),
     "timeout": ("a number of seconds", lambda v: _is_number(v) and 0 < v < math.inf),
+    "transforms": ("a list of {kind: 'Resize' or 'CenterCrop', size: [height, width]}",
+                   lambda v: isinstance(v, list) and len(v) <= 16 and all(_is_transform(t) for t in v)),
 }
+
+TRANSFORM_KINDS = ("Resize", "CenterCrop")
+
+
+def _is_transform(value: Any) -> bool:
+    return (isinstance(value, dict) and set(value) == {"kind", "size"} and value["kind"] in TRANSFORM_KINDS
+            and isinstance(value["size"], list) and len(value["size"]) == 2
+            and all(_is_int(v) and 0 < v <= 1 << 15 for v in value["size"]))
 
 # Fields each method takes, and which of them it requires.
 FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -171,7 +181,7 @@ FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "Open": (frozenset({"session", "device", "source", "seek_mode", "stream_index"}),
              frozenset({"session", "source"})),
     "Decode": (frozenset({"session", "device", "source", "indices", "seconds", "start", "stop", "step",
-                          "seek_mode", "dimension_order", "stream_index", "transport", "timeout"}),
+                          "seek_mode", "dimension_order", "stream_index", "transforms", "transport", "timeout"}),
                frozenset({"session", "source", "transport"})),
     "Stats": (frozenset(), frozenset()),
     "Goodbye": (frozenset({"session"}), frozenset({"session"})),
@@ -227,6 +237,33 @@ def metadata_from_wire(wire: Mapping[str, Any]) -> Any:
     if isinstance(ratio, list) and len(ratio) == 2:
         values["pixel_aspect_ratio"] = Fraction(ratio[0], ratio[1])
     return VideoStreamMetadata(**values)
+
+
+def transforms_to_wire(transforms: Any) -> list[dict[str, Any]]:
+    """Decoder transforms (framefeed's or torchvision's) as plain data.
+
+    Raises:
+        ValueError: a transform the decoder refuses, or a `RandomCrop` (its
+            window is drawn from the caller's RNG, which the server cannot
+            reproduce; crop the returned frames instead).
+    """
+    from framefeed.transforms import CenterCrop, Resize, _as_decoder_transform
+
+    wire = []
+    for transform in transforms:
+        converted = _as_decoder_transform(transform)
+        if not isinstance(converted, (Resize, CenterCrop)):
+            raise ValueError(f"{converted!r} is not supported through framefeed serve (the server cannot draw "
+                             "the window from this process's RNG): use Resize or CenterCrop, or crop the frames")
+        wire.append({"kind": type(converted).__name__, "size": [int(v) for v in converted.size]})
+    return wire
+
+
+def transforms_from_wire(wire: list[dict[str, Any]]) -> list[Any]:
+    from framefeed.transforms import CenterCrop, Resize
+
+    kinds = {"Resize": Resize, "CenterCrop": CenterCrop}
+    return [kinds[item["kind"]](tuple(item["size"])) for item in wire]
 
 
 # -- addresses ------------------------------------------------------------------------------------
