@@ -13,6 +13,7 @@ Layout:
 - `_leases`: client sessions, heartbeats, slots leased and returned
 - `_slab`: the slot allocator; `_shm` and `_cuda_ipc`: the memory behind it
 - `_paths`: which files a request may read; `_metrics`: Prometheus
+- `launch`: `ServerProcess`, a server as a child process (scripts, benchmarks, tests)
 
 The server needs grpcio and msgpack (`pip install 'framefeed[serve]'`); they
 are imported only when a server or client starts.

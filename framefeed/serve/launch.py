@@ -72,7 +72,7 @@ class ServerProcess:
     def pid(self) -> int:
         return self.process.pid
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int | None:
         """Send `sig` and wait; the exit code (None if it had to be killed after `timeout`)."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
@@ -80,7 +80,7 @@ class ServerProcess:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            return None  # type: ignore[return-value]
+            return None
 
     def kill(self) -> None:
         if self.process.poll() is None:
