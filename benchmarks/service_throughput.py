@@ -54,18 +54,26 @@ LOOKAHEAD = 4
 # -- inputs ----------------------------------------------------------------------------------
 
 
-def input_files(count: int, width: int, height: int, frames: int) -> list[str]:
+def _encode(job: tuple[str, int, int, int, int]) -> str:
     from framefeed.samples import VideoSpec, encode_video, x264_options
 
+    path, width, height, frames, seed = job
+    encode_video(path, VideoSpec(width=width, height=height, num_frames=frames, fps=30, seed=seed,
+                                 codec_options=x264_options(60)))
+    return path
+
+
+def input_files(count: int, width: int, height: int, frames: int) -> list[str]:
+    """`count` H.264 files, encoded once (in parallel) into benchmarks/.cache/service/."""
+    from concurrent.futures import ProcessPoolExecutor
+
     CACHE.mkdir(parents=True, exist_ok=True)
-    files = []
-    for index in range(count):
-        path = CACHE / f"h264_{width}x{height}_{frames}f_v{index}.mp4"
-        if not path.exists():
-            print(f"encoding {path.name}...", flush=True)
-            encode_video(path, VideoSpec(width=width, height=height, num_frames=frames, fps=30, seed=index,
-                                         codec_options=x264_options(60)))
-        files.append(str(path))
+    files = [str(CACHE / f"h264_{width}x{height}_{frames}f_v{index}.mp4") for index in range(count)]
+    missing = [(path, width, height, frames, index) for index, path in enumerate(files) if not os.path.exists(path)]
+    if missing:
+        print(f"encoding {len(missing)} file(s) of {frames} frames at {width}x{height}...", flush=True)
+        with ProcessPoolExecutor(max(1, min(len(missing), (os.cpu_count() or 2) // 2))) as encoders:
+            list(encoders.map(_encode, missing))
     return files
 
 
