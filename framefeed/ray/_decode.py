@@ -47,6 +47,7 @@ class DecodeConfig:
         dimension_order: "NCHW" or "NHWC".
         transforms: applied to each group's frames, 4-D `(clips * T, ...)`.
         on_error: "raise" or "skip".
+        num_ffmpeg_threads: FFmpeg threads per CPU decoder (0: FFmpeg decides).
         ledger: where skipped videos are recorded (a Ray actor handle), or None.
         pool_options: keyword arguments of the `DecodePool` a CUDA actor makes.
     """
@@ -57,6 +58,7 @@ class DecodeConfig:
     dimension_order: str = "NCHW"
     transforms: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = ()
     on_error: str = "raise"
+    num_ffmpeg_threads: int = 1
     ledger: Any = None
     pool_options: dict[str, Any] = field(default_factory=dict)
 
@@ -159,7 +161,7 @@ def decode_packet_batch(table: Any, config: DecodeConfig) -> Iterator[dict[str, 
     for video_index, first_clip, planned in _rows(table):
         name = config.names[video_index]
         try:
-            decoded = decode_on_cpu(planned, config.dimension_order, config.transforms)
+            decoded = decode_on_cpu(planned, config.dimension_order, config.transforms, config.num_ffmpeg_threads)
         except Exception as error:
             if config.on_error == "raise":
                 raise read_error(name, video_index, error) from error

@@ -50,6 +50,7 @@ def read_clips(
     on_error: Literal["raise", "skip"] = "raise",
     concurrency: int | tuple[int, int] | None = None,
     num_gpus_per_actor: float = 1.0,
+    num_ffmpeg_threads: int = 1,
     pool_options: dict[str, Any] | None = None,
     filesystem: Any = None,
     file_extensions: Sequence[str] | None = VIDEO_EXTENSIONS,
@@ -90,6 +91,11 @@ def read_clips(
         concurrency: decode tasks running at once (cpu), or the number of
             actors (cuda: an int, or `(min, max)` to autoscale); None: Ray decides.
         num_gpus_per_actor: GPUs per decode actor (0.5: two actors share one).
+        num_ffmpeg_threads: FFmpeg threads per decode task (`decode="cpu"`).
+            1 holds each task to the one CPU Ray reserves for it (Ray runs as
+            many tasks as there are CPUs); 0 lets FFmpeg decide, as decord in
+            `ray.data.read_videos` does, which helps only when fewer groups are
+            ready than there are idle cores.
         pool_options: keyword arguments of each actor's `DecodePool`.
         filesystem: a `pyarrow.fs.FileSystem` in which every source is a path.
         file_extensions: see `sources`.
@@ -146,7 +152,8 @@ def read_clips(
         names=[f.name for f in files],
         labels=None if entry_labels is None else [entry_labels[f.entry] for f in files],
         include_paths=bool(include_paths),
-        dimension_order=dimension_order, transforms=checked_transforms, on_error=on_error, ledger=ledger,
+        dimension_order=dimension_order, transforms=checked_transforms, on_error=on_error,
+        num_ffmpeg_threads=require_int("num_ffmpeg_threads", num_ffmpeg_threads), ledger=ledger,
         pool_options=dict(pool_options or {}))
 
     packets = ray.data.read_datasource(ClipPacketsDatasource(files, read_config),
