@@ -327,7 +327,14 @@ class BundleSource:
 
     def _packet(self, i: int) -> Any:
         bundle = self.bundle
-        packet = av.Packet(self._payload[bundle.offsets[i]:bundle.offsets[i + 1]])
+        start, stop = int(bundle.offsets[i]), int(bundle.offsets[i + 1])
+        # Not av.Packet(payload slice): PyAV would reference the payload without the
+        # zeroed padding FFmpeg's decoders may read past a packet's end, and after the
+        # bundle's last packet lies arbitrary memory (MPEG-4 Part 2 then decoded garbage
+        # now and then). A packet of its own gets that padding; the copy is cheap.
+        packet = av.Packet(stop - start)
+        if stop > start:
+            memoryview(packet)[:] = self._payload[start:stop]
         pts, dts = int(bundle.pts[i]), int(bundle.dts[i])
         packet.pts = None if pts == NO_TIMESTAMP else pts
         packet.dts = None if dts == NO_TIMESTAMP else dts

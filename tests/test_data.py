@@ -215,6 +215,10 @@ def test_epochs_reshuffle_order_and_clips_and_set_epoch_replays_one(videos):
     # A fresh loader with the same seed walks through the same epochs.
     assert_same(collect(loader_for(index_dataset(videos), shuffle=True, seed=3, batch_size=5), epochs=2),
                 [epoch0, epoch1])
+    # Persistent workers learn the epoch from the keys they are sent.
+    persistent = loader_for(index_dataset(videos), shuffle=True, seed=3, batch_size=5, num_workers=2,
+                            multiprocessing_context="fork", persistent_workers=True)
+    assert_same(collect(persistent, epochs=2), [epoch0, epoch1])
     # Without shuffle the order stays; the clips still change with the epoch.
     fixed = loader_for(index_dataset(videos), seed=3, batch_size=5)
     first, second = collect(fixed, epochs=2)
@@ -363,26 +367,53 @@ def emulated_cuda(monkeypatch):
 
 
 def test_emulated_nvdec_decodes_what_cpu_workers_decode_and_workers_stay_cuda_free(videos, emulated_cuda):
+    import sys
+
     from framefeed.pool import DecodePool
 
     expected = baseline(videos)
+    # The items' labels become what the spawn worker finds inside itself (`ReportingDataset`).
+    dataset = ReportingDataset(good(videos), labels=[10, 11, 12, 13, 14], sampler="random_indices", num_clips=2,
+                               num_frames_per_clip=3, num_indices_between_frames=2)
     with DecodePool("cuda:0", sessions=2, nvdec_runtime=emulated_cuda) as pool:
-        loader = loader_for(index_dataset(videos), shuffle=True, seed=7, num_workers=1,
-                            multiprocessing_context="spawn", pool=pool)
-        assert_same(collect(loader), expected, tolerance=2)  # NVDEC's colour conversion: within 2 levels
+        loader = loader_for(dataset, shuffle=True, seed=7, num_workers=1, multiprocessing_context="spawn",
+                            pool=pool)
+        seen = collect(loader)
         stats = pool.stats()
-        assert stats.decoders_created >= 1 and stats.cpu_fallbacks == 0
-        # From inside a spawn worker: no CUDA module imported, CUDA not initialised.
-        reporting = ReportingDataset(good(videos), num_clips=1, num_frames_per_clip=2)
-        seen = collect(loader_for(reporting, num_workers=1, multiprocessing_context="spawn", pool=pool))
     reports = {tuple(label) for batch in seen for label in batch.labels}
-    assert {pid for pid, _, _ in reports} != {os.getpid()}
+    for batch in seen:
+        batch.labels = [10 + i for i in batch.indices]
+    assert_same(seen, expected, tolerance=2)  # NVDEC's colour conversion: within 2 levels of swscale
+    # H.264 on (emulated) NVDEC; the 64x48 VP9 file is below NVDEC's VP9 minimum (128x128): CPU.
+    assert stats.decoders_created >= 1 and stats.cpu_fallbacks == 1
+    # From inside the spawn worker: no CUDA module imported, CUDA not initialised ...
+    assert len(reports) == 1 and os.getpid() not in {pid for pid, _, _ in reports}
     assert all(found == () and not initialised for _, found, initialised in reports), reports
-    import sys
-
-    assert "framefeed.gpu_decode" in sys.modules  # this process did import it: the check above means something
+    assert "framefeed.gpu_decode" in sys.modules  # ... while this process imported the GPU backend
 
 
+@pytest.mark.cuda
+def test_on_a_gpu_the_loader_decodes_on_nvdec_what_cpu_workers_decode(videos):
+    """Real NVDEC (skips without a GPU): batches on the GPU equal the CPU
+    workers' within 2 levels; the spawn worker imported nothing CUDA."""
+    pytest.importorskip("PyNvVideoCodec")
+    expected = collect(loader_for(index_dataset(videos), shuffle=True, seed=7))
+    dataset = ReportingDataset(good(videos), labels=[10, 11, 12, 13, 14], sampler="random_indices", num_clips=2,
+                               num_frames_per_clip=3, num_indices_between_frames=2)
+    with ClipLoader(dataset, batch_size=2, device="cuda", num_workers=1, multiprocessing_context="spawn",
+                    shuffle=True, seed=7) as loader:
+        batches = list(loader)
+        stats = loader.pool.stats()
+    assert all(batch.data.is_cuda for batch in batches)
+    seen = [Seen(b.indices.tolist(), b.sources, [10 + i for i in b.indices.tolist()], b.pts_seconds.tolist(),
+                 b.data.cpu()) for b in batches]
+    assert_same(seen, expected, tolerance=2)
+    assert stats.decoders_created >= 1  # the H.264 files on NVDEC (the 64x48 VP9 one is below its minimum)
+    reports = {tuple(label) for batch in batches for label in batch.labels}
+    assert all(found == () and not initialised for _, found, initialised in reports), reports
+
+
+@pytest.mark.filterwarnings("ignore:.*could not be decoded")
 @pytest.mark.parametrize("on_error", ["raise", "skip"])
 def test_a_file_failing_in_the_pool_follows_on_error(videos, on_error):
     """The truncated file opens and plans in the worker; its last clip lies

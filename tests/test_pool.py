@@ -10,6 +10,7 @@ CPU and on the emulated NVDEC decoder of `gpu_fixtures` (one fixture,
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import gc
 import os
 import random
@@ -20,14 +21,11 @@ import warnings
 import av
 import pytest
 import torch
-from gpu_fixtures import ReferenceConverter, build_corpus
-from test_gpu_routing import HOPPER_CAPS, FakePyNvVideoCodec
+from gpu_fixtures import build_corpus, emulated_runtime
 
 import corpus
-import framefeed.gpu_decode as gpu_decode
 from framefeed import VideoDecoder
 from framefeed.errors import DecodingError
-from framefeed.gpu_decode.backend import NvdecBackend
 from framefeed.pool import DecodePool, DecodeRequest, PoolBatch, PoolClosedError
 from framefeed.pool import _hardware as pool_hardware
 from framefeed.samplers import (
@@ -443,45 +441,18 @@ def gpu_corpus(tmp_path_factory):
 
 @pytest.fixture
 def emulated_gpu(monkeypatch):
-    """A machine with one 'H200' (7 NVDEC engines) whose PyNvVideoCodec is
-    `FakePyNvVideoCodec` (decoders are `gpu_fixtures.EmulatedNvdec`) and whose
-    colour conversion is the CPU reference; batches land in host memory. The
-    whole fake lives here, so adapting to a decoder-owner object is one place.
-
-    Returns the fake module, with `retired`: every decoder destroyed."""
-    import framefeed.gpu_decode.decoder_cache as decoder_cache_module
-
-    fake = FakePyNvVideoCodec(HOPPER_CAPS)
-    fake.retired = []
-
-    class FakeStream:
-        cuda_stream = 4242
-
-        def synchronize(self):
-            pass
-
-    def retire(entry):
-        fake.retired.append(entry)
-
-    def host_backend(**kwargs):
-        return NvdecBackend(**{**kwargs, "output_device": torch.device("cpu")})
-
-    monkeypatch.setattr(gpu_decode, "_modules", {"PyNvVideoCodec": (fake, ""), "cupy": (object(), "")})
-    monkeypatch.setattr(gpu_decode, "_caps", None)
-    monkeypatch.setattr(decoder_cache_module, "_caches", {})
+    """An NVDEC runtime for an 'H200' (7 engines) whose PyNvVideoCodec is
+    `gpu_fixtures.FakePyNvVideoCodec` (decoders are `EmulatedNvdec`), whose
+    colour conversion is the torch reference and whose batches land in host
+    memory, on a machine where torch sees one GPU. Pools get it as
+    `DecodePool("cuda:0", nvdec_runtime=...)`. `runtime.nvc.created` lists
+    the decoders created, `runtime.retired` those destroyed."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (9, 0))
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "NVIDIA H200")
-    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: FakeStream())
-    monkeypatch.setattr(gpu_decode, "_primary_context", lambda index: 777)
-    monkeypatch.setattr(gpu_decode, "compile_kernel", lambda index, sample_bytes: None)
-    monkeypatch.setattr(gpu_decode, "CudaSurfaceConverter",
-                        lambda device, stream, fmt, width, height, spec, turns: ReferenceConverter(spec, turns))
-    monkeypatch.setattr(gpu_decode, "NvdecBackend", host_backend)
-    monkeypatch.setattr(gpu_decode, "_retire", retire)
-    monkeypatch.setattr(pool_hardware, "runtime_for", lambda device: pool_hardware.HostRuntime())
-    return fake
+    retired = []
+    runtime = dataclasses.replace(emulated_runtime(), retire=retired.append)
+    runtime.retired = retired
+    return runtime
 
 
 NVDEC_NAMES = ["h264_closed_gop.mp4", "h264_open_gop.mp4", "hevc_cra.mp4", "vp9.webm", "h264_matroska.mkv",
@@ -497,7 +468,7 @@ def test_emulated_nvdec_pool_equals_per_file_decoders(gpu_corpus, emulated_gpu, 
     durations identical; CPU fallbacks identical and labelled."""
     rng = random.Random(5)
     names = NVDEC_NAMES + list(FALLBACK_NAMES)
-    with DecodePool("cuda:0") as pool:
+    with DecodePool("cuda:0", nvdec_runtime=emulated_gpu) as pool:
         assert pool.sessions == 7  # the engine count from GetDecoderCaps
         cases = []
         for name in names:
@@ -518,17 +489,17 @@ def test_emulated_nvdec_pool_equals_per_file_decoders(gpu_corpus, emulated_gpu, 
                 assert_same_batch(batch, reference, name, atol=2)
         stats = pool.stats()
     assert stats.cpu_fallbacks == 2 * len(FALLBACK_NAMES)
-    assert stats.decoders_created == len(emulated_gpu.created)
+    assert stats.decoders_created == len(emulated_gpu.nvc.created)
 
 
 def test_emulated_nvdec_decoders_are_owned_per_session_and_reused(gpu_corpus, emulated_gpu):
     a, b = str(gpu_corpus["h264_closed_gop.mp4"]), str(gpu_corpus["h264_edit_list.mp4"])  # 128x96, 96x64
-    with DecodePool("cuda:0", sessions=1) as pool:
+    with DecodePool("cuda:0", sessions=1, nvdec_runtime=emulated_gpu) as pool:
         batches = [pool.submit(path, indices=[1, 5]).result() for path in (a, a, b, a, b)]
         stats = pool.stats()
         assert [batch.info.decoder_reused for batch in batches] == [False, True, False, True, True]
         assert (stats.decoders_created, stats.decoders_reused) == (2, 3)
-        assert len(emulated_gpu.created) == 2  # PyNvVideoCodec was asked for two decoders, no more
+        assert len(emulated_gpu.nvc.created) == 2  # PyNvVideoCodec was asked for two decoders, no more
         assert stats.sessions[0].decoders_idle == 2
         reference = VideoDecoder(a).get_frames_at([1, 5])
         assert_same_batch(batches[3], reference, "reused decoder", atol=2)
@@ -539,12 +510,12 @@ def test_emulated_nvdec_decoders_are_owned_per_session_and_reused(gpu_corpus, em
 
 def test_emulated_nvdec_sessions_each_own_their_decoders(gpu_corpus, emulated_gpu):
     path = str(gpu_corpus["hevc_cra.mp4"])
-    with DecodePool("cuda:0", sessions=3) as pool:
+    with DecodePool("cuda:0", sessions=3, nvdec_runtime=emulated_gpu) as pool:
         batches = list(pool.map([DecodeRequest(path, indices=[i % 30, 31]) for i in range(24)], lookahead=6))
         stats = pool.stats()
     used = {batch.info.session for batch in batches}
     created = sum(s.decoders_created for s in stats.sessions)
-    assert created == len(emulated_gpu.created) == stats.decoders_created <= 3
+    assert created == len(emulated_gpu.nvc.created) == stats.decoders_created <= 3
     assert created == len([s for s in stats.sessions if s.decoders_created]) and len(used) == created
     assert stats.decoders_reused == 24 - created
     assert stats.frames_returned == 48 and stats.frames_decoded >= 24
@@ -556,7 +527,7 @@ def test_emulated_nvdec_samplers_over_a_pool(gpu_corpus, emulated_gpu):
     expected_batches = [clips_at_random_indices(VideoDecoder(s), num_clips=2, num_frames_per_clip=3)
                         for s in sources]
     torch.manual_seed(77)
-    with DecodePool("cuda:0", sessions=2) as pool:
+    with DecodePool("cuda:0", sessions=2, nvdec_runtime=emulated_gpu) as pool:
         futures = clips_at_random_indices(pool.videos(sources), num_clips=2, num_frames_per_clip=3)
         for future, reference, source in zip(futures, expected_batches, sources, strict=True):
             assert_same_batch(future.result(), reference, source, atol=2)

@@ -134,7 +134,7 @@ class ClipDataset(Dataset):
         self.epoch = 0
         self.stream_index = None if stream_index is None else require_int("stream_index", stream_index)
         self.num_ffmpeg_threads = require_int("num_ffmpeg_threads", num_ffmpeg_threads)
-        self._warn_skips = True  # False when a ClipLoader reports skipped items itself
+        self._warn_skips = True
         self._warned: set[str] = set()
 
     # -- the Dataset protocol -------------------------------------------------------------------
@@ -175,10 +175,13 @@ class ClipDataset(Dataset):
         """The epoch that, with `seed`, picks the clips of `dataset[i]` (seeded datasets only)."""
         self.epoch = require_int("epoch", epoch)
 
-    def with_target(self, ships_packets: bool) -> ClipDataset:
-        """A shallow copy whose items are plans plus packets (True) or decoded clips (False)."""
+    def with_target(self, ships_packets: bool, *, warn_skips: bool = True) -> ClipDataset:
+        """A shallow copy whose items are plans plus packets (True) or decoded
+        clips (False); `warn_skips=False` leaves warning about skipped sources
+        to the caller (`ClipLoader` warns once per source in its own process)."""
         twin = copy.copy(self)
         twin.device = torch.device("cuda") if ships_packets else torch.device("cpu")
+        twin._warn_skips = warn_skips
         twin._warned = set()
         return twin
 

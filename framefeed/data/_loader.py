@@ -42,10 +42,12 @@ class ClipLoader:
             clips, `(batch_size * num_clips, T, C, H, W)`.
         device: "cpu": workers decode. "cuda"/"cuda:N": workers plan and read
             packets; a `DecodePool` on the device decodes them in this process.
+            None: `pool`'s device, else torch's default device.
         num_workers: DataLoader worker processes (0: in this process).
         shuffle: visit items in a new random order each epoch (from `seed`).
         seed: the seed of the order and of every item's clips; None: drawn
-            once from torch's global RNG when the loader is made.
+            once from torch's global RNG when the loader is made (give one
+            explicitly with a `DistributedSampler`: every rank needs the same).
         sampler: the order of dataset indices instead of `shuffle` (e.g. a
             `DistributedSampler`: its `set_epoch` is called with the loader's).
         drop_last: drop the last batch when it has fewer than `batch_size` items.
@@ -81,7 +83,7 @@ class ClipLoader:
         dataset: ClipDataset,
         batch_size: int = 1,
         *,
-        device: str | torch.device | None = "cpu",
+        device: str | torch.device | None = None,
         num_workers: int = 0,
         shuffle: bool = False,
         seed: int | None = None,
@@ -113,8 +115,7 @@ class ClipLoader:
         self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else require_int("seed", seed)
         self.batch_size = batch_size
         self._ships = pool is not None or self.device.type == "cuda"
-        self.dataset = dataset.with_target(self._ships)
-        self.dataset._warn_skips = False  # the loader warns, once per source, in this process
+        self.dataset = dataset.with_target(self._ships, warn_skips=False)  # warned here, once per source
         self.sampler = sampler if sampler is not None else EpochOrder(len(dataset), bool(shuffle), self.seed)
         self._batches = KeyedBatches(self.sampler, batch_size, bool(drop_last), self.seed, lambda: self._epoch)
         options: dict[str, Any] = {}

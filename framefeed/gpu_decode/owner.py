@@ -155,20 +155,23 @@ class NvdecDecoders:
         device_index: the CUDA device.
         runtime: the machine-facing pieces; None loads the real ones on first use.
         capacity: idle decoders kept (default `$FRAMEFEED_NVDEC_CACHE_SIZE` or 8).
+        caps: `GetDecoderCaps` answers to share with other owners of the device
+            (each query creates a CUDA context; a pool's sessions share one);
+            None: this owner asks for its own.
 
     Thread-safe. `close()` destroys the idle decoders; backends still open
     keep theirs until they close.
     """
 
     def __init__(self, device_index: int = 0, runtime: NvdecRuntime | None = None,
-                 capacity: int | None = None) -> None:
+                 capacity: int | None = None, caps: DecoderCapsCache | None = None) -> None:
         self.device_index = device_index
         self._runtime = runtime
         self._reason = ""
         self._loaded = runtime is not None
         self._capacity = capacity_from_environment() if capacity is None else capacity
         self._lock = threading.Lock()
-        self._caps: DecoderCapsCache | None = None
+        self._caps: DecoderCapsCache | None = caps
         self._cache: DecoderCache | None = None
 
     def runtime(self) -> tuple[NvdecRuntime | None, str]:

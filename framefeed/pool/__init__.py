@@ -12,16 +12,19 @@ with DecodePool("cuda:0") as pool:                      # or "cpu"
     batches = [f.result() for f in clips]                # one 5-D batch per path
 ```
 
-Stages (`_engine`): `submit` queues a request; a few demux threads open the
-file (container, metadata, frame index), plan the request, and wait for room
-in flight; N decode sessions each take planned work, decode it with a
-decoder they own, convert into the output, and hand the batch to the future.
-On CUDA each session has its own CUDA stream and a private NVDEC decoder
-cache: a decoder is reused for the next video of the same codec, size and
-surface format. Work is GOP-exact as in `VideoDecoder`: only keyframe
-intervals that hold targets, stopping after the last target, skipping
-pictures no target references. `stats()` counts frames decoded against
-frames returned.
+Stages (`_engine`, `_adapter`): `submit` queues a request; a few demux
+threads open the file (container, metadata, frame index), turn the request
+into a `DecodePlan`, wait for room in flight, read the plan's compressed
+packets into a `PacketBundle` and close the file; N decode sessions each
+take a plan and its bundle, run the executor with a backend they own, and
+hand the batch to the future. Sessions never touch a container: demuxing
+and decoding overlap, and every value between the stages is plain data.
+On CUDA each session has its own CUDA stream (its outputs) and its own NVDEC
+decoder owner (`gpu_decode.NvdecDecoders`): a decoder is reused for the
+next video of the same codec, size and surface format. Work is GOP-exact as
+in `VideoDecoder`: a bundle holds only the keyframe intervals that hold
+targets, up to the last target, without pictures nothing references.
+`stats()` counts frames decoded against frames returned.
 
 Tuning (defaults come from the hardware, `_hardware`):
 - `sessions`: on CUDA the NVDEC engine count (7 on H100/H200). Each session

@@ -1,24 +1,25 @@
-"""The pool's one link to framefeed's decoding engine.
+"""The pool's link to framefeed's decoding engine: decode work as values.
 
-Three steps, each on its own kind of thread:
+Demux threads:
+- `open_video`: the container, stream metadata, codec parameters and, in
+  exact mode, the frame index (`framefeed.opening`); no decoder.
+- `plan_work`: the request checked against the video with `VideoDecoder`'s
+  checks and messages, as a `DecodePlan` plus its output size.
+- `ship`: the plan's compressed packets read into a `PacketBundle`
+  (`framefeed.bundling`), after which the file is closed. Exact mode ships
+  only the keyframe intervals that hold targets, up to the last target, and
+  leaves out pictures nothing references (GOP-exact work).
 
-- `open_video` (a demux thread): the container, stream metadata and, in
-  exact mode, the frame index; everything a plan needs, no decoder.
-- `plan_work` (a demux thread): the request checked against the video and
-  turned into targets and an output size, with `VideoDecoder`'s checks and
-  error messages, so the pool fails a request exactly where a decoder would.
-- `execute` (a decode session): packets -> the session's backend -> output
-  slots, through `DecodeSession`: only keyframe intervals that hold targets
-  are decoded, the pass stops after the last target, and pictures no target
-  references are skipped (GOP-exact work, as in `VideoDecoder`).
+Decode sessions:
+- `SessionDecoders.open`: a backend from the registry (`framefeed.backends`)
+  for the bundle's codec parameters, NVDEC decoders from the session's own
+  owner (`gpu_decode.NvdecDecoders`), which reuses one for the next video of
+  the same codec, size and surface format;
+- `execute`: the executor (`framefeed.session.execute_plan`) runs the plan
+  against the bundle into the output slots.
 
-`SessionDecoders` is a session's decoder owner: on CUDA a decoder cache of
-its own whose NVDEC decoders run on the session's CUDA stream and are reused
-across videos of the same codec, size and surface format.
-
-This module is written against today's engine (`DecodeSession` and
-`open_backend`); when decode plans, packet sources and an executor exist as
-values, only this module changes.
+Sessions never touch a container, and everything between the stages is a
+plain value.
 """
 
 from __future__ import annotations
@@ -29,45 +30,38 @@ from typing import Any
 import numpy as np
 import torch
 
-from framefeed.backend_selection import open_backend
-from framefeed.cpu_fallback.backend import configure_decoder_threads
+from framefeed.backends import BackendContext, open_backend
 from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
-from framefeed.decoders._video_decoder import _stream_rotation
-from framefeed.demux.demuxer import Demuxer
-from framefeed.demux.frame_index import build_frame_index
-from framefeed.demux.metadata import VideoStreamMetadata, header_metadata, with_content
-from framefeed.errors import FrameTimeOutOfRangeError, VideoOpenError
-from framefeed.plan import Target
+from framefeed.demux.disposable import DisposableTest, disposable_test_for
+from framefeed.demux.metadata import VideoStreamMetadata
+from framefeed.errors import FrameTimeOutOfRangeError
+from framefeed.opening import OpenedStream, open_stream
+from framefeed.packets import BundleSource, CodecParameters, PacketBundle
+from framefeed.plan import DecodePlan, build_plan, time_range_plan
 from framefeed.pool._request import DecodeRequest
-from framefeed.session import DecodeSession, OutputBuffer
-from framefeed.source import resolve_source
-from framefeed.timeline import ApproximateTimeline, ExactTimeline
+from framefeed.session import OutputBuffer, execute_plan
 
 
 @dataclass(eq=False)
 class OpenedVideo:
-    """An opened video stream, ready to plan and decode (one thread at a time)."""
+    """An opened video stream, ready to plan and ship (one thread at a time)."""
 
-    demuxer: Demuxer
-    metadata: VideoStreamMetadata
-    timeline: ExactTimeline | ApproximateTimeline
-    quarter_turns: int
+    stream: OpenedStream
+
+    @property
+    def metadata(self) -> VideoStreamMetadata:
+        return self.stream.metadata
 
     @property
     def num_frames(self) -> int:
-        return int(self.metadata.num_frames or 0)
+        return int(self.stream.metadata.num_frames or 0)
 
     @property
     def description(self) -> str:
-        return self.demuxer.source.description
-
-    @property
-    def frame_shape(self) -> tuple[int, int]:
-        """(height, width) of output frames (after rotation)."""
-        return int(self.metadata.height or 0), int(self.metadata.width or 0)
+        return self.stream.demuxer.source.description
 
     def close(self) -> None:
-        self.demuxer.close()
+        self.stream.demuxer.close()
 
 
 def open_video(source: Any, *, seek_mode: str, stream_index: int | None, num_ffmpeg_threads: int) -> OpenedVideo:
@@ -76,74 +70,72 @@ def open_video(source: Any, *, seek_mode: str, stream_index: int | None, num_ffm
     Raises what `VideoDecoder` raises for the source (FileNotFoundError,
     VideoOpenError, TypeError, ValueError).
     """
-    demuxer = Demuxer(resolve_source(source), stream_index)
-    try:
-        configure_decoder_threads(demuxer.stream, num_ffmpeg_threads)
-        rotation = _stream_rotation(demuxer)
-        metadata = header_metadata(demuxer.stream, demuxer.container, rotation)
-        if seek_mode == "exact":
-            index = build_frame_index(demuxer)
-            metadata = with_content(metadata, len(index), index.begin_seconds, index.end_seconds)
-            timeline: ExactTimeline | ApproximateTimeline = ExactTimeline(index)
-        else:
-            if not metadata.num_frames or metadata.end_stream_seconds is None:
-                raise VideoOpenError(
-                    f"The header of {demuxer.source.description} gives neither a frame count nor a "
-                    "duration and frame rate; use seek_mode='exact'"
-                )
-            timeline = ApproximateTimeline(metadata, demuxer)
-        turns = round((rotation or 0.0) / 90.0) % 4
-        return OpenedVideo(demuxer, metadata, timeline, turns)
-    except BaseException:
-        demuxer.close()
-        raise
+    return OpenedVideo(open_stream(source, stream_index, seek_mode, num_ffmpeg_threads))
 
 
 @dataclass(eq=False)
 class Work:
-    """A planned request: targets and output size.
+    """A planned request: its plan, output size and, once shipped, its packets.
 
-    `count` output slots are filled from `targets`; an approximate-mode
-    whole-file request decodes `time_range` instead, and `count` is then the
-    header's frame count (an estimate for the in-flight budget).
+    `count` is the plan's output slots; for a time-range plan (an
+    approximate-mode whole file, whose frame count only decoding finds) it
+    is the header's frame count, an estimate for the in-flight budget.
     """
 
-    video: OpenedVideo
-    targets: list[Target]
+    description: str
+    plan: DecodePlan
     count: int
-    time_range: tuple[float, float] | None = None
+    frame_shape: tuple[int, int]  # (height, width) after rotation
+    disposable: DisposableTest | None
+    params: CodecParameters
+    bundle: PacketBundle | None = None
 
     @property
     def frame_bytes(self) -> int:
-        height, width = self.video.frame_shape
-        return height * width * 3
+        return self.frame_shape[0] * self.frame_shape[1] * 3
 
 
 def plan_work(video: OpenedVideo, request: DecodeRequest) -> Work:
-    """The request's targets, checked against the video as `VideoDecoder` checks.
+    """The request as a plan, checked against the video as `VideoDecoder` checks.
 
     Raises:
         IndexError: an index outside `[-len, len)`.
         FrameTimeOutOfRangeError: a time outside `[begin_stream_seconds, end_stream_seconds)`.
     """
-    timeline, count = video.timeline, video.num_frames
+    timeline, count, metadata = video.stream.timeline, video.num_frames, video.metadata
     kind = request.kind
+    if kind == "seconds":
+        times = [_check_played_time(t, metadata) for t in request.seconds or ()]
+        plan = build_plan(timeline.targets_for_times(times) if times else [], timeline, len(times))
+        return _work(video, plan, len(times))
     if kind == "indices":
         positions = [_check_index(i, count) for i in request.indices or ()]
     elif kind == "range":
         positions = list(range(*slice(request.start, request.stop, request.step).indices(count)))
-    elif kind == "seconds":
-        times = [_check_played_time(t, video.metadata) for t in request.seconds or ()]
-        return Work(video, timeline.targets_for_times(times) if times else [], len(times))
     elif timeline.exact:
         positions = list(range(count))
     else:  # approximate mode has no index to count the frames: decode the time range
-        begin = float(video.metadata.begin_stream_seconds or 0.0)
-        end = float(video.metadata.end_stream_seconds or 0.0)
+        begin = float(metadata.begin_stream_seconds or 0.0)
+        end = float(metadata.end_stream_seconds or 0.0)
         if begin >= end:
-            return Work(video, [], 0)
-        return Work(video, [], count, time_range=(begin, end))
-    return Work(video, timeline.targets_for_indices(positions) if positions else [], len(positions))
+            return _work(video, build_plan([], timeline, 0), 0)
+        return _work(video, time_range_plan(begin, end, timeline), count)
+    plan = build_plan(timeline.targets_for_indices(positions) if positions else [], timeline, len(positions))
+    return _work(video, plan, len(positions))
+
+
+def _work(video: OpenedVideo, plan: DecodePlan, count: int) -> Work:
+    metadata = video.metadata
+    shape = (int(metadata.height or 0), int(metadata.width or 0))
+    return Work(video.description, plan, count, shape, video.stream.disposable, video.stream.params)
+
+
+def shipped_work(plan: DecodePlan, bundle: PacketBundle, frame_shape: tuple[int, int], description: str) -> Work:
+    """Work planned and demuxed elsewhere (a `ClipDataset` worker, `ship_request`):
+    only decoding is left. A time-range plan counts 0 frames in flight."""
+    params = bundle.params
+    disposable = disposable_test_for(params.codec, params.extradata)
+    return Work(description, plan, plan.slot_count, frame_shape, disposable, params, bundle)
 
 
 def _check_index(index: int, count: int) -> int:
@@ -165,96 +157,103 @@ def _check_played_time(when: float, metadata: VideoStreamMetadata) -> float:
     return when
 
 
+def ship(work: Work, video: OpenedVideo) -> None:
+    """Read the packets `work.plan` needs into `work.bundle`."""
+    from framefeed.bundling import build_bundle  # here: it imports the demuxer's helpers lazily too
+
+    plan = work.plan
+    work.bundle = build_bundle(plan, video.stream.demuxer, work.params, work.disposable if plan.exact else None)
+
+
 @dataclass(eq=False)
 class Opened:
-    """A backend a session opened for one video."""
+    """A backend a session opened for one request."""
 
     backend: Any
     status: CpuFallbackStatus
     reused: bool
 
     def release(self) -> None:
-        """Give an NVDEC decoder back to its session's cache (CPU decoders need nothing)."""
-        close = getattr(self.backend, "close", None)
-        if close is not None:
-            close()
+        """Close the backend: an NVDEC decoder goes back to its session's owner."""
+        self.backend.close()
 
 
 class SessionDecoders:
     """The decoders one session owns.
 
-    NVDEC decoders come from a cache of the session's own, created on the
-    session's CUDA stream, and go back to it after each request; the next
-    video with the same codec, size and surface format reuses one. CPU
-    decoders are FFmpeg's, opened per video (cheap) and never reused.
+    On CUDA an `NvdecDecoders` owner of the session's own: NVDEC decoders are
+    created on first need, given back after each request and reused for the
+    next video with the same codec, size and surface format. CPU decoders
+    (FFmpeg's, also the fallback for streams NVDEC cannot decode exactly)
+    are opened per request from the codec parameters: that costs
+    microseconds, and a decoder is bound to its stream's extradata.
 
     Attributes:
         created: NVDEC decoders created.
         reused: requests served by a reused NVDEC decoder.
-        cpu_opened: FFmpeg decoders opened (one per request decoded on the CPU).
+        cpu_opened: FFmpeg decoders opened.
     """
 
-    def __init__(self, device: torch.device, stream: Any, capacity: int) -> None:
+    def __init__(self, device: torch.device, capacity: int, num_ffmpeg_threads: int,
+                 nvdec_runtime: Any = None, caps: Any = None) -> None:
         self.device = device
-        self._stream = stream
-        self._capacity = capacity
-        self._cache: Any = None
+        self._threads = num_ffmpeg_threads
+        self._owner: Any = None
+        if device.type == "cuda":
+            from framefeed.gpu_decode import NvdecDecoders  # lazy: optional GPU libraries
+
+            self._owner = NvdecDecoders(device.index or 0, runtime=nvdec_runtime, capacity=capacity, caps=caps)
         self.created = 0
         self.reused = 0
         self.cpu_opened = 0
 
-    def _nvdec_cache(self) -> Any:
-        if self._cache is None and self.device.type == "cuda":
-            from framefeed.gpu_decode import new_decoder_cache  # lazy: optional GPU libraries
+    def _cache_counts(self) -> tuple[int, int]:
+        if self._owner is None:
+            return 0, 0
+        try:
+            cache = self._owner.decoder_cache
+        except RuntimeError:  # NVDEC unusable here: every stream falls back to the CPU
+            return 0, 0
+        return cache.created, cache.reused
 
-            try:
-                self._cache = new_decoder_cache(self.device.index or 0, self._stream, self._capacity)
-            except RuntimeError:  # PyNvVideoCodec unusable: every stream falls back to the CPU
-                self._cache = False
-        return self._cache or None
-
-    def open(self, video: OpenedVideo) -> Opened:
-        cache = self._nvdec_cache()
-        before = (cache.created, cache.reused) if cache is not None else (0, 0)
-        selection = open_backend(video.demuxer, video.metadata, self.device,
-                                 rotation_quarter_turns=video.quarter_turns, nvdec_cache=cache)
-        reused = False
-        if cache is not None and getattr(selection.backend, "name", "") == "nvdec":
-            reused = cache.reused > before[1]
-            self.created += cache.created - before[0]
-            self.reused += cache.reused - before[1]
-        else:
-            self.cpu_opened += 1
-        return Opened(selection.backend, selection.status, reused)
+    def open(self, params: CodecParameters) -> Opened:
+        created, reused = self._cache_counts()
+        selection = open_backend(params, self.device,
+                                 BackendContext(stream=None, num_threads=self._threads, nvdec=self._owner))
+        if selection.backend.name == "nvdec":
+            now_created, now_reused = self._cache_counts()
+            self.created += now_created - created
+            self.reused += now_reused - reused
+            return Opened(selection.backend, selection.status, now_reused > reused)
+        self.cpu_opened += 1
+        return Opened(selection.backend, selection.status, False)
 
     def idle_count(self) -> int:
         """NVDEC decoders waiting in this session's cache."""
-        return self._cache.idle_count() if self._cache else 0
+        if self._owner is None:
+            return 0
+        try:
+            return self._owner.decoder_cache.idle_count()
+        except RuntimeError:
+            return 0
 
     def close(self) -> None:
         """Destroy every idle decoder (they all are, between requests)."""
-        if self._cache:
-            self._cache.clear()
+        if self._owner is not None:
+            self._owner.close()
 
 
 def execute(work: Work, backend: Any, dimension_order: str) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """Decode `work` with `backend`; (pixels in `dimension_order` on the
-    backend's device, pts seconds, durations seconds)."""
-    video = work.video
-    height, width = video.frame_shape
+    """Run `work`'s plan over its bundle with `backend`; (pixels in
+    `dimension_order` on the backend's device, pts seconds, durations seconds)."""
+    height, width = work.frame_shape
     channels_first = backend.channels_first_output and dimension_order == "NCHW"
 
     def allocate(count: int) -> OutputBuffer:
         return OutputBuffer.allocate(count, height, width, backend.output_device, channels_first)
 
-    session = DecodeSession(video.demuxer, backend, video.timeline, fps_hint=video.metadata.average_fps or 0.0)
-    try:
-        if work.time_range is not None:
-            out = session.decode_time_range(*work.time_range, allocate)
-        else:
-            out = allocate(work.count)
-            if work.targets:
-                session.decode(work.targets, out)
-    finally:
-        session.close()
+    plan = work.plan
+    assert work.bundle is not None
+    out = None if plan.time_range is not None else allocate(plan.slot_count)
+    out = execute_plan(plan, BundleSource(work.bundle), backend, out, disposable=work.disposable, allocate=allocate)
     return out.as_order(dimension_order), out.pts_seconds, out.duration_seconds

@@ -15,9 +15,11 @@ exception ends a thread. Threads are daemons and hold no reference to the
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +33,7 @@ from framefeed.pool._adapter import (
     execute,
     open_video,
     plan_work,
+    ship,
 )
 from framefeed.pool._budget import BudgetClosed, InFlightBudget, Ticket
 from framefeed.pool._hardware import HostRuntime
@@ -52,6 +55,7 @@ class Job:
     `open_only`: the future gets the `OpenedVideo` itself (no decoding).
     `clip_shape`: the batch is reshaped to `(clips, frames per clip, ...)`.
     `consumer`: the CUDA stream current when the request was submitted.
+    `work`: set at submission for a plan and bundle made elsewhere (`submit_plan`).
     """
 
     request: DecodeRequest
@@ -70,7 +74,8 @@ class Session:
     def __init__(self, index: int, engine: Engine, decoders_per_session: int) -> None:
         self.index = index
         self.stream = engine.runtime.new_stream()
-        self.decoders = SessionDecoders(engine.device, self.stream, decoders_per_session)
+        self.decoders = SessionDecoders(engine.device, decoders_per_session, engine.num_ffmpeg_threads,
+                                        engine.nvdec_runtime, engine.nvdec_caps)
         self.busy_seconds = 0.0
         self.requests = 0
         self.frames_decoded = 0
@@ -89,9 +94,11 @@ class Engine:
 
     def __init__(self, *, device: torch.device, runtime: HostRuntime, sessions: int, demux_threads: int,
                  budget: InFlightBudget, queue_depth: int, decoders_per_session: int,
-                 num_ffmpeg_threads: int) -> None:
+                 num_ffmpeg_threads: int, nvdec_runtime: Any = None, nvdec_caps: Any = None) -> None:
         self.device = device
         self.runtime = runtime
+        self.nvdec_runtime = nvdec_runtime
+        self.nvdec_caps = nvdec_caps
         self.budget = budget
         self.num_ffmpeg_threads = num_ffmpeg_threads
         self.started = time.perf_counter()
@@ -151,22 +158,26 @@ class Engine:
                     self._fail(job, error)
 
     def _prepare(self, job: Job) -> None:
-        began = time.perf_counter()
+        if job.work is not None:  # planned and shipped elsewhere (`submit_plan`): only admission is left
+            self._admit_shipped(job)
+            return
         video = job.opened
         try:
-            if video is None:
-                request = job.request
-                video = open_video(request.source, seek_mode=request.seek_mode, stream_index=request.stream_index,
-                                   num_ffmpeg_threads=self.num_ffmpeg_threads)
-            if job.open_only:
-                self._add_demux_time(began)
-                job.future.set_result(video)
-                return
-            work = plan_work(video, job.request)
-            self._add_demux_time(began)
+            with self._demux_timer():
+                if video is None:
+                    request = job.request
+                    video = open_video(request.source, seek_mode=request.seek_mode,
+                                       stream_index=request.stream_index, num_ffmpeg_threads=self.num_ffmpeg_threads)
+                if job.open_only:
+                    job.future.set_result(video)
+                    return
+                work = plan_work(video, job.request)
             job.work = work
             job.ticket = self.budget.acquire(work.count, work.count * work.frame_bytes,
                                              give_up=lambda: self._cancelling)
+            with self._demux_timer():
+                ship(work, video)  # admitted: read its packets, then the file is done with
+            video.close()
         except BudgetClosed:
             video.close()
             self._fail(job, PoolClosedError("the DecodePool was closed before this request was decoded"), "cancelled")
@@ -174,14 +185,32 @@ class Engine:
         except Exception as error:
             if video is not None:
                 video.close()
-            self._add_demux_time(began)
+            if job.ticket is not None:
+                self.budget.release(job.ticket)
+                job.ticket = None
             self._fail(job, error)
             return
         self._work.put(job)
 
-    def _add_demux_time(self, began: float) -> None:
-        with self._lock:
-            self._demux_busy += time.perf_counter() - began
+    def _admit_shipped(self, job: Job) -> None:
+        work = job.work
+        assert work is not None
+        try:
+            job.ticket = self.budget.acquire(work.count, work.count * work.frame_bytes,
+                                             give_up=lambda: self._cancelling)
+        except BudgetClosed:
+            self._fail(job, PoolClosedError("the DecodePool was closed before this request was decoded"), "cancelled")
+            return
+        self._work.put(job)
+
+    @contextlib.contextmanager
+    def _demux_timer(self) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._demux_busy += time.perf_counter() - began
 
     # -- decode sessions ----------------------------------------------------------------------
 
@@ -207,7 +236,7 @@ class Engine:
         opened = None
         try:
             with self.runtime.stream_scope(session.stream):
-                opened = session.decoders.open(work.video)
+                opened = session.decoders.open(work.params)
                 data, pts, durations = execute(work, opened.backend, request.dimension_order)
                 count = len(pts)
                 if data.device != self.runtime.result_device:  # a CPU fallback in a CUDA pool: upload
@@ -215,7 +244,7 @@ class Engine:
                 data = _apply_transforms(data, request.transforms, count)
                 self.runtime.hand_over(session.stream, data, job.consumer)
             decoded = int(getattr(opened.backend, "frames_decoded", 0))
-            info = DecodeInfo(work.video.description, session.index, opened.status, opened.reused, decoded)
+            info = DecodeInfo(work.description, session.index, opened.status, opened.reused, decoded)
             pts_t, durations_t = torch.from_numpy(pts), torch.from_numpy(durations)
             if job.clip_shape is not None:
                 data = data.unflatten(0, job.clip_shape)
@@ -235,13 +264,13 @@ class Engine:
         self._finish_session_work(session, job, opened, began, returned=count)
 
     def _finish_session_work(self, session: Session, job: Job, opened: Any, began: float, returned: int) -> None:
-        """Give the decoder back, close the file, free the room in flight."""
+        """Give the decoder back, drop the packets, free the room in flight."""
         try:
             if opened is not None:
                 opened.release()
         finally:
             assert job.work is not None
-            job.work.video.close()
+            job.work.bundle = None
             if job.ticket is not None:
                 self.budget.release(job.ticket)
                 job.ticket = None
@@ -251,8 +280,6 @@ class Engine:
 
     def _abandon(self, job: Job) -> None:
         """Admitted work that no session will run (the pool is being cancelled)."""
-        assert job.work is not None
-        job.work.video.close()
         if job.ticket is not None:
             self.budget.release(job.ticket)
             job.ticket = None

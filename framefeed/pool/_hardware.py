@@ -3,8 +3,9 @@ how a session uses its device (streams, handing results over, NVML).
 
 Defaults (each can be overridden on `DecodePool`):
 - sessions: on CUDA the NVDEC engine count (`GetDecoderCaps`'
-  `num_decoder_engines`, 7 on an H100/H200), on the CPU the cores this
-  process may run on;
+  `num_decoder_engines`, 7 on an H100/H200), on the CPU (or on CUDA without
+  usable NVDEC, when every stream decodes on the CPU) the cores this process
+  may run on;
 - demux threads: 1 for up to 2 sessions, 2 up to 7, then 3 (SPDL found that
   more than 2-3 demuxing threads contend on FFmpeg's locks);
 - bytes in flight: a quarter of the device's memory (host RAM on the CPU),
@@ -37,16 +38,35 @@ def default_demux_threads(sessions: int) -> int:
     return 1 if sessions <= 2 else 2 if sessions <= 7 else 3
 
 
-def nvdec_engines(device: torch.device) -> int | None:
-    """NVDEC engines of a CUDA device, None when unknown."""
-    from framefeed.gpu_decode import nvdec_engine_count  # lazy: optional GPU libraries
+def nvdec_caps(nvdec_runtime: Any = None) -> Any:
+    """A `GetDecoderCaps` answer cache for NVDEC through `nvdec_runtime` (None:
+    the real PyNvVideoCodec), or None when NVDEC is unusable in this process."""
+    from framefeed.gpu_decode.capabilities import DecoderCapsCache, pynvvideocodec_caps_query
+    from framefeed.gpu_decode.owner import cuda_runtime  # lazy: optional GPU libraries
 
-    return nvdec_engine_count(device.index if device.index is not None else 0)
+    runtime = nvdec_runtime if nvdec_runtime is not None else cuda_runtime()[0]
+    if runtime is None:
+        return None
+    return DecoderCapsCache(pynvvideocodec_caps_query(runtime.nvc))
 
 
-def default_sessions(device: torch.device) -> int:
-    if device.type == "cuda":
-        return nvdec_engines(device) or FALLBACK_CUDA_SESSIONS
+def nvdec_engines(device: torch.device, caps: Any) -> int | None:
+    """NVDEC engines of a CUDA device (`num_decoder_engines` for 8-bit 4:2:0
+    H.264, which every NVDEC generation decodes); None when unknown."""
+    if caps is None:
+        return None
+    try:
+        count = int(caps.get(device.index or 0, "h264", "420", 8).get("num_decoder_engines", 0))
+    except Exception:  # a failing query or a driver without the field: unknown, not fatal
+        return None
+    return count if count > 0 else None
+
+
+def default_sessions(device: torch.device, caps: Any = None) -> int:
+    """On CUDA: the NVDEC engine count (CPU cores when NVDEC is unusable and
+    every stream decodes on the CPU). On the CPU: the cores."""
+    if device.type == "cuda" and caps is not None:
+        return nvdec_engines(device, caps) or FALLBACK_CUDA_SESSIONS
     return cpu_cores()
 
 
@@ -159,6 +179,13 @@ def _open_nvml(device: torch.device) -> tuple[Any, Any]:
         return False, None
 
 
-def runtime_for(device: torch.device) -> HostRuntime:
-    """How sessions use `device` (tests substitute this to emulate a GPU)."""
-    return CudaRuntime(device) if device.type == "cuda" else HostRuntime()
+def runtime_for(device: torch.device, nvdec_runtime: Any = None) -> HostRuntime:
+    """How sessions use `device`. An NVDEC runtime that decodes into host
+    memory (the emulated one of the tests) makes a host runtime."""
+    if device.type != "cuda":
+        return HostRuntime()
+    if nvdec_runtime is not None:
+        output = nvdec_runtime.output_device(device.index or 0)
+        if output.type != "cuda":
+            return HostRuntime(output)
+    return CudaRuntime(device)

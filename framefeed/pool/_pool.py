@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -18,11 +18,17 @@ from torch import Tensor
 from framefeed._validation import require_int
 from framefeed.backend_selection import resolve_device
 from framefeed.pool import _hardware
+from framefeed.pool._adapter import shipped_work
 from framefeed.pool._budget import InFlightBudget
 from framefeed.pool._engine import Engine, Job
 from framefeed.pool._request import DecodeRequest, as_request
 from framefeed.pool._stats import PoolBatch, PoolStats
 from framefeed.pool._videos import PooledVideos
+
+if TYPE_CHECKING:
+    from framefeed.gpu_decode import NvdecRuntime
+    from framefeed.packets import PacketBundle
+    from framefeed.plan import DecodePlan
 
 
 class DecodePool:
@@ -45,6 +51,9 @@ class DecodePool:
             (distinct codec/size/format combinations it remembers).
         num_ffmpeg_threads: FFmpeg threads per CPU decoder (1: the sessions
             are the parallelism; 0: FFmpeg decides).
+        nvdec_runtime: the machine-facing NVDEC pieces each session's decoder
+            owner uses (`gpu_decode.NvdecRuntime`); None: the real
+            PyNvVideoCodec. Tests pass an emulated one.
 
     Raises:
         ValueError: a bad device or a count below 1.
@@ -66,10 +75,12 @@ class DecodePool:
         queue_depth: int | None = None,
         decoders_per_session: int = 2,
         num_ffmpeg_threads: int = 1,
+        nvdec_runtime: NvdecRuntime | None = None,
     ) -> None:
         self._device = resolve_device(device)
-        runtime = _hardware.runtime_for(self._device)
-        sessions = _positive("sessions", sessions, _hardware.default_sessions(self._device))
+        runtime = _hardware.runtime_for(self._device, nvdec_runtime)
+        caps = _hardware.nvdec_caps(nvdec_runtime) if self._device.type == "cuda" else None
+        sessions = _positive("sessions", sessions, _hardware.default_sessions(self._device, caps))
         demux_threads = _positive("demux_threads", demux_threads, _hardware.default_demux_threads(sessions))
         queue_depth = _positive("queue_depth", queue_depth, 4 * sessions)
         decoders_per_session = _positive("decoders_per_session", decoders_per_session, 2)
@@ -81,7 +92,8 @@ class DecodePool:
         self._sessions = sessions
         self._engine = Engine(device=self._device, runtime=runtime, sessions=sessions, demux_threads=demux_threads,
                               budget=InFlightBudget(max_frames, max_bytes), queue_depth=queue_depth,
-                              decoders_per_session=decoders_per_session, num_ffmpeg_threads=num_ffmpeg_threads)
+                              decoders_per_session=decoders_per_session, num_ffmpeg_threads=num_ffmpeg_threads,
+                              nvdec_runtime=nvdec_runtime, nvdec_caps=caps)
         # A pool dropped without close(): cancel what is queued and stop the threads.
         self._finalizer = weakref.finalize(self, self._engine.shutdown, True)
 
@@ -127,6 +139,40 @@ class DecodePool:
                                     seek_mode=seek_mode, dimension_order=dimension_order,
                                     transforms=transforms or (), stream_index=stream_index)
         return self._engine.submit(Job(request, Future()))
+
+    def submit_plan(
+        self,
+        plan: DecodePlan,
+        bundle: PacketBundle,
+        *,
+        frame_shape: tuple[int, int],
+        clip_shape: tuple[int, int] | None = None,
+        dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
+        transforms: Sequence[Callable[[Tensor], Tensor]] | None = None,
+        description: str | None = None,
+    ) -> Future[PoolBatch]:
+        """Queue a request planned and demuxed elsewhere: a `DecodePlan` and its
+        `PacketBundle` (`framefeed.bundling.ship_request`, or a `ClipDataset`
+        item from a DataLoader worker). Only decoding is left: the sessions run
+        the plan over the bundle; a future of its `PoolBatch`.
+
+        `frame_shape` is `(height, width)` of a decoded frame (after rotation);
+        `clip_shape` reshapes the batch's frames to `(clips, frames per clip)`;
+        `transforms` and `dimension_order` as in `submit`; `description` names
+        the source in `batch.info` (default: the bundle's).
+
+        Raises:
+            RuntimeError: the pool is closed.
+            ValueError: a `clip_shape` that does not hold the plan's frames.
+            Errors of decoding (a damaged stream, missing packets) are set on the future.
+        """
+        if clip_shape is not None and clip_shape[0] * clip_shape[1] != plan.slot_count:
+            raise ValueError(f"clip_shape {tuple(clip_shape)} does not hold the plan's {plan.slot_count} frames")
+        request = DecodeRequest(None, dimension_order=dimension_order, transforms=transforms or ())
+        work = shipped_work(plan, bundle, (int(frame_shape[0]), int(frame_shape[1])),
+                            description or bundle.description)
+        return self._engine.submit(Job(request, Future(), work=work,
+                                       clip_shape=None if clip_shape is None else tuple(clip_shape)))
 
     def map(
         self,
