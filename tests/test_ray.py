@@ -349,3 +349,85 @@ def test_without_ray_the_import_says_what_to_install():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "framefeed.ray needs Ray Data: pip install 'framefeed[ray]'" in result.stderr
+
+
+# -- the CUDA decode stage, in this process, on the emulated NVDEC decoder ------------------------------------------
+
+
+@pytest.fixture
+def emulated_cuda(monkeypatch):
+    """torch believes in one GPU; a pool on it decodes with the emulated NVDEC (CPU output)."""
+    from gpu_fixtures import emulated_runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    return emulated_runtime()
+
+
+def packet_table(sources, sampler, seek_mode="exact", **args):
+    """The read stage's packet rows for `sources`, built in this process."""
+    import pyarrow as pa
+
+    from framefeed.ray._datasource import ReadConfig, read_packet_blocks
+
+    files = expand_sources(sources)
+    config = ReadConfig(sampler, args, seek_mode, None, 4, 0, 12, "raise")
+    return pa.concat_tables(read_packet_blocks(list(range(len(files))), files, config))
+
+
+def test_the_cuda_decode_stage_decodes_what_the_cpu_stage_decodes(tree, emulated_cuda):
+    from framefeed.ray._decode import DecodeConfig, NvdecClipDecoder, decode_packet_batch
+
+    sources = videos(tree)
+    table = packet_table(sources, "random_indices", num_clips=3, num_frames_per_clip=3)
+    cpu = [r for batch in decode_packet_batch(table, DecodeConfig(sources, [0, 1, 2, 3])) for r in split(batch)]
+    actor = NvdecClipDecoder(DecodeConfig(sources, [0, 1, 2, 3], pool_options={"sessions": 2,
+                                                                                "nvdec_runtime": emulated_cuda}))
+    try:
+        gpu = [r for batch in actor(table) for r in split(batch)]
+        stats = actor._pool.stats()
+    finally:
+        actor.close()
+    assert [_key(r) for r in gpu] == [_key(r) for r in cpu] == [(v, c) for v in range(4) for c in range(3)]
+    for a, b in zip(gpu, cpu, strict=True):
+        assert a["pts_seconds"].tolist() == b["pts_seconds"].tolist() and a["label"] == b["label"]
+        assert np.abs(a["frames"].astype(int) - b["frames"].astype(int)).max() <= 2  # NVDEC colour vs swscale
+    # H.264 on (emulated) NVDEC; the 64x48 VP9 file is below NVDEC's VP9 minimum (128x128): CPU.
+    assert stats.decoders_created >= 1 and stats.cpu_fallbacks == 1
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_a_file_failing_in_the_cuda_stage_follows_on_error(tree, emulated_cuda, on_error):
+    from framefeed.ray._decode import DecodeConfig, NvdecClipDecoder
+
+    sources = [videos(tree)[0], str(tree / "bad" / "truncated.mp4")]  # plans, then fails past its cut
+    table = packet_table(sources, "regular_indices", "approximate", num_clips=3, num_frames_per_clip=2)
+    actor = NvdecClipDecoder(DecodeConfig(sources, None, on_error=on_error,
+                                          pool_options={"sessions": 2, "nvdec_runtime": emulated_cuda}))
+    try:
+        if on_error == "raise":
+            with pytest.raises(ClipLoadError, match="truncated.mp4"):
+                list(actor(table))
+        else:
+            rows = [r for batch in actor(table) for r in split(batch)]
+            assert [_key(r) for r in rows] == [(0, 0), (0, 1), (0, 2)]
+    finally:
+        actor.close()
+
+
+def split(batch):
+    """A numpy batch as rows."""
+    return [{name: column[i] for name, column in batch.items()} for i in range(len(batch["frames"]))]
+
+
+@pytest.mark.cuda
+def test_on_a_gpu_read_clips_decodes_in_pool_actors_what_cpu_tasks_decode(local_ray, tree):
+    sources = videos(tree)
+    args = dict(sampler="random_indices", num_clips=3, num_frames_per_clip=3, seed=2)
+    cpu = sorted(read_clips(sources, **args).take_all(), key=_key)
+    gpu = sorted(read_clips(sources, decode="cuda", concurrency=1, num_gpus_per_actor=0.5,
+                            **args).take_all(), key=_key)
+    assert [_key(r) for r in gpu] == [_key(r) for r in cpu]
+    for a, b in zip(gpu, cpu, strict=True):
+        assert a["pts_seconds"].tolist() == b["pts_seconds"].tolist()
+        assert np.abs(a["frames"].astype(int) - b["frames"].astype(int)).max() <= 2

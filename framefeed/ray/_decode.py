@@ -206,7 +206,12 @@ class NvdecClipDecoder:
                                       clip_shape=planned.clip_shape, dimension_order=self._config.dimension_order,
                                       transforms=self._config.transforms, description=name)
 
-    def __del__(self) -> None:
+    def close(self) -> None:
+        """Close the pool (its decoders and threads); Ray calls `__del__` when the actor ends."""
         pool = getattr(self, "_pool", None)
         if pool is not None:
+            self._pool = None
             pool.close(cancel_pending=True)
+
+    def __del__(self) -> None:
+        self.close()
