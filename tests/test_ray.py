@@ -202,6 +202,27 @@ def test_listing_expands_directories_and_patterns_in_sorted_order(tree):
     assert all(f.size == os.path.getsize(f.path) for f in listed)
 
 
+def test_listing_in_a_given_filesystem_and_relative_patterns(tree, monkeypatch):
+    import pyarrow.fs as pafs
+
+    subtree = pafs.SubTreeFileSystem(str(tree), pafs.LocalFileSystem())
+    listed = expand_sources(["videos/cats", "bad/*.mp4"], filesystem=subtree)
+    assert [f.name for f in listed] == ["videos/cats/a.mp4", "videos/cats/deep/b.mkv", "bad/garbage.mp4",
+                                        "bad/truncated.mp4"]
+    assert listed[0].open() == (tree / "videos" / "cats" / "a.mp4").read_bytes()  # small: read whole
+    monkeypatch.setattr("framefeed.ray._sources.WHOLE_FILE_LIMIT", 1000)  # larger: a seekable file object
+    handle = listed[0].open()
+    try:
+        from framefeed.decoders import VideoDecoder
+
+        first = VideoDecoder(handle)[0]
+        assert np.array_equal(first.data.numpy(), reference(str(tree / "videos" / "cats" / "a.mp4"))[0.0])
+    finally:
+        handle.close()
+    monkeypatch.chdir(tree / "videos")
+    assert [f.name for f in expand_sources("*/*.webm")] == [os.path.join("dogs", "c.webm")]
+
+
 def test_listing_names_what_matches_nothing(tree):
     with pytest.raises(FileNotFoundError, match="nothing.mp4"):
         expand_sources(str(tree / "nothing.mp4"))

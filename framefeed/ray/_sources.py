@@ -159,10 +159,11 @@ def _local_file(path: str, position: int) -> VideoFile:
 
 
 def _walk_local(root: str) -> list[str]:
+    """Every file below `root` ("" is the working directory: names stay relative)."""
     found = []
     for directory, _, names in os.walk(root or "."):
         found.extend(os.path.join(directory, name) for name in names)
-    return found
+    return found if root else [os.path.relpath(path) for path in found]
 
 
 def _expand_arrow(filesystem: Any, path: str, prefix: str, position: int,
