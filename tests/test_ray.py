@@ -70,7 +70,8 @@ def _truncated(bad, whole):
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray instance for every test here (starting one costs seconds)."""
-    ray.init(num_cpus=2, object_store_memory=256 << 20, include_dashboard=False, log_to_driver=False,
+    # One GPU declared whether or not there is one: decode="cuda" actors then schedule here too.
+    ray.init(num_cpus=2, num_gpus=1, object_store_memory=256 << 20, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     from ray.data import DataContext
 
@@ -279,6 +280,10 @@ def test_bad_arguments_fail_before_reading(tree):
         read_clips(str(tree / "videos"), sampler="random_indices", seconds_between_frames=1.0)
     with pytest.raises(ValueError, match="Invalid decode"):
         read_clips(str(tree / "videos"), decode="gpu")
+    with pytest.raises(ValueError, match=r"Invalid concurrency \(0\) for decode='cpu'"):
+        read_clips(str(tree / "videos"), concurrency=0)
+    with pytest.raises(ValueError, match=r"Invalid concurrency \(\(2, 1\)\) for decode='cuda'"):
+        read_clips(str(tree / "videos"), decode="cuda", concurrency=(2, 1))
     with pytest.raises(ValueError, match="labels has 1 entries for 2 source entries"):
         read_clips([str(tree / "videos" / "cats"), str(tree / "videos" / "dogs")], labels=[0])
 
@@ -439,6 +444,17 @@ def test_a_file_failing_in_the_cuda_stage_follows_on_error(tree, emulated_cuda, 
 def split(batch):
     """A numpy batch as rows."""
     return [{name: column[i] for name, column in batch.items()} for i in range(len(batch["frames"]))]
+
+
+def test_decode_actors_run_under_ray_with_a_cpu_pool(local_ray, tree):
+    """The actor stage's Ray wiring (actor pool, calls on threads, one pool per
+    actor) on the declared GPU, with the actors' pools on the CPU."""
+    sources = videos(tree)
+    args = dict(sampler="random_indices", num_clips=3, num_frames_per_clip=3, seed=2)
+    ds = read_clips(sources, decode="cuda", concurrency=1, pool_options={"device": "cpu", "sessions": 2},
+                    max_frames_per_group=3, **args)
+    rows = ds.take_all()
+    assert_equals_direct_sampling(rows, sources, "random_indices", 2, num_clips=3, num_frames_per_clip=3)
 
 
 @pytest.mark.cuda

@@ -2,7 +2,7 @@
 open videos, run the sampler, plan its clips and demux their packets.
 
 Read tasks never decode a picture (and never touch CUDA): each emits packet
-rows (`_decode.PACKET_COLUMNS`), one per `ClipGroup`, as its own block, so
+rows (`PACKET_SCHEMA`), one per `ClipGroup`, as its own block, so
 the decode stage can spread the groups of one long video over several tasks
 or actors. The files are split into contiguous runs of about equal weight,
 one per read task: their sizes (from the listing) when every frame is read,

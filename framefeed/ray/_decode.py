@@ -12,8 +12,8 @@ its name, on request), the clip's index within the video and the video's label.
   `DecodePool` on the GPU Ray assigned it; transforms run there, on the GPU,
   and the clips are copied to host memory for Ray's object store.
 
-No module here imports Ray: the stage functions take and return plain
-`pyarrow.Table` / numpy batches.
+The stage functions take and return plain `pyarrow.Table` / numpy batches;
+only `record_skip` talks to Ray (the skip ledger).
 """
 
 from __future__ import annotations
@@ -32,9 +32,6 @@ from framefeed.data._items import ClipLoadError
 from framefeed.data._sampling import PlannedClips
 
 logger = logging.getLogger("framefeed.ray")
-
-PACKET_COLUMNS = ("video_index", "first_clip", "num_clips", "num_frames", "packet_bytes", "planned")
-
 
 @dataclass
 class DecodeConfig:
@@ -171,17 +168,19 @@ def decode_packet_batch(table: Any, config: DecodeConfig) -> Iterator[dict[str, 
 
 
 class NvdecClipDecoder:
-    """The CUDA decode stage: a Ray actor (one per `num_gpus_per_actor` of a
-    GPU) holding a `DecodePool` on its GPU. Each call submits every packet
-    row of the batch to the pool, so the pool's sessions keep the NVDEC
-    engines busy, then yields the clips in row order, on the host."""
+    """The CUDA decode stage: a Ray actor (`num_gpus_per_actor` of a GPU each)
+    holding a `DecodePool` on its GPU. Calls run on several threads at once
+    (`_read.CALLS_PER_ACTOR`); each submits its packet rows to the shared
+    pool, whose sessions keep the NVDEC engines busy, and yields their clips
+    in row order, on the host."""
 
     def __init__(self, config: DecodeConfig) -> None:
         from framefeed.pool import DecodePool  # here: only GPU actors import the pool
 
         self._config = config
+        options = dict(config.pool_options)
         # Ray sets CUDA_VISIBLE_DEVICES to the GPU(s) it assigned: cuda:0 is ours.
-        self._pool = DecodePool("cuda:0", **config.pool_options)
+        self._pool = DecodePool(options.pop("device", "cuda:0"), **options)
 
     def __call__(self, table: Any) -> Iterator[dict[str, np.ndarray]]:
         config = self._config

@@ -33,6 +33,9 @@ SAMPLER_NAMES = ("random_indices", "regular_indices", "random_timestamps", "regu
 # Frames one packet row plans at most: bounds a decoded block and lets a long
 # video decode in several tasks at once (about 0.7 GB of 1080p RGB).
 MAX_FRAMES_PER_GROUP = 128
+# Packet rows a CUDA decode actor works on at once (each call on its own thread,
+# all feeding the actor's DecodePool): about two per NVDEC engine of an H100/H200.
+CALLS_PER_ACTOR = 16
 
 
 def read_clips(
@@ -96,7 +99,8 @@ def read_clips(
             many tasks as there are CPUs); 0 lets FFmpeg decide, as decord in
             `ray.data.read_videos` does, which helps only when fewer groups are
             ready than there are idle cores.
-        pool_options: keyword arguments of each actor's `DecodePool`.
+        pool_options: keyword arguments of each actor's `DecodePool` (its
+            `device` is the GPU Ray gave the actor unless given here).
         filesystem: a `pyarrow.fs.FileSystem` in which every source is a path.
         file_extensions: see `sources`.
         include_paths: add a `source` column, the video's path or URI (as in
@@ -141,6 +145,7 @@ def read_clips(
     if not num_gpus_per_actor > 0:
         raise ValueError(f"num_gpus_per_actor ({num_gpus_per_actor}) must be > 0")
     extensions = None if file_extensions is None else tuple(file_extensions)
+    compute = _task_pool(concurrency) if decode == "cpu" else _actor_pool(concurrency)
 
     files = expand_sources(sources, filesystem, extensions)
     entry_labels = _entry_labels(sources, labels)
@@ -158,13 +163,39 @@ def read_clips(
 
     packets = ray.data.read_datasource(ClipPacketsDatasource(files, read_config),
                                        override_num_blocks=override_num_blocks)
+    # One packet row per call: each is a decode unit (a group of whole clips).
     if decode == "cpu":
         clips = packets.map_batches(decode_packet_batch, fn_args=(decode_config,), batch_size=1,
-                                    batch_format="pyarrow", concurrency=concurrency, num_cpus=1)
+                                    batch_format="pyarrow", compute=compute, num_cpus=1)
     else:
         clips = packets.map_batches(NvdecClipDecoder, fn_constructor_args=(decode_config,), batch_size=1,
-                                    batch_format="pyarrow", concurrency=concurrency, num_gpus=num_gpus_per_actor)
+                                    batch_format="pyarrow", compute=compute, num_gpus=num_gpus_per_actor)
     return VideoClips.wrap(clips, ledger, [f.name for f in files])
+
+
+def _task_pool(concurrency: Any) -> Any:
+    if concurrency is not None and (not isinstance(concurrency, int) or isinstance(concurrency, bool)
+                                    or concurrency < 1):
+        raise ValueError(f"Invalid concurrency ({concurrency!r}) for decode='cpu': the most decode tasks "
+                         "to run at once, an int >= 1, or None")
+    return ray.data.TaskPoolStrategy(size=concurrency)
+
+
+def _actor_pool(concurrency: Any) -> Any:
+    """Decode actors: a fixed count, `(min, max)` to autoscale, or None (1 to as many as fit).
+    Each runs `CALLS_PER_ACTOR` calls at once on threads, so that many packet rows
+    are in its `DecodePool` together (the pool's own cap bounds their memory)."""
+    calls = dict(max_concurrent_calls_per_actor=CALLS_PER_ACTOR, max_tasks_in_flight_per_actor=CALLS_PER_ACTOR,
+                 enable_true_multi_threading=True)
+    if concurrency is None:
+        return ray.data.ActorPoolStrategy(min_size=1, max_size=None, **calls)
+    if isinstance(concurrency, int) and not isinstance(concurrency, bool) and concurrency >= 1:
+        return ray.data.ActorPoolStrategy(size=concurrency, **calls)
+    if (isinstance(concurrency, tuple) and len(concurrency) == 2
+            and all(isinstance(c, int) and c >= 1 for c in concurrency) and concurrency[0] <= concurrency[1]):
+        return ray.data.ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1], **calls)
+    raise ValueError(f"Invalid concurrency ({concurrency!r}) for decode='cuda': the number of decode actors "
+                     "(an int >= 1), a (min, max) pair to autoscale, or None")
 
 
 def _entry_labels(sources: Any, labels: Sequence[Any] | None) -> list[Any] | None:
