@@ -31,7 +31,7 @@ from framefeed.ray._sources import VIDEO_EXTENSIONS, expand_sources
 
 SAMPLER_NAMES = ("random_indices", "regular_indices", "random_timestamps", "regular_timestamps", "all")
 # Frames one packet row plans at most: bounds a decoded block and lets a long
-# video decode in several tasks at once (about 0.7 GB of 1080p RGB).
+# video decode in several tasks at once (128 frames of 1080p RGB: 0.75 GiB).
 MAX_FRAMES_PER_GROUP = 128
 # Packet rows a CUDA decode actor works on at once (each call on its own thread,
 # all feeding the actor's DecodePool): about two per NVDEC engine of an H100/H200.
