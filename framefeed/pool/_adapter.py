@@ -216,10 +216,12 @@ class SessionDecoders:
             return 0, 0
         return cache.created, cache.reused
 
-    def open(self, params: CodecParameters) -> Opened:
+    def open(self, params: CodecParameters, pipeline: TransformPipeline | None = None) -> Opened:
+        """A backend for `params` that writes frames transformed by `pipeline`
+        (on NVDEC inside the fused colour kernel; elsewhere by the torch path)."""
         created, reused = self._cache_counts()
-        selection = open_backend(params, self.device,
-                                 BackendContext(stream=None, num_threads=self._threads, nvdec=self._owner))
+        selection = open_backend(params, self.device, BackendContext(
+            stream=None, num_threads=self._threads, nvdec=self._owner, transforms=pipeline or None))
         if selection.backend.name == "nvdec":
             now_created, now_reused = self._cache_counts()
             self.created += now_created - created

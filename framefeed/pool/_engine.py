@@ -252,7 +252,7 @@ class Engine:
         opened = None
         try:
             with self.runtime.stream_scope(session.stream):
-                opened = session.decoders.open(work.params)
+                opened = session.decoders.open(work.params, work.pipeline)
                 data, pts, durations = execute(work, opened.backend, request.dimension_order)
                 count = len(pts)
                 if data.device != self.runtime.result_device:  # a CPU fallback in a CUDA pool: upload
