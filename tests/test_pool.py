@@ -341,8 +341,19 @@ def test_back_pressure_without_the_big_request(monkeypatch):
 # -- lifetime ---------------------------------------------------------------------------------------
 
 
-def open_files() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def open_files() -> list[str]:
+    """The test videos this process holds open (other tests' sockets, pipes
+    and threads come and go; only the pool's own files matter here)."""
+    corpus_dir = str(corpus.cache_dir())
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith(corpus_dir):
+            held.append(target)
+    return sorted(held)
 
 
 def pool_threads() -> list[str]:
