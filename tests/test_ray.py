@@ -27,6 +27,7 @@ from framefeed.ray._datasource import balanced_runs
 from framefeed.ray._planning import clip_ranges
 from framefeed.ray._sources import expand_sources
 from framefeed.samples import VideoSpec, encode_video, x264_options
+from framefeed.transforms import RandomCrop, Resize
 
 ray = pytest.importorskip("ray", reason="framefeed.ray needs the [ray] extra")
 
@@ -115,7 +116,7 @@ def by_key(rows):
 
 def assert_equals_direct_sampling(rows, sources, sampler, seed, **args):
     """Every row equals clip k of `ClipDataset(sources, seed=seed)[i]`, and
-    its pixels PyAV's frames at its pts."""
+    (without transforms) its pixels PyAV's frames at its pts."""
     dataset = ClipDataset(sources, sampler=sampler, seed=seed, **args)
     expected = {}
     for i in range(len(sources)):
@@ -129,6 +130,8 @@ def assert_equals_direct_sampling(rows, sources, sampler, seed, **args):
         assert row["pts_seconds"].tolist() == pts.tolist(), key
         assert row["duration_seconds"].tolist() == durations.tolist(), key
         assert np.array_equal(row["frames"], data.numpy()), key
+        if args.get("transforms"):
+            continue  # the dataset's transformed frames are the ground truth here
         truth = reference(sources[key[0]])
         for t, when in enumerate(row["pts_seconds"].tolist()):
             assert np.array_equal(row["frames"][t], truth[when]), (key, t)
@@ -159,6 +162,19 @@ def test_rows_equal_direct_sampling_with_the_same_seed(local_ray, tree, sampler,
 
 def _key(row):
     return int(row["video_index"]), int(row["clip_index"])
+
+
+TRANSFORMS = [Resize((40, 56)), RandomCrop((24, 32))]
+
+
+def test_decoder_transforms_resolve_per_video_as_clip_dataset_resolves_items(local_ray, tree):
+    """A RandomCrop window drawn from each video's RNG before its clips, the
+    same window for every packet row of one video (groups of 3 frames)."""
+    sources = videos(tree)
+    args = dict(num_clips=2, num_frames_per_clip=3, transforms=TRANSFORMS)
+    rows = read_clips(sources, sampler="random_indices", seed=5, max_frames_per_group=3, **args).take_all()
+    assert {r["frames"].shape for r in rows} == {(3, 3, 24, 32)}
+    assert_equals_direct_sampling(rows, sources, "random_indices", 5, **args)
 
 
 def test_without_a_seed_each_execution_draws_new_clips(local_ray, tree):
@@ -286,6 +302,8 @@ def test_bad_arguments_fail_before_reading(tree):
         read_clips(str(tree / "videos"), decode="cuda", concurrency=(2, 1))
     with pytest.raises(ValueError, match="labels has 1 entries for 2 source entries"):
         read_clips([str(tree / "videos" / "cats"), str(tree / "videos" / "dogs")], labels=[0])
+    with pytest.raises(ValueError, match="Unsupported transform"):
+        read_clips(str(tree / "videos"), transforms=[lambda frames: frames])
 
 
 # -- the read/decode boundary ----------------------------------------------------------------------------------------
@@ -390,14 +408,14 @@ def emulated_cuda(monkeypatch):
     return emulated_runtime()
 
 
-def packet_table(sources, sampler, seek_mode="exact", **args):
+def packet_table(sources, sampler, seek_mode="exact", transforms=(), **args):
     """The read stage's packet rows for `sources`, built in this process."""
     import pyarrow as pa
 
     from framefeed.ray._datasource import ReadConfig, read_packet_blocks
 
     files = expand_sources(sources)
-    config = ReadConfig(sampler, args, seek_mode, None, 4, 0, 12, "raise")
+    config = ReadConfig(sampler, args, seek_mode, None, 4, 0, 12, "raise", transforms=tuple(transforms))
     return pa.concat_tables(read_packet_blocks(list(range(len(files))), files, config))
 
 
@@ -420,6 +438,29 @@ def test_the_cuda_decode_stage_decodes_what_the_cpu_stage_decodes(tree, emulated
         assert np.abs(a["frames"].astype(int) - b["frames"].astype(int)).max() <= 2  # NVDEC colour vs swscale
     # H.264 on (emulated) NVDEC; the 64x48 VP9 file is below NVDEC's VP9 minimum (128x128): CPU.
     assert stats.decoders_created >= 1 and stats.cpu_fallbacks == 1
+
+
+def test_the_cuda_decode_stage_applies_the_resolved_transforms(tree, emulated_cuda):
+    """The pipeline resolved in the read stage goes to `submit_plan` (the
+    emulated NVDEC's fused crop and resize); it matches the CPU stage's."""
+    from framefeed.ray._decode import DecodeConfig, NvdecClipDecoder, decode_packet_batch
+
+    sources = videos(tree)
+    table = packet_table(sources, "random_indices", transforms=TRANSFORMS, num_clips=2, num_frames_per_clip=3)
+    cpu = [r for batch in decode_packet_batch(table, DecodeConfig(sources, None)) for r in split(batch)]
+    actor = NvdecClipDecoder(DecodeConfig(sources, None, pool_options={"sessions": 2,
+                                                                       "nvdec_runtime": emulated_cuda}))
+    try:
+        gpu = [r for batch in actor(table) for r in split(batch)]
+    finally:
+        actor.close()
+    assert [_key(r) for r in gpu] == [_key(r) for r in cpu]
+    for a, b in zip(gpu, cpu, strict=True):
+        assert a["frames"].shape == b["frames"].shape == (3, 3, 24, 32)
+        assert a["pts_seconds"].tolist() == b["pts_seconds"].tolist()
+        difference = np.abs(a["frames"].astype(int) - b["frames"].astype(int))
+        # NVDEC colour and the fused kernel's resize vs swscale and torch (as in test_pool)
+        assert difference.mean() <= 1.0 and difference.max() <= 6, (difference.mean(), difference.max())
 
 
 @pytest.mark.parametrize("on_error", ["raise", "skip"])
@@ -458,13 +499,19 @@ def test_decode_actors_run_under_ray_with_a_cpu_pool(local_ray, tree):
 
 
 @pytest.mark.cuda
-def test_on_a_gpu_read_clips_decodes_in_pool_actors_what_cpu_tasks_decode(local_ray, tree):
+@pytest.mark.parametrize("transforms", [None, TRANSFORMS], ids=["full", "resize-crop"])
+def test_on_a_gpu_read_clips_decodes_in_pool_actors_what_cpu_tasks_decode(local_ray, tree, transforms):
     sources = videos(tree)
-    args = dict(sampler="random_indices", num_clips=3, num_frames_per_clip=3, seed=2)
+    args = dict(sampler="random_indices", num_clips=3, num_frames_per_clip=3, seed=2, transforms=transforms)
     cpu = sorted(read_clips(sources, **args).take_all(), key=_key)
     gpu = sorted(read_clips(sources, decode="cuda", concurrency=1, num_gpus_per_actor=0.5,
                             **args).take_all(), key=_key)
     assert [_key(r) for r in gpu] == [_key(r) for r in cpu]
     for a, b in zip(gpu, cpu, strict=True):
         assert a["pts_seconds"].tolist() == b["pts_seconds"].tolist()
-        assert np.abs(a["frames"].astype(int) - b["frames"].astype(int)).max() <= 2
+        assert a["frames"].shape == b["frames"].shape
+        difference = np.abs(a["frames"].astype(int) - b["frames"].astype(int))
+        if transforms is None:
+            assert difference.max() <= 2
+        else:  # the fused kernel's resize vs torch's (as in test_pool)
+            assert difference.mean() <= 1.0 and difference.max() <= 6, (difference.mean(), difference.max())

@@ -32,6 +32,7 @@ from framefeed.opening import open_stream
 from framefeed.ray._decode import packet_rows, read_error, record_skip
 from framefeed.ray._planning import GroupPlanningVideo
 from framefeed.ray._sources import VideoFile, close_opened
+from framefeed.transforms import DecoderTransform, resolve_transforms
 
 PACKET_SCHEMA = pa.schema([
     ("video_index", pa.int64()),
@@ -58,6 +59,7 @@ class ReadConfig:
         max_frames_per_group: frames (slots) one packet row may plan.
         on_error: "raise" or "skip".
         ledger: the skip ledger actor, or None.
+        transforms: the decoder transforms (checked), resolved per video.
     """
 
     sampler: str
@@ -69,6 +71,7 @@ class ReadConfig:
     max_frames_per_group: int
     on_error: str
     ledger: Any = None
+    transforms: tuple[DecoderTransform, ...] = ()
 
 
 class ClipPacketsDatasource(Datasource):
@@ -136,13 +139,25 @@ def read_packet_blocks(positions: list[int], files: list[VideoFile], config: Rea
 
 
 def plan_file(file: VideoFile, position: int, sampler: Any, config: ReadConfig) -> list[Any]:
-    """Open `file`, draw its clips and plan them into `ClipGroup`s (packets read)."""
+    """Open `file`, resolve the transforms and draw its clips (in this order,
+    from the video's RNG, as `ClipDataset` does for item `position`), and plan
+    them into `ClipGroup`s (packets read), each carrying the resolved pipeline.
+
+    Raises:
+        ValueError: transform sizes that do not fit the video; what opening,
+            sampling and demuxing raise.
+    """
     source = file.open()
     try:
         opened = open_stream(source, config.stream_index, config.seek_mode)
         try:
-            with _seeded(config.seed, config.epoch, position):
-                return sampler(GroupPlanningVideo(opened, config.max_frames_per_group), **config.sampler_args)
+            metadata = opened.metadata
+            with _seeded(config.seed, config.epoch, position):  # crop windows first, then clips
+                pipeline = resolve_transforms(config.transforms, int(metadata.height or 0), int(metadata.width or 0))
+                groups = sampler(GroupPlanningVideo(opened, config.max_frames_per_group), **config.sampler_args)
+            for group in groups:
+                group.planned.transforms = pipeline
+            return groups
         finally:
             opened.demuxer.close()
     finally:

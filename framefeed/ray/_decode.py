@@ -6,11 +6,16 @@ each into clip rows: frames `(T, C, H, W)` (or `(T, H, W, C)`) uint8, their
 pts and durations in seconds, the video's position in the listing (and
 its name, on request), the clip's index within the video and the video's label.
 
+Each plan carries its decoder transforms, resolved by the read stage
+(`PlannedClips.transforms`, crop windows drawn), and is decoded through them:
+
 - `decode="cpu"`: `decode_packet_batch` in Ray tasks, FFmpeg through the
-  executor (`framefeed.session.execute_plan`) on a `BundleSource`.
+  executor (`framefeed.session.execute_plan`) on a `BundleSource`, the
+  backend opened with the pipeline (as `ClipDataset`'s CPU items decode).
 - `decode="cuda"`: `NvdecClipDecoder`, a Ray actor class holding a
-  `DecodePool` on the GPU Ray assigned it; transforms run there, on the GPU,
-  and the clips are copied to host memory for Ray's object store.
+  `DecodePool` on the GPU Ray assigned it; the pipeline goes to
+  `DecodePool.submit_plan` (fused into NVDEC's colour kernel), and the clips
+  are copied to host memory for Ray's object store.
 
 The stage functions take and return plain `pyarrow.Table` / numpy batches;
 only `record_skip` talks to Ray (the skip ledger).
@@ -20,14 +25,13 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from framefeed.data._dataset import apply_transforms
 from framefeed.data._items import ClipLoadError
 from framefeed.data._sampling import PlannedClips
 
@@ -42,7 +46,6 @@ class DecodeConfig:
         labels: each video's label by video index, or None.
         include_paths: whether clip rows carry the video's name (`source`).
         dimension_order: "NCHW" or "NHWC".
-        transforms: applied to each group's frames, 4-D `(clips * T, ...)`.
         on_error: "raise" or "skip".
         num_ffmpeg_threads: FFmpeg threads per CPU decoder (0: FFmpeg decides).
         ledger: where skipped videos are recorded (a Ray actor handle), or None.
@@ -53,7 +56,6 @@ class DecodeConfig:
     labels: list[Any] | None
     include_paths: bool = False
     dimension_order: str = "NCHW"
-    transforms: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = ()
     on_error: str = "raise"
     num_ffmpeg_threads: int = 1
     ledger: Any = None
@@ -94,11 +96,11 @@ def _rows(table: Any) -> Iterator[tuple[int, int, PlannedClips]]:
 
 
 def decode_on_cpu(planned: PlannedClips, dimension_order: str,
-                  transforms: Sequence[Callable[[torch.Tensor], torch.Tensor]] = (),
                   num_threads: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Decode one `PlannedClips` with FFmpeg: `(data, pts_seconds,
+    """Decode one `PlannedClips` with FFmpeg through its resolved transforms
+    (`planned.transforms`, None for none): `(data, pts_seconds,
     duration_seconds)` shaped `(clips, T, ...)`, as the sampler on a CPU
-    `VideoDecoder` would return them, after `transforms`.
+    `VideoDecoder` with those transforms would return them.
 
     Raises:
         DecodingError: a frame cannot be decoded (damaged stream).
@@ -110,9 +112,11 @@ def decode_on_cpu(planned: PlannedClips, dimension_order: str,
 
     plan, bundle = planned.plan, planned.bundle
     params = bundle.params
-    backend = open_backend(params, torch.device("cpu"), BackendContext(num_threads=num_threads)).backend
+    pipeline = planned.transforms
+    context = BackendContext(num_threads=num_threads, transforms=pipeline)
+    backend = open_backend(params, torch.device("cpu"), context).backend
     try:
-        height, width = planned.frame_shape
+        height, width = pipeline.output_size if pipeline else planned.frame_shape
         channels_first = backend.channels_first_output and dimension_order == "NCHW"
         out = OutputBuffer.allocate(plan.slot_count, height, width, backend.output_device, channels_first)
         disposable = disposable_test_for(params.codec, params.extradata) if plan.exact else None
@@ -120,8 +124,6 @@ def decode_on_cpu(planned: PlannedClips, dimension_order: str,
     finally:
         backend.close()
     data = out.as_order(dimension_order)
-    if transforms and len(data):
-        data = apply_transforms(data, transforms)
     shape = planned.clip_shape
     return (data.unflatten(0, shape), torch.from_numpy(out.pts_seconds).unflatten(0, shape),
             torch.from_numpy(out.duration_seconds).unflatten(0, shape))
@@ -158,7 +160,7 @@ def decode_packet_batch(table: Any, config: DecodeConfig) -> Iterator[dict[str, 
     for video_index, first_clip, planned in _rows(table):
         name = config.names[video_index]
         try:
-            decoded = decode_on_cpu(planned, config.dimension_order, config.transforms, config.num_ffmpeg_threads)
+            decoded = decode_on_cpu(planned, config.dimension_order, config.num_ffmpeg_threads)
         except Exception as error:
             if config.on_error == "raise":
                 raise read_error(name, video_index, error) from error
@@ -203,7 +205,7 @@ class NvdecClipDecoder:
     def _submit(self, planned: PlannedClips, name: str) -> Any:
         return self._pool.submit_plan(planned.plan, planned.bundle, frame_shape=planned.frame_shape,
                                       clip_shape=planned.clip_shape, dimension_order=self._config.dimension_order,
-                                      transforms=self._config.transforms, description=name)
+                                      transforms=planned.transforms, description=name)
 
     def close(self) -> None:
         """Close the pool (its decoders and threads); Ray calls `__del__` when the actor ends."""

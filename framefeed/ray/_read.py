@@ -15,11 +15,10 @@ counted by a small ledger actor and reported by the dataset's `stats()`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import ray
-import torch
 from ray.data import Dataset
 
 from framefeed._validation import require_int
@@ -48,7 +47,7 @@ def read_clips(
     epoch: int = 0,
     seek_mode: Literal["exact", "approximate"] = "exact",
     dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
-    transforms: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    transforms: Sequence[Any] | None = None,
     decode: Literal["cpu", "cuda"] = "cpu",
     on_error: Literal["raise", "skip"] = "raise",
     concurrency: int | tuple[int, int] | None = None,
@@ -82,10 +81,15 @@ def read_clips(
             random clips on every execution (each epoch).
         epoch: see `seed`.
         seek_mode, dimension_order, stream_index: as for `ClipDataset`.
-        transforms: callables applied in the decode stage to each group of
-            frames of one video, a 4-D uint8 tensor `(clips * T, C, H, W)`
-            (per `dimension_order`), returning a 4-D tensor with as many
-            frames; on the GPU with `decode="cuda"`. They must pickle.
+        transforms: decoder transforms, as for `ClipDataset` and
+            `VideoDecoder`: a sequence of `framefeed.transforms.Resize`,
+            `CenterCrop`, `RandomCrop` (or the torchvision v2 transforms of
+            those names). Resolved per video in the read stage exactly as
+            `ClipDataset` resolves an item (a RandomCrop window drawn from the
+            video's RNG before its clips), then applied by the decoder to every
+            frame: FFmpeg plus torch with `decode="cpu"`, fused into NVDEC's
+            colour kernel with `decode="cuda"`. Sizes that do not fit a video
+            are failures of that video (`on_error`).
         decode: "cpu": Ray tasks decode with FFmpeg. "cuda": Ray actors
             (`num_gpus_per_actor` each) decode with a `DecodePool` on their GPU.
         on_error: "raise": a video that cannot be read or decoded fails the
@@ -125,7 +129,8 @@ def read_clips(
         a resizing transform to batch videos of mixed sizes.
 
     Raises:
-        TypeError, ValueError: bad arguments (checked here, before any read).
+        TypeError, ValueError: bad arguments (checked here, before any read),
+            among them a transform that is not a decoder transform.
         FileNotFoundError: an entry names nothing, or matches no video file.
         ClipLoadError (from iteration, wrapped by Ray's task error): a video
             that cannot be read, with `on_error="raise"`.
@@ -152,12 +157,12 @@ def read_clips(
     ledger = SkipLedger.options(num_cpus=0).remote(len(files)) if on_error == "skip" else None  # type: ignore[attr-defined]
 
     read_config = ReadConfig(sampler, dict(sampler_args), seek_mode, stream_index, seed, epoch,
-                             max_frames_per_group, on_error, ledger)
+                             max_frames_per_group, on_error, ledger, checked_transforms)
     decode_config = DecodeConfig(
         names=[f.name for f in files],
         labels=None if entry_labels is None else [entry_labels[f.entry] for f in files],
         include_paths=bool(include_paths),
-        dimension_order=dimension_order, transforms=checked_transforms, on_error=on_error,
+        dimension_order=dimension_order, on_error=on_error,
         num_ffmpeg_threads=require_int("num_ffmpeg_threads", num_ffmpeg_threads), ledger=ledger,
         pool_options=dict(pool_options or {}))
 
