@@ -16,9 +16,8 @@ import functools
 import os
 import queue
 import threading
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from framefeed._lookahead import map_with_lookahead
 from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
 from framefeed.pool import DecodeInfo, DecodeRequest, PoolBatch
 from framefeed.serve import require_serve_dependencies
@@ -402,39 +402,11 @@ class ServiceClient:
 
     def _map(self, requests: Iterator[Any], ordered: bool, depth: int, return_exceptions: bool,
              timeout: float | None) -> Iterator[ServiceBatch | BaseException]:
-        pending: deque[Future] = deque()
-        exhausted = False
+        def submit(item: Any) -> Future:
+            request = item if isinstance(item, DecodeRequest) else DecodeRequest(item)
+            return self._submit(request, None, timeout)
 
-        def refill() -> None:
-            nonlocal exhausted
-            while not exhausted and len(pending) < depth:
-                item = next(requests, _END)
-                if item is _END:
-                    exhausted = True
-                    return
-                request = item if isinstance(item, DecodeRequest) else DecodeRequest(item)
-                pending.append(self._submit(request, None, timeout))
-
-        try:
-            refill()
-            while pending:
-                if ordered:
-                    future = pending.popleft()
-                else:
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    future = next(f for f in pending if f in done)
-                    pending.remove(future)
-                try:
-                    result: ServiceBatch | BaseException = future.result()
-                except Exception as error:
-                    if not return_exceptions:
-                        raise
-                    result = error
-                refill()
-                yield result
-        finally:
-            for future in pending:
-                future.cancel()
+        return map_with_lookahead(submit, requests, ordered=ordered, depth=depth, return_exceptions=return_exceptions)
 
     def videos(
         self,
@@ -553,8 +525,6 @@ class ServiceClient:
         state = "closed" if self._closed else "open"
         return f"ServiceClient({self.address}, device={self.device}, transport={self.transport}, {state})"
 
-
-_END = object()
 
 
 def _path_of(source: Any) -> str:

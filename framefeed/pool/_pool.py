@@ -6,15 +6,15 @@ See the package docstring (`framefeed.pool`) for the stage layout and tuning.
 from __future__ import annotations
 
 import weakref
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
 
+from framefeed._lookahead import map_with_lookahead
 from framefeed._validation import require_int
 from framefeed.backend_selection import resolve_device
 from framefeed.pool import _hardware
@@ -211,38 +211,10 @@ class DecodePool:
 
     def _map(self, requests: Iterator[Any], ordered: bool, depth: int,
              return_exceptions: bool) -> Iterator[PoolBatch | BaseException]:
-        pending: deque[Future] = deque()
-        exhausted = False
+        def submit(item: Any) -> Future:
+            return self._engine.submit(Job(as_request(item), Future()))
 
-        def refill() -> None:
-            nonlocal exhausted
-            while not exhausted and len(pending) < depth:
-                item = next(requests, _END)
-                if item is _END:
-                    exhausted = True
-                    return
-                pending.append(self._engine.submit(Job(as_request(item), Future())))
-
-        try:
-            refill()
-            while pending:
-                if ordered:
-                    future = pending.popleft()
-                else:
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    future = next(f for f in pending if f in done)  # earliest submitted among the done
-                    pending.remove(future)
-                try:
-                    result: PoolBatch | BaseException = future.result()
-                except Exception as error:
-                    if not return_exceptions:
-                        raise
-                    result = error
-                refill()  # keep the sessions busy while the caller works on this batch
-                yield result
-        finally:
-            for future in pending:
-                future.cancel()
+        return map_with_lookahead(submit, requests, ordered=ordered, depth=depth, return_exceptions=return_exceptions)
 
     def videos(
         self,
@@ -308,8 +280,6 @@ class DecodePool:
         state = "closed" if self.closed else "open"
         return f"DecodePool(device={self._device}, sessions={self._sessions}, {state})"
 
-
-_END = object()
 
 
 def _positive(name: str, value: Any, default: int) -> int:
