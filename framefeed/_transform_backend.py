@@ -56,6 +56,8 @@ class TransformedBackend:
     def __init__(self, inner: Any, transformer: Any) -> None:
         self._inner = inner
         self._transformer = transformer
+        # What this wrapper applies, so `with_transforms` never wraps it twice.
+        self.applied_transforms = getattr(transformer, "pipeline", None)
         self.output_device = inner.output_device
         self.channels_first_output = inner.channels_first_output
 
@@ -89,7 +91,7 @@ class TorchTransformer:
 
     def __init__(self, backend: Any, pipeline: TransformPipeline) -> None:
         self._backend = backend
-        self._pipeline = pipeline
+        self._pipeline = self.pipeline = pipeline
         self._full: torch.Tensor | None = None
 
     def write(self, frame: Any, dst: torch.Tensor) -> None:

@@ -1,5 +1,6 @@
-"""The `framefeed` command: `info` (stream metadata) and `bench` (speed
-against the installed peers). Bad arguments exit with code 2 and one line."""
+"""The `framefeed` command: `info` (stream metadata), `bench` (speed
+against the installed peers) and `serve` (the decode service). Bad
+arguments exit with code 2 and one line."""
 
 from __future__ import annotations
 
@@ -62,7 +63,39 @@ def _parser() -> _Parser:
     bench.add_argument("--cache-dir", help="where generated clips are kept (default: $FRAMEFEED_CACHE or "
                        "~/.cache/framefeed)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_serve_parser(commands)
     return parser
+
+
+def _add_serve_parser(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve", help="run the decode service (clients: framefeed.client.connect)",
+        description="Decode for many client processes: a DecodePool per device, frames handed over "
+        "through shared memory or CUDA IPC. Prints one line with its address, stops on SIGTERM/SIGINT.",
+    )
+    serve.add_argument("--device", action="append", metavar="DEVICE",
+                       help="cpu, cuda or cuda:N (repeatable; default: cuda when available, else cpu)")
+    where = serve.add_mutually_exclusive_group()
+    where.add_argument("--socket", metavar="PATH", help="Unix socket, created 0600 (default: $FRAMEFEED_SOCKET "
+                       "or /tmp/framefeed-UID/serve.sock)")
+    where.add_argument("--port", type=_non_negative_int, metavar="N", help="TCP port instead (0: any free one)")
+    serve.add_argument("--host", default="127.0.0.1", help="TCP address with --port (default 127.0.0.1)")
+    serve.add_argument("--allow-root", action="append", metavar="DIR", required=True,
+                       help="folder whose files clients may read (repeatable; symlinks and .. are resolved first)")
+    serve.add_argument("--memory-budget", default="1GiB", metavar="SIZE",
+                       help="memory per device for frames leased to clients, e.g. 512MiB (default 1GiB)")
+    serve.add_argument("--sessions", type=_positive_int, help="decode sessions per device (default: the pool's)")
+    serve.add_argument("--lease-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                       help="a client silent this long is dropped and its slots return (default 10)")
+    serve.add_argument("--request-timeout", type=_positive_float, default=60.0, metavar="SECONDS",
+                       help="longest a request waits for decoders or memory before failing as busy (default 60)")
+    serve.add_argument("--shutdown-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                       help="time in-flight requests get to finish on SIGTERM/SIGINT (default 10)")
+    serve.add_argument("--max-request-bytes", default="4MiB", metavar="SIZE",
+                       help="largest request accepted (default 4MiB)")
+    serve.add_argument("--metrics-port", type=_non_negative_int, metavar="N",
+                       help="serve Prometheus /metrics on this port (0: any free one; default: off)")
+    serve.add_argument("--metrics-host", default="127.0.0.1", help="address for /metrics (default 127.0.0.1)")
 
 
 def _positive_int(text: str) -> int:
@@ -96,7 +129,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "info":
         return _info(args)
+    if args.command == "serve":
+        return _serve(args)
     return _bench(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from framefeed.serve import parse_size, require_serve_dependencies
+
+    try:
+        require_serve_dependencies()
+    except ImportError as error:
+        return _usage_error(str(error))
+    from framefeed.serve._server import serve
+    from framefeed.serve._service import ServeConfig
+    from framefeed.serve.protocol import Address, default_socket_path
+
+    try:
+        budget, max_request = parse_size(args.memory_budget), parse_size(args.max_request_bytes)
+    except ValueError as error:
+        return _usage_error(str(error))
+    if args.device:
+        devices = args.device
+    else:
+        import torch
+
+        devices = ["cuda"] if torch.cuda.is_available() else ["cpu"]
+    address = Address(host=args.host, port=args.port) if args.port is not None \
+        else Address(path=os.path.abspath(args.socket or default_socket_path()))
+    config = ServeConfig(devices=devices, allow_roots=args.allow_root, memory_budget=budget,
+                         lease_timeout=args.lease_timeout, request_timeout=args.request_timeout,
+                         shutdown_timeout=args.shutdown_timeout, max_request_bytes=max_request,
+                         sessions=args.sessions)
+    metrics = None if args.metrics_port is None else (args.metrics_host, args.metrics_port)
+    try:
+        return asyncio.run(serve(config, address, metrics=metrics))
+    except (ValueError, OSError, MemoryError, ImportError, RuntimeError) as error:
+        print(f"framefeed serve: error: {error}", file=sys.stderr)
+        return 1
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -430,10 +430,8 @@ class DecodeSession:
         stuck = landing is not None and bool(landings) and landing >= min(landings)
         if landing is not None:
             landings.append(landing)
-        if landing is not None and landing <= STREAM_START:
-            return None
         if landing is not None and self._landing_on_keyframe and not stuck:
-            return landing - 1
+            return None if landing <= STREAM_START else landing - 1
         if self._seek_pts is None or self._seek_pts <= STREAM_START:
             return None
         self._back_off = self._back_off * 2 if self._back_off else 1.0

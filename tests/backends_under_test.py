@@ -104,10 +104,11 @@ def nvdec_pixel_error(entry: CorpusFile, got: torch.Tensor, expected: torch.Tens
     """"" when NVDEC output `got` is within its tolerance of swscale's
     `expected` (uint8 RGB, same shape), else what is wrong.
 
-    8-bit and 4:4:4: within 2. 10-bit 4:2:0 only on the mean: swscale filters
-    its chroma (bicubic) where the kernel takes the nearest sample, which
-    differs by tens of levels on sharp chroma edges; the mean still catches
-    a wrong matrix or range (about 40)."""
+    8-bit and 4:4:4: within 2. 10-bit 4:2:0: `expected` comes from FFmpeg 8's
+    frame API, whose 10-bit conversion rounds differently from the classic
+    swscale that framefeed's CPU path and NVDEC kernel both reproduce (they
+    agree exactly, see test_gpu_colour.py), so only the mean is held here, to
+    the CPU path's own bound against the same reference."""
     if got.shape != expected.shape:
         return f"shape {tuple(got.shape)} != {tuple(expected.shape)}"
     if not got.numel():
@@ -115,7 +116,7 @@ def nvdec_pixel_error(entry: CorpusFile, got: torch.Tensor, expected: torch.Tens
     diff = (got.cpu().int() - expected.cpu().int()).abs()
     worst, mean = int(diff.max()), float(diff.float().mean())
     if entry.ten_bit and entry.chroma == "420":
-        return "" if mean < 6.0 else f"mean |diff| {mean:.3f} (max {worst})"
+        return "" if mean <= 1.5 else f"mean |diff| {mean:.3f} (max {worst})"
     return "" if worst <= 2 else f"max |diff| {worst}, mean {mean:.3f}"
 
 

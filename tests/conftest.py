@@ -47,9 +47,10 @@ def cuda_unavailable_reason() -> str:
     return f"NVDEC unavailable: {reason}" if reason else ""
 
 
-@pytest.fixture(autouse=True)
-def _cuda_available_or_skipped(request):
-    if request.node.get_closest_marker("cuda") is None:
+def pytest_runtest_setup(item):
+    """`cuda` tests skip (or, with FRAMEFEED_REQUIRE_CUDA=1, fail) before any
+    of their fixtures is set up: a module-scoped GPU fixture must not run."""
+    if item.get_closest_marker("cuda") is None:
         return
     reason = cuda_unavailable_reason()
     if reason and REQUIRE_CUDA:

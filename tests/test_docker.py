@@ -1,6 +1,8 @@
 """The docker image without a Docker engine: lint the Dockerfile with
-hadolint, check the facts the image rests on, and run the image's install
-script (docker/install.sh) into a fresh virtual environment."""
+hadolint, check the facts the image rests on, run the image's install
+script (docker/install.sh) into a fresh virtual environment, and build the
+image for real with buildah on a debootstrapped Debian base, then run
+`framefeed info` and a `serve` round trip inside it."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -27,10 +30,12 @@ def test_dockerfile_passes_hadolint():
 
 def test_dockerfile_facts():
     text = DOCKERFILE.read_text()
-    assert "FROM python:3.12" in text
+    assert "ARG BASE_IMAGE=python:3.12-slim" in text and "FROM ${BASE_IMAGE}" in text
+    assert "ARG TORCH_SPEC=torch==2.13.0" in text and "ARG TORCH_INDEX_URL=" in text
+    assert 'CMD ["serve", "--allow-root", "/data"]' in text  # the service by default
     assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility,video" in text  # NVDEC libraries get mounted
     assert 'ENTRYPOINT ["framefeed"]' in text
-    assert "RUN bash docker/install.sh" in text
+    assert "PYTHON=/opt/venv/bin/python bash docker/install.sh" in text
     assert "cuda-toolkit" not in text.lower() and "nvidia/cuda" not in text  # wheels carry the runtimes
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     assert "**" in ignore and "!framefeed/**" in ignore
@@ -63,3 +68,102 @@ def test_install_script_outside_docker(tmp_path):
                           env=dict(os.environ, FRAMEFEED_CACHE=str(tmp_path / "cache")))
     assert info.returncode == 0, info.stderr
     assert "codec: h264" in info.stdout
+
+
+# -- the image, built for real ------------------------------------------------------------------
+
+ROUND_TRIP = """
+import os, torch
+os.environ["FRAMEFEED_CACHE"] = "/tmp/framefeed-cache"
+from framefeed import VideoDecoder
+from framefeed.client import connect
+from framefeed.samples import sample_video
+from framefeed.serve.launch import ServerProcess
+video = str(sample_video())
+args = ["--device", "cpu", "--allow-root", os.path.dirname(video), "--socket", "/tmp/ff/serve.sock",
+        "--memory-budget", "64MiB"]
+with ServerProcess(args) as server, connect(server.address) as client:
+    got = client.submit(video, indices=[0, 57, 3]).result()
+    want = VideoDecoder(video).get_frames_at([0, 57, 3])
+    assert torch.equal(got.data, want.data) and torch.equal(got.pts_seconds, want.pts_seconds)
+    print("round trip ok:", client.transport, server.line)
+"""
+
+
+def _debian_base() -> Path:
+    """A minimal Debian bookworm root file system with Python 3.11 and venv,
+    made by debootstrap once per checkout (kept in .cache/)."""
+    target = REPO / ".cache" / "debootstrap-bookworm-python"
+    if (target / "usr" / "bin" / "python3").exists():
+        return target
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
+                             "bookworm", str(partial), "http://deb.debian.org/debian"],
+                            capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    partial.rename(target)
+    return target
+
+
+@pytest.mark.slow
+def test_image_builds_on_debian_and_serves(tmp_path):
+    """Build docker/Dockerfile with buildah (vfs storage, chroot isolation) on
+    a debootstrapped Debian base and CPU torch, check the image's entrypoint,
+    then run `framefeed info` and a serve round trip inside it."""
+    if not (shutil.which("buildah") and shutil.which("debootstrap")):
+        pytest.skip("needs buildah and debootstrap (Debian packages; .ci/run installs them)")
+    if os.geteuid() != 0:
+        pytest.skip("buildah with vfs storage and chroot isolation runs as root here")
+    began = time.monotonic()
+    rootfs = _debian_base()
+    storage = tmp_path / "storage"
+    buildah = ["buildah", "--storage-driver", "vfs", "--root", str(storage), "--runroot", str(tmp_path / "run")]
+
+    def run(*args: str, timeout: float = 1800) -> str:
+        result = subprocess.run([*buildah, *args], capture_output=True, text=True, timeout=timeout)
+        assert result.returncode == 0, f"buildah {' '.join(args[:3])}: " + result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout
+
+    try:
+        # The root file system goes in as a tar archive without /dev, /proc and /sys
+        # entries: `buildah copy` of the directory itself can spin forever reading
+        # its device nodes, and `buildah run` mounts those file systems anyway.
+        archive = tmp_path / "base.tar"
+        subprocess.run(["tar", "-C", str(rootfs), "--exclude=./dev/*", "--exclude=./proc/*", "--exclude=./sys/*",
+                        "-cf", str(archive), "."], check=True, timeout=600)
+        base = run("from", "scratch").strip()
+        run("add", base, str(archive), "/", timeout=900)
+        run("commit", "--quiet", base, "localhost/framefeed-test-base:latest")
+        run("rm", base)
+        wheels = Path("/opt/wheels")  # this machine's CPU torch wheel; elsewhere PyTorch's CPU index
+        cpu_torch = sorted(wheels.glob("torch-2.13.0+cpu-*.whl")) if wheels.is_dir() else []
+        torch_args = (["--build-arg", "TORCH_SPEC=torch==2.13.0+cpu", "--build-arg", f"PIP_FIND_LINKS={wheels}",
+                       "--volume", f"{wheels}:{wheels}:ro"] if cpu_torch else
+                      ["--build-arg", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"])
+        # The build's pip trusts what the host's pip trusts (a proxy's CA, if any): its CA
+        # bundle and its global pip.conf (`cert = ...`) are mounted during RUN steps only.
+        for shared in ("/etc/ssl/certs/ca-certificates.crt", "/etc/pip.conf"):
+            if os.path.isfile(shared):
+                torch_args += ["--volume", f"{shared}:{shared}:ro"]
+        run("bud", "--isolation", "chroot", "--layers=false", "-f", str(DOCKERFILE),
+            "--build-arg", "BASE_IMAGE=localhost/framefeed-test-base:latest",
+            "--build-arg", "FRAMEFEED_EXTRAS=cli,serve", *torch_args,
+            "-t", "localhost/framefeed-test:latest", str(REPO))
+        config = run("inspect", "--format", "{{.OCIv1.Config.Entrypoint}} {{.OCIv1.Config.Cmd}}",
+                     "localhost/framefeed-test:latest")
+        assert config.split() == ["[framefeed]", "[serve", "--allow-root", "/data]"]
+        container = run("from", "localhost/framefeed-test:latest").strip()
+        info = run("run", "--isolation", "chroot", container, "--",
+                   "env", "FRAMEFEED_CACHE=/tmp/framefeed-cache", "framefeed", "info", timeout=600)
+        assert "codec: h264" in info and "decoded frames" in info
+        trip = run("run", "--isolation", "chroot", container, "--", "python", "-c", ROUND_TRIP, timeout=600)
+        assert "round trip ok:" in trip
+        print(trip.strip().splitlines()[-1])
+        run("rm", container)
+    finally:
+        subprocess.run([*buildah, "rm", "--all"], capture_output=True, timeout=600)
+        subprocess.run([*buildah, "rmi", "--all", "--force"], capture_output=True, timeout=600)
+        shutil.rmtree(storage, ignore_errors=True)
+    print(f"image built and checked in {time.monotonic() - began:.0f} s")

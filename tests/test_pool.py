@@ -341,8 +341,19 @@ def test_back_pressure_without_the_big_request(monkeypatch):
 # -- lifetime ---------------------------------------------------------------------------------------
 
 
-def open_files() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def open_files() -> list[str]:
+    """The test videos this process holds open (other tests' sockets, pipes
+    and threads come and go; only the pool's own files matter here)."""
+    corpus_dir = str(corpus.cache_dir())
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith(corpus_dir):
+            held.append(target)
+    return sorted(held)
 
 
 def pool_threads() -> list[str]:
@@ -575,3 +586,25 @@ def test_emulated_nvdec_samplers_over_a_pool(emulated_gpu):
         futures = clips_at_random_indices(pool.videos(sources), num_clips=2, num_frames_per_clip=3)
         for future, reference, source in zip(futures, expected_batches, sources, strict=True):
             assert_same_batch(future.result(), reference, source, atol=2)
+
+
+def test_emulated_nvdec_pool_applies_transforms_in_the_fused_kernel(emulated_gpu, monkeypatch):
+    """On NVDEC the pool hands the transforms to the backend (the fused colour
+    kernel, here its torch reference) instead of resizing full frames after."""
+    from framefeed._transform_backend import TorchTransformer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the unfused torch transform path ran on an NVDEC backend")
+
+    monkeypatch.setattr(TorchTransformer, "write", refuse)
+    path = path_of("h264_bframes_long_gop.mp4")
+    transforms = [Resize((60, 80)), CenterCrop((48, 64))]
+    with DecodePool("cuda:0", sessions=1, nvdec_runtime=emulated_gpu) as pool:
+        batch = pool.submit(path, indices=[0, 5, 9, 5], transforms=transforms).result()
+    assert not batch.cpu_fallback, batch.cpu_fallback
+    monkeypatch.undo()
+    reference = VideoDecoder(path, transforms=transforms, device="cpu").get_frames_at([0, 5, 9, 5])
+    assert batch.data.shape == reference.data.shape == (4, 3, 48, 64)
+    difference = (batch.data.int() - reference.data.int()).abs().float()
+    assert difference.mean() <= 1.0 and difference.max() <= 6, (difference.mean(), difference.max())
+    assert torch.equal(batch.pts_seconds, reference.pts_seconds)

@@ -35,7 +35,7 @@ from framefeed import _arguments as args
 from framefeed._transform_backend import with_transforms
 from framefeed.backends import BackendContext, open_backend
 from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
-from framefeed.demux.disposable import DisposableTest
+from framefeed.demux.disposable import DisposableTest, disposable_test_for
 from framefeed.demux.metadata import VideoStreamMetadata
 from framefeed.opening import OpenedStream, open_stream
 from framefeed.packets import BundleSource, CodecParameters, PacketBundle
@@ -149,6 +149,14 @@ def _work(video: OpenedVideo, plan: DecodePlan, count: int, pipeline: TransformP
     return Work(video.description, plan, count, pipeline, video.stream.disposable, video.stream.params)
 
 
+def shipped_work(plan: DecodePlan, bundle: PacketBundle, pipeline: TransformPipeline, description: str) -> Work:
+    """Work planned and demuxed elsewhere (a `ClipDataset` worker, `ship_request`):
+    only decoding is left. A time-range plan counts 0 frames in flight."""
+    params = bundle.params
+    disposable = disposable_test_for(params.codec, params.extradata)
+    return Work(description, plan, plan.slot_count, pipeline, disposable, params, bundle)
+
+
 def ship(work: Work, video: OpenedVideo) -> None:
     """Read the packets `work.plan` needs into `work.bundle`."""
     from framefeed.bundling import build_bundle  # here: it imports the demuxer's helpers lazily too
@@ -208,10 +216,12 @@ class SessionDecoders:
             return 0, 0
         return cache.created, cache.reused
 
-    def open(self, params: CodecParameters) -> Opened:
+    def open(self, params: CodecParameters, pipeline: TransformPipeline | None = None) -> Opened:
+        """A backend for `params` that writes frames transformed by `pipeline`
+        (on NVDEC inside the fused colour kernel; elsewhere by the torch path)."""
         created, reused = self._cache_counts()
-        selection = open_backend(params, self.device,
-                                 BackendContext(stream=None, num_threads=self._threads, nvdec=self._owner))
+        selection = open_backend(params, self.device, BackendContext(
+            stream=None, num_threads=self._threads, nvdec=self._owner, transforms=pipeline or None))
         if selection.backend.name == "nvdec":
             now_created, now_reused = self._cache_counts()
             self.created += now_created - created

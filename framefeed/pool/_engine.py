@@ -61,6 +61,7 @@ class Job:
     them on the caller's thread, as `VideoDecoder` does).
     `crop_seed`: seeds the random crop windows resolved off the caller's thread.
     `consumer`: the CUDA stream current when the request was submitted.
+    `work`: set at submission for a plan and bundle made elsewhere (`submit_plan`).
     """
 
     request: DecodeRequest
@@ -170,6 +171,9 @@ class Engine:
                     self._fail(job, error)
 
     def _prepare(self, job: Job) -> None:
+        if job.work is not None:  # planned and shipped elsewhere (`submit_plan`): only admission is left
+            self._admit_shipped(job)
+            return
         video = job.opened
         request = job.request
         opening = True  # errors while opening are the decoder constructor's; later ones its method's
@@ -201,6 +205,17 @@ class Engine:
                 self.budget.release(job.ticket)
                 job.ticket = None
             self._fail(job, public_error(error, request, opening))
+            return
+        self._work.put(job)
+
+    def _admit_shipped(self, job: Job) -> None:
+        work = job.work
+        assert work is not None
+        try:
+            job.ticket = self.budget.acquire(work.count, work.count * work.frame_bytes,
+                                             give_up=lambda: self._cancelling)
+        except BudgetClosed:
+            self._fail(job, PoolClosedError("the DecodePool was closed before this request was decoded"), "cancelled")
             return
         self._work.put(job)
 
@@ -237,7 +252,7 @@ class Engine:
         opened = None
         try:
             with self.runtime.stream_scope(session.stream):
-                opened = session.decoders.open(work.params)
+                opened = session.decoders.open(work.params, work.pipeline)
                 data, pts, durations = execute(work, opened.backend, request.dimension_order)
                 count = len(pts)
                 if data.device != self.runtime.result_device:  # a CPU fallback in a CUDA pool: upload

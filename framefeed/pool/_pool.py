@@ -6,26 +6,30 @@ See the package docstring (`framefeed.pool`) for the stage layout and tuning.
 from __future__ import annotations
 
 import weakref
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
 
+from framefeed._lookahead import map_with_lookahead
 from framefeed._validation import require_int
 from framefeed.backend_selection import resolve_device
 from framefeed.pool import _hardware
+from framefeed.pool._adapter import shipped_work
 from framefeed.pool._budget import InFlightBudget
 from framefeed.pool._engine import Engine, Job
 from framefeed.pool._request import DecodeRequest, as_request
 from framefeed.pool._stats import PoolBatch, PoolStats
 from framefeed.pool._videos import PooledVideos
+from framefeed.transforms import TransformPipeline
 
 if TYPE_CHECKING:
     from framefeed.gpu_decode import NvdecRuntime
+    from framefeed.packets import PacketBundle
+    from framefeed.plan import DecodePlan
 
 
 class DecodePool:
@@ -138,6 +142,47 @@ class DecodePool:
                                     transforms=transforms or (), stream_index=stream_index)
         return self._engine.submit(Job(request, Future()))
 
+    def submit_plan(
+        self,
+        plan: DecodePlan,
+        bundle: PacketBundle,
+        *,
+        frame_shape: tuple[int, int],
+        transforms: TransformPipeline | None = None,
+        clip_shape: tuple[int, int] | None = None,
+        dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
+        description: str | None = None,
+    ) -> Future[PoolBatch]:
+        """Queue a request planned and demuxed elsewhere: a `DecodePlan` and its
+        `PacketBundle` (`framefeed.bundling.ship_request`, or a `ClipDataset`
+        item from a DataLoader worker). Only decoding is left: the sessions run
+        the plan over the bundle; a future of its `PoolBatch`.
+
+        `frame_shape` is `(height, width)` of a decoded frame (after rotation);
+        `transforms` the decoder transforms resolved for that size
+        (`framefeed.transforms.resolve_transforms`, random crops drawn), None
+        for none; `clip_shape` reshapes the batch's frames to `(clips, frames
+        per clip)`; `dimension_order` as in `submit`; `description` names the
+        source in `batch.info` (default: the bundle's).
+
+        Raises:
+            RuntimeError: the pool is closed.
+            ValueError: a `clip_shape` that does not hold the plan's frames, or
+                transforms resolved for another frame size.
+            Errors of decoding (a damaged stream, missing packets) are set on the future.
+        """
+        if clip_shape is not None and clip_shape[0] * clip_shape[1] != plan.slot_count:
+            raise ValueError(f"clip_shape {tuple(clip_shape)} does not hold the plan's {plan.slot_count} frames")
+        shape = (int(frame_shape[0]), int(frame_shape[1]))
+        pipeline = TransformPipeline((), shape, shape) if transforms is None else transforms
+        if tuple(pipeline.input_size) != shape:
+            raise ValueError(f"transforms resolved for {pipeline.input_size[0]}x{pipeline.input_size[1]} frames "
+                             f"cannot apply to {shape[0]}x{shape[1]} frames")
+        request = DecodeRequest(None, dimension_order=dimension_order)
+        work = shipped_work(plan, bundle, pipeline, description or bundle.description)
+        return self._engine.submit(Job(request, Future(), work=work,
+                                       clip_shape=None if clip_shape is None else tuple(clip_shape)))
+
     def map(
         self,
         requests: Iterable[DecodeRequest | Any],
@@ -166,38 +211,10 @@ class DecodePool:
 
     def _map(self, requests: Iterator[Any], ordered: bool, depth: int,
              return_exceptions: bool) -> Iterator[PoolBatch | BaseException]:
-        pending: deque[Future] = deque()
-        exhausted = False
+        def submit(item: Any) -> Future:
+            return self._engine.submit(Job(as_request(item), Future()))
 
-        def refill() -> None:
-            nonlocal exhausted
-            while not exhausted and len(pending) < depth:
-                item = next(requests, _END)
-                if item is _END:
-                    exhausted = True
-                    return
-                pending.append(self._engine.submit(Job(as_request(item), Future())))
-
-        try:
-            refill()
-            while pending:
-                if ordered:
-                    future = pending.popleft()
-                else:
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    future = next(f for f in pending if f in done)  # earliest submitted among the done
-                    pending.remove(future)
-                try:
-                    result: PoolBatch | BaseException = future.result()
-                except Exception as error:
-                    if not return_exceptions:
-                        raise
-                    result = error
-                refill()  # keep the sessions busy while the caller works on this batch
-                yield result
-        finally:
-            for future in pending:
-                future.cancel()
+        return map_with_lookahead(submit, requests, ordered=ordered, depth=depth, return_exceptions=return_exceptions)
 
     def videos(
         self,
@@ -263,8 +280,6 @@ class DecodePool:
         state = "closed" if self.closed else "open"
         return f"DecodePool(device={self._device}, sessions={self._sessions}, {state})"
 
-
-_END = object()
 
 
 def _positive(name: str, value: Any, default: int) -> int:

@@ -1,0 +1,587 @@
+"""`ServiceClient`: a `DecodePool`'s request API, served by `framefeed serve`.
+
+Frames arrive without a copy where the machine allows: as CUDA tensors
+through CUDA IPC when the client sees the server's GPU, as CPU tensors over
+the server's shared memory on the same host, else inside the reply
+(`transport="inline"`, e.g. from another host). Each batch views a slot
+the server leased to this client; the slot goes back when the last tensor
+viewing it is freed, or at `batch.release()`. A background thread sends
+those releases and a heartbeat; if this process dies the heartbeat stops
+and the server takes its slots back after its lease timeout.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from framefeed._lookahead import map_with_lookahead
+from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
+from framefeed.pool import DecodeInfo, DecodeRequest, PoolBatch
+from framefeed.serve import require_serve_dependencies
+from framefeed.serve.protocol import (
+    METHODS,
+    PROTOCOL_VERSION,
+    SERVICE,
+    ProtocolError,
+    ServiceConnectionError,
+    ServiceError,
+    default_socket_path,
+    pack,
+    parse_address,
+    raise_error,
+    transforms_to_wire,
+    unpack,
+)
+
+Transport = Literal["auto", "cuda", "shm", "inline"]
+_MARGIN_SECONDS = 5.0  # the server answers "busy" before the call's own deadline
+
+
+@dataclass(repr=False)
+class ServiceBatch(PoolBatch):
+    """A `FrameBatch` from `framefeed serve`, with `info` on how it was decoded.
+
+    Its `data` views memory the server leased to this client. The lease
+    returns when every tensor viewing it is freed, or at `release()`.
+    """
+
+    def release(self) -> None:
+        """Give the frames' memory back to the server now. Afterwards the
+        server reuses it: `data` and every view of it must not be used
+        (copy what you keep first). Idempotent."""
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer()
+
+
+def _rpc_error(error: Any, what: str, timeout: float | None) -> Exception:
+    """A grpc.RpcError as the exception the client raises."""
+    import grpc
+
+    code, details = error.code(), error.details() or ""
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
+        return ProtocolError(f"the server refused {what}: {details}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ServiceConnectionError(f"the server did not answer {what} within {timeout:g} s")
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+        return ServiceConnectionError(f"the server is not reachable or stopped ({details or code.name})")
+    return ServiceError(f"{what} failed: {code.name}: {details}")
+
+
+class _DeviceLink:
+    """How frames of one server device reach this process."""
+
+    def __init__(self, info: dict[str, Any], transport: str, local: torch.device, cuda_view: Any = None) -> None:
+        self.name: str = info["name"]
+        self.info = info
+        self.transport = transport
+        self.local = local  # where this client's batches live
+        self.cuda_view = cuda_view
+
+
+class ServiceClient:
+    """A connection to `framefeed serve` (made by `connect`).
+
+    Thread-safe. Use it in the process that made it: gRPC channels do not
+    survive `fork()`, so connect in each DataLoader worker (e.g. lazily in
+    the dataset, or in `worker_init_fn`).
+    """
+
+    def __init__(self, address: str | os.PathLike[str] | None = None, *, timeout: float = 60.0,
+                 connect_timeout: float = 10.0, device: str | None = None, transport: Transport = "auto") -> None:
+        require_serve_dependencies()
+        import grpc
+
+        if transport not in ("auto", "cuda", "shm", "inline"):
+            raise ValueError(f"Invalid transport {transport!r}: use auto, cuda, shm or inline")
+        self.address = parse_address(address if address is not None else default_socket_path())
+        self.timeout = float(timeout)
+        self._pid = os.getpid()
+        self._closed = False
+        self._channel = grpc.insecure_channel(self.address.target, options=[
+            ("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
+            ("grpc.enable_retries", 0),
+        ])
+        self._calls = {name: self._channel.unary_unary(f"/{SERVICE}/{name}") for name in METHODS}
+        try:
+            hello = self._call("Hello", {"protocol": PROTOCOL_VERSION, "pid": self._pid}, connect_timeout)
+        except ServiceConnectionError as error:
+            self._channel.close()
+            raise ServiceConnectionError(f"no framefeed server at {self.address}: {error}") from None
+        except BaseException:
+            self._channel.close()
+            raise
+        self._session: str = hello["session"]
+        self.server_pid: int = hello.get("server_pid", 0)
+        self.heartbeat_seconds = float(hello["heartbeat_seconds"])
+        self.devices: list[str] = [d["name"] for d in hello["devices"]]
+        name = hello["default_device"] if device is None else str(device)
+        info = next((d for d in hello["devices"] if d["name"] == name), None)
+        if info is None:
+            self._goodbye()
+            raise ValueError(f"the server decodes on {', '.join(self.devices)}, not {device!r}")
+        try:
+            self._link = self._choose_link(info, transport, hello.get("shm_probe"))
+        except BaseException:
+            self._goodbye()
+            raise
+        self._host_views: dict[str, Any] = {}
+        self._views_lock = threading.Lock()
+        self._releases: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()  # put() is safe in finalizers
+        # Leases whose release the server has not confirmed, with the finalizer
+        # that releases each (alive while some tensor still views the slot).
+        self._leases: dict[int, Any] = {}
+        self._calls_in_flight: set[int] = set()  # Decode calls not yet answered
+        self._broken: Exception | None = None
+        self._releaser = threading.Thread(target=self._release_loop, daemon=True, name="framefeed-client-leases")
+        self._releaser.start()
+
+    # -- transports -------------------------------------------------------------------------------
+
+    def _choose_link(self, info: dict[str, Any], transport: str, probe: Any) -> _DeviceLink:
+        from framefeed.serve._shm import probe_matches
+
+        cpu = torch.device("cpu")
+        if transport in ("auto", "cuda") and info["type"] == "cuda":
+            reason = self._try_cuda(info)
+            if isinstance(reason, _DeviceLink):
+                return reason
+            if transport == "cuda":
+                raise ServiceError(f"transport 'cuda' is not possible for {info['name']}: {reason}")
+        elif transport == "cuda":
+            raise ServiceError(f"transport 'cuda' needs a CUDA device; the server's {info['name']} is not one")
+        if transport in ("auto", "shm") and probe_matches(probe):
+            return _DeviceLink(info, "shm", cpu)
+        if transport == "shm":
+            raise ServiceError("this process does not see the server's shared memory (another host, or another "
+                               "IPC namespace: run containers with --ipc=host); use transport='inline'")
+        return _DeviceLink(info, "inline", cpu)
+
+    def _try_cuda(self, info: dict[str, Any]) -> _DeviceLink | str:
+        from framefeed.serve._cuda_ipc import DeviceSlabView, client_device_for
+
+        local = client_device_for(info.get("uuid"))
+        if local is None:
+            return f"this process sees no GPU with UUID {info.get('uuid')}"
+        try:
+            view = DeviceSlabView(info["slabs"]["cuda"], local)
+        except Exception as error:  # no CuPy, another IPC namespace, ...
+            return f"cannot open the server's device memory ({type(error).__name__}: {error})"
+        return _DeviceLink(info, "cuda", local, view)
+
+    @property
+    def transport(self) -> str:
+        """How frames reach this process: "cuda", "shm" or "inline"."""
+        return self._link.transport
+
+    @property
+    def device(self) -> str:
+        """The server device this client's requests decode on."""
+        return self._link.name
+
+    # -- calls ------------------------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if os.getpid() != self._pid:
+            raise RuntimeError("a framefeed client cannot be used after fork(): call connect() in each process "
+                               "(e.g. in the dataset's first __getitem__ or a DataLoader worker_init_fn)")
+        if self._closed:
+            raise RuntimeError("This framefeed client is closed")
+        if self._broken is not None:
+            raise self._broken
+
+    def _call(self, method: str, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        import grpc
+
+        try:
+            body = self._calls[method](pack(message), timeout=timeout)
+        except grpc.RpcError as error:
+            raise _rpc_error(error, method, timeout) from None
+        reply = unpack(body)
+        if not reply.get("ok"):
+            raise_error(reply)
+        return reply
+
+    def stats(self, timeout: float | None = None) -> dict[str, Any]:
+        """The server's counters (the same as its `/metrics`), as a dict."""
+        self._check_usable()
+        reply = self._call("Stats", {}, timeout or self.timeout)
+        reply.pop("ok", None)
+        return reply
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        source: str | Path | DecodeRequest,
+        *,
+        indices: Sequence[int] | Tensor | None = None,
+        seconds: Sequence[float] | Tensor | None = None,
+        start: int | None = None,
+        stop: int | None = None,
+        step: int = 1,
+        seek_mode: Literal["exact", "approximate"] = "exact",
+        dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
+        transforms: Sequence[Any] | None = None,
+        stream_index: int | None = None,
+        timeout: float | None = None,
+    ) -> Future[ServiceBatch]:
+        """Queue one request; a future of its `ServiceBatch`. Arguments as
+        `DecodePool.submit` (`source` a path the server may read: relative
+        paths are made absolute here; `transforms` are the decoder
+        transforms `Resize` and `CenterCrop`, applied by the server as
+        `VideoDecoder(transforms=...)` applies them; `RandomCrop` is refused).
+
+        The future raises what `VideoDecoder` would for the file,
+        `PermissionError` for a path outside the server's `--allow-root`,
+        `ServiceBusyError` when the server's memory budget stays full for
+        `timeout` seconds (default: the client's), `ServiceConnectionError`
+        (a ConnectionError) when the server is gone or does not answer.
+
+        Raises:
+            TypeError, ValueError: malformed arguments, or a source that is not a path.
+            RuntimeError: the client is closed, or used after fork().
+        """
+        if isinstance(source, DecodeRequest):
+            given = (indices, seconds, start, stop, transforms, stream_index)
+            if any(v is not None for v in given) or (step, seek_mode, dimension_order) != (1, "exact", "NCHW"):
+                raise TypeError("submit() takes either a DecodeRequest or a source with keyword arguments, not both")
+            request = source
+        else:
+            request = DecodeRequest(source, indices=indices, seconds=seconds, start=start, stop=stop, step=step,
+                                    seek_mode=seek_mode, dimension_order=dimension_order,
+                                    transforms=transforms or (), stream_index=stream_index)
+        return self._submit(request, None, timeout)
+
+    def _submit(self, request: DecodeRequest, clip_shape: tuple[int, int] | None,
+                timeout: float | None) -> Future[ServiceBatch]:
+        self._check_usable()
+        message = _request_message(request)
+        timeout = self.timeout if timeout is None else float(timeout)
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        message.update(session=self._session, device=self._link.name, transport=self._link.transport,
+                       timeout=timeout)
+        stream = torch.cuda.current_stream(self._link.local) if self._link.transport == "cuda" else None
+        future: Future[ServiceBatch] = Future()
+        call = self._calls["Decode"].future(pack(message), timeout=timeout + _MARGIN_SECONDS)
+
+        def arrived(call: Any) -> None:
+            try:
+                self._arrived(call, future, request, clip_shape, stream, timeout)
+            finally:
+                self._calls_in_flight.discard(id(future))
+
+        self._calls_in_flight.add(id(future))
+        future.add_done_callback(lambda f: call.cancel() if f.cancelled() else None)
+        call.add_done_callback(arrived)
+        return future
+
+    def _arrived(self, call: Any, future: Future, request: DecodeRequest, clip_shape: tuple[int, int] | None,
+                 stream: Any, timeout: float) -> None:
+        """A Decode call ended: resolve its future (a batch, or the error it raises)."""
+        import grpc
+
+        try:
+            reply = unpack(call.result())
+        except grpc.RpcError as error:
+            outcome: Any = _rpc_error(error, "Decode", timeout)
+        except Exception as error:  # cancelled
+            outcome = error
+        else:
+            outcome = reply
+        if isinstance(outcome, dict) and outcome.get("ok"):
+            try:
+                batch: Any = self._batch(outcome, request, clip_shape, stream)
+            except Exception as error:
+                self._release_reply(outcome)
+                batch = error
+        elif isinstance(outcome, dict):
+            try:
+                raise_error(outcome)
+            except Exception as error:
+                batch = error
+        else:
+            batch = outcome
+        if not future.set_running_or_notify_cancel():
+            if isinstance(batch, ServiceBatch):
+                batch.release()
+            return
+        if isinstance(batch, BaseException):
+            future.set_exception(batch)
+        else:
+            future.set_result(batch)
+
+    def _batch(self, reply: dict[str, Any], request: DecodeRequest, clip_shape: tuple[int, int] | None,
+               stream: Any) -> ServiceBatch:
+        shape, strides = list(reply["shape"]), list(reply["strides"])
+        finalizer = None
+        link = self._link
+        if reply["transport"] == "inline":
+            flat = torch.from_numpy(np.frombuffer(reply["data"], dtype=np.uint8).copy())
+            data = flat.as_strided(shape, strides)
+        elif reply.get("lease") is None:  # no frames: nothing leased
+            data = torch.empty(shape, dtype=torch.uint8, device=link.local)
+        else:
+            lease = int(reply["lease"])
+            self._leases[lease] = None
+            if reply["transport"] == "cuda":
+                event = reply["event"]
+                link.cuda_view.wait_event(int(event["index"]), event["handle"], stream)
+                on_free = functools.partial(self._release_cuda, lease, link.local, stream)
+                data, finalizer = link.cuda_view.lease_tensor(reply["offset"], reply["nbytes"], shape, strides,
+                                                              on_free)
+            else:
+                view = self._host_view(reply["slab"]["name"])
+                on_free = functools.partial(self._releases.put, (lease, None))
+                data, finalizer = view.lease_tensor(reply["offset"], reply["nbytes"], shape, strides, on_free)
+            self._leases[lease] = finalizer
+        pts_shape = tuple(reply["timestamp_shape"])
+        pts = torch.from_numpy(np.frombuffer(reply["pts"], dtype=np.float64).copy().reshape(pts_shape))
+        durations = torch.from_numpy(np.frombuffer(reply["durations"], dtype=np.float64).copy().reshape(pts_shape))
+        if clip_shape is not None:
+            data, pts, durations = data.unflatten(0, clip_shape), pts.unflatten(0, clip_shape), \
+                durations.unflatten(0, clip_shape)
+        batch = ServiceBatch(data, pts, durations, _info(reply.get("info")))
+        batch._finalizer = finalizer  # type: ignore[attr-defined]
+        return batch
+
+    def _host_view(self, name: str) -> Any:
+        from framefeed.serve._shm import HostSlabView
+
+        with self._views_lock:
+            view = self._host_views.get(name)
+            if view is None:
+                view = self._host_views[name] = HostSlabView(name)
+            return view
+
+    def _release_cuda(self, lease: int, device: torch.device, stream: Any) -> None:
+        """A CUDA slot's last tensor is gone: release it once the work queued
+        on its stream (which may still read it) is done."""
+        event = torch.cuda.Event()
+        event.record(stream)
+        self._releases.put((lease, event))
+
+    def _release_reply(self, reply: dict[str, Any]) -> None:
+        if reply.get("lease") is not None:
+            self._leases.setdefault(int(reply["lease"]), None)
+            self._releases.put((int(reply["lease"]), None))
+
+    # -- many requests ----------------------------------------------------------------------------
+
+    def map(
+        self,
+        requests: Iterable[DecodeRequest | Any],
+        *,
+        ordered: bool = True,
+        lookahead: int = 8,
+        return_exceptions: bool = False,
+        timeout: float | None = None,
+    ) -> Iterator[ServiceBatch | BaseException]:
+        """Decode `requests` (each a `DecodeRequest`, or a path meaning its
+        whole file) and yield their batches, as `DecodePool.map`: at most
+        `lookahead` requests in flight, `ordered=False` yields as they
+        complete, a failure raises from the iterator (or is yielded with
+        `return_exceptions=True`)."""
+        self._check_usable()
+        if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 1:
+            raise ValueError(f"lookahead must be an int >= 1, got {lookahead!r}")
+        return self._map(iter(requests), ordered, lookahead, return_exceptions, timeout)
+
+    def _map(self, requests: Iterator[Any], ordered: bool, depth: int, return_exceptions: bool,
+             timeout: float | None) -> Iterator[ServiceBatch | BaseException]:
+        def submit(item: Any) -> Future:
+            request = item if isinstance(item, DecodeRequest) else DecodeRequest(item)
+            return self._submit(request, None, timeout)
+
+        return map_with_lookahead(submit, requests, ordered=ordered, depth=depth, return_exceptions=return_exceptions)
+
+    def videos(
+        self,
+        sources: Iterable[str | Path],
+        *,
+        seek_mode: Literal["exact", "approximate"] = "exact",
+        dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
+        transforms: Sequence[Any] | None = None,
+        stream_index: int | None = None,
+        lookahead: int = 8,
+        timeout: float | None = None,
+    ) -> Any:
+        """Sources for the samplers, as `DecodePool.videos`:
+        `clips_at_random_indices(client.videos(paths), num_clips=4, ...)`
+        returns one `Future[ServiceBatch]` of clips per source, equal to the
+        sampler called on `VideoDecoder(path, ...)` per source under the same
+        seed (the sampler runs here, drawing from this process's RNG)."""
+        from framefeed.client._videos import ServiceVideos
+
+        self._check_usable()
+        template = DecodeRequest(None, seek_mode=seek_mode, dimension_order=dimension_order,
+                                 transforms=transforms or (), stream_index=stream_index)
+        return ServiceVideos(self, list(sources), template, lookahead, timeout)
+
+    def _open(self, source: Any, template: DecodeRequest, timeout: float | None) -> Future:
+        """A future of the source's `VideoStreamMetadata` (the server reads the file)."""
+        import grpc
+
+        from framefeed.serve.protocol import metadata_from_wire
+
+        self._check_usable()
+        timeout = self.timeout if timeout is None else float(timeout)
+        message = {"session": self._session, "device": self._link.name, "source": _path_of(source),
+                   "seek_mode": template.seek_mode, "stream_index": template.stream_index}
+        future: Future = Future()
+        call = self._calls["Open"].future(pack(message), timeout=timeout)
+
+        def arrived(call: Any) -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                reply = unpack(call.result())
+                if not reply.get("ok"):
+                    raise_error(reply)
+                future.set_result(metadata_from_wire(reply["metadata"]))
+            except grpc.RpcError as error:
+                future.set_exception(_rpc_error(error, "Open", timeout))
+            except Exception as error:
+                future.set_exception(error)
+
+        call.add_done_callback(arrived)
+        return future
+
+    # -- lifetime ---------------------------------------------------------------------------------
+
+    def _release_loop(self) -> None:
+        """Send releases as they come and a heartbeat at least every `heartbeat_seconds`."""
+        unsent: list[int] = []
+        while True:
+            items = []
+            try:
+                items.append(self._releases.get(timeout=self.heartbeat_seconds))
+                while True:
+                    items.append(self._releases.get_nowait())
+            except queue.Empty:
+                pass
+            for lease, event in items:
+                if event is not None:
+                    event.synchronize()  # the consumer's kernels are done with the slot
+                if lease >= 0:  # -1: close() waking this thread
+                    unsent.append(lease)
+            if self._closed and not self._calls_in_flight and not (set(self._leases) - set(unsent)):
+                self._goodbye()  # returns whatever is left
+                self._channel.close()
+                return
+            try:
+                self._call("Heartbeat", {"session": self._session, "release": unsent}, self.heartbeat_seconds * 2)
+            except ServiceConnectionError:
+                continue  # the server is gone or slow: requests fail on their own; retry these next time
+            except ServiceError as error:  # the session ended (expired, or the server restarted)
+                self._broken = ServiceConnectionError(str(error))
+                return
+            except Exception:
+                continue
+            for lease in unsent:
+                self._leases.pop(lease, None)
+            unsent = []
+
+    def _goodbye(self) -> None:
+        try:
+            self._call("Goodbye", {"session": self._session}, 2.0)
+        except Exception:
+            pass  # the server is gone: nothing to return
+
+    def close(self) -> None:
+        """Stop taking requests. Batches already returned stay valid: the
+        session ends once they have all been released or freed (or this
+        process exits). Idempotent."""
+        self._closed = True
+        self._releases.put((-1, None))
+        live = any(f is not None and f.alive for f in list(self._leases.values()))
+        if not live and not self._calls_in_flight and threading.current_thread() is not self._releaser:
+            self._releaser.join(timeout=5.0)  # the goodbye goes out before this process may exit
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> ServiceClient:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"ServiceClient({self.address}, device={self.device}, transport={self.transport}, {state})"
+
+
+
+def _path_of(source: Any) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if isinstance(path, str):
+            return os.path.abspath(path)
+    raise TypeError(f"framefeed serve reads files the server can open: pass a path, not {type(source).__name__}")
+
+
+def _request_message(request: DecodeRequest) -> dict[str, Any]:
+    message: dict[str, Any] = {"source": _path_of(request.source), "seek_mode": request.seek_mode,
+                               "dimension_order": request.dimension_order, "step": request.step}
+    if request.transforms:
+        message["transforms"] = transforms_to_wire(request.transforms)
+    for name in ("indices", "seconds"):
+        value = getattr(request, name)
+        if value is not None:
+            message[name] = list(value)
+    for name in ("start", "stop", "stream_index"):
+        value = getattr(request, name)
+        if value is not None:
+            message[name] = value
+    return message
+
+
+def _info(wire: Any) -> DecodeInfo | None:
+    if not isinstance(wire, dict):
+        return None
+    status = wire.get("cpu_fallback") or {}
+    return DecodeInfo(str(wire.get("source", "")), int(wire.get("session", -1)),
+                      CpuFallbackStatus(str(status.get("device", "")), bool(status.get("is_fallback")),
+                                        str(status.get("reason", ""))),
+                      bool(wire.get("decoder_reused")), int(wire.get("frames_decoded", 0)))
+
+
+def connect(address: str | os.PathLike[str] | None = None, *, timeout: float = 60.0, connect_timeout: float = 10.0,
+            device: str | None = None, transport: Transport = "auto") -> ServiceClient:
+    """Connect to a running `framefeed serve`.
+
+    Args:
+        address: what the server printed (`unix:///path`, a socket path, or
+            `host:port`); None: `$FRAMEFEED_SOCKET` or the server's default socket.
+        timeout: seconds a request may take (the server answers "busy"
+            before; a server that does not answer raises ServiceConnectionError).
+        connect_timeout: seconds to wait for the server's first answer.
+        device: the server device to decode on (None: its first).
+        transport: "auto" (CUDA IPC if this process sees the server's GPU,
+            else shared memory if it sees its /dev/shm, else inside the
+            replies), or one of "cuda", "shm", "inline" to insist.
+
+    Raises:
+        ImportError: grpcio or msgpack missing (`pip install 'framefeed[serve]'`).
+        ServiceConnectionError (a ConnectionError): no server answers there.
+        ServiceError: the transport asked for is not possible.
+        ValueError: a bad address, transport or device.
+    """
+    return ServiceClient(address, timeout=timeout, connect_timeout=connect_timeout, device=device,
+                         transport=transport)
+

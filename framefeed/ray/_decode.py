@@ -1,0 +1,218 @@
+"""The decode stage of `read_clips`: packet rows in, clip rows out.
+
+A packet row is one `ClipGroup` of one video (a plan, its compressed
+packets, which clips they are), pickled into a binary column. Decoding turns
+each into clip rows: frames `(T, C, H, W)` (or `(T, H, W, C)`) uint8, their
+pts and durations in seconds, the video's position in the listing (and
+its name, on request), the clip's index within the video and the video's label.
+
+Each plan carries its decoder transforms, resolved by the read stage
+(`PlannedClips.transforms`, crop windows drawn), and is decoded through them:
+
+- `decode="cpu"`: `decode_packet_batch` in Ray tasks, FFmpeg through the
+  executor (`framefeed.session.execute_plan`) on a `BundleSource`, the
+  backend opened with the pipeline (as `ClipDataset`'s CPU items decode).
+- `decode="cuda"`: `NvdecClipDecoder`, a Ray actor class holding a
+  `DecodePool` on the GPU Ray assigned it; the pipeline goes to
+  `DecodePool.submit_plan` (fused into NVDEC's colour kernel), and the clips
+  are copied to host memory for Ray's object store.
+
+The stage functions take and return plain `pyarrow.Table` / numpy batches;
+only `record_skip` talks to Ray (the skip ledger).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from framefeed.data._items import ClipLoadError
+from framefeed.data._sampling import PlannedClips
+
+logger = logging.getLogger("framefeed.ray")
+
+@dataclass
+class DecodeConfig:
+    """What the decode stage needs besides the rows (sent to every task/actor).
+
+    Attributes:
+        names: each video's name, by video index.
+        labels: each video's label by video index, or None.
+        include_paths: whether clip rows carry the video's name (`source`).
+        dimension_order: "NCHW" or "NHWC".
+        on_error: "raise" or "skip".
+        num_ffmpeg_threads: FFmpeg threads per CPU decoder (0: FFmpeg decides).
+        ledger: where skipped videos are recorded (a Ray actor handle), or None.
+        pool_options: keyword arguments of the `DecodePool` a CUDA actor makes.
+    """
+
+    names: list[str]
+    labels: list[Any] | None
+    include_paths: bool = False
+    dimension_order: str = "NCHW"
+    on_error: str = "raise"
+    num_ffmpeg_threads: int = 1
+    ledger: Any = None
+    pool_options: dict[str, Any] = field(default_factory=dict)
+
+
+def read_error(name: str, video_index: int, error: BaseException) -> ClipLoadError:
+    """The error a video that cannot be read raises (`framefeed.data`'s type)."""
+    return ClipLoadError(f"Could not read clips from {name} (video {video_index} of the listing): "
+                         f"{type(error).__name__}: {error}", name, video_index)
+
+
+def record_skip(ledger: Any, name: str, error: BaseException) -> None:
+    logger.warning("framefeed.ray.read_clips: skipping %s: %s: %s", name, type(error).__name__, error)
+    if ledger is not None:  # waited for, so the count is complete once the dataset has been read
+        import ray
+
+        ray.get(ledger.record.remote(name, f"{type(error).__name__}: {error}"))
+
+
+def packet_rows(video_index: int, groups: Sequence[Any]) -> dict[str, list[Any]]:
+    """The packet-row columns for one video's `ClipGroup`s."""
+    return {
+        "video_index": [video_index] * len(groups),
+        "first_clip": [g.first_clip for g in groups],
+        "num_clips": [g.planned.clip_shape[0] for g in groups],
+        "num_frames": [g.planned.clip_shape[0] * g.planned.clip_shape[1] for g in groups],
+        "packet_bytes": [len(g.planned.bundle.payload) for g in groups],
+        "planned": [pickle.dumps(g.planned, protocol=pickle.HIGHEST_PROTOCOL) for g in groups],
+    }
+
+
+def _rows(table: Any) -> Iterator[tuple[int, int, PlannedClips]]:
+    indices = table.column("video_index").to_pylist()
+    firsts = table.column("first_clip").to_pylist()
+    for i, blob in enumerate(table.column("planned").to_pylist()):
+        yield indices[i], firsts[i], pickle.loads(blob)
+
+
+def decode_on_cpu(planned: PlannedClips, dimension_order: str,
+                  num_threads: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Decode one `PlannedClips` with FFmpeg through its resolved transforms
+    (`planned.transforms`, None for none): `(data, pts_seconds,
+    duration_seconds)` shaped `(clips, T, ...)`, as the sampler on a CPU
+    `VideoDecoder` with those transforms would return them.
+
+    Raises:
+        DecodingError: a frame cannot be decoded (damaged stream).
+    """
+    from framefeed.backends import BackendContext, open_backend
+    from framefeed.demux.disposable import disposable_test_for
+    from framefeed.packets import BundleSource
+    from framefeed.session import OutputBuffer, execute_plan
+
+    plan, bundle = planned.plan, planned.bundle
+    params = bundle.params
+    pipeline = planned.transforms
+    context = BackendContext(num_threads=num_threads, transforms=pipeline)
+    backend = open_backend(params, torch.device("cpu"), context).backend
+    try:
+        height, width = pipeline.output_size if pipeline else planned.frame_shape
+        channels_first = backend.channels_first_output and dimension_order == "NCHW"
+        out = OutputBuffer.allocate(plan.slot_count, height, width, backend.output_device, channels_first)
+        disposable = disposable_test_for(params.codec, params.extradata) if plan.exact else None
+        execute_plan(plan, BundleSource(bundle), backend, out, disposable=disposable)
+    finally:
+        backend.close()
+    data = out.as_order(dimension_order)
+    shape = planned.clip_shape
+    return (data.unflatten(0, shape), torch.from_numpy(out.pts_seconds).unflatten(0, shape),
+            torch.from_numpy(out.duration_seconds).unflatten(0, shape))
+
+
+def clip_batch(config: DecodeConfig, video_index: int, first_clip: int, data: torch.Tensor,
+               pts_seconds: torch.Tensor, duration_seconds: torch.Tensor) -> dict[str, np.ndarray]:
+    """Clip rows for one decoded group, as a numpy batch."""
+    count = int(data.shape[0])
+    batch = {
+        "frames": data.cpu().numpy(),
+        "pts_seconds": pts_seconds.numpy(),
+        "duration_seconds": duration_seconds.numpy(),
+        "video_index": np.full(count, video_index, dtype=np.int64),
+        "clip_index": np.arange(first_clip, first_clip + count, dtype=np.int64),
+    }
+    if config.include_paths:
+        batch["source"] = np.array([config.names[video_index]] * count)
+    if config.labels is not None:
+        label = config.labels[video_index]
+        if np.isscalar(label):
+            batch["label"] = np.array([label] * count)
+        else:  # any other value: an object column
+            batch["label"] = np.empty(count, dtype=object)
+            for i in range(count):
+                batch["label"][i] = label
+    return batch
+
+
+def decode_packet_batch(table: Any, config: DecodeConfig) -> Iterator[dict[str, np.ndarray]]:
+    """The CPU decode stage (a Ray task's `map_batches` function): one clip
+    batch per packet row. Raises `ClipLoadError` naming the video, or skips
+    it (`on_error="skip"`)."""
+    for video_index, first_clip, planned in _rows(table):
+        name = config.names[video_index]
+        try:
+            decoded = decode_on_cpu(planned, config.dimension_order, config.num_ffmpeg_threads)
+        except Exception as error:
+            if config.on_error == "raise":
+                raise read_error(name, video_index, error) from error
+            record_skip(config.ledger, name, error)
+            continue
+        yield clip_batch(config, video_index, first_clip, *decoded)
+
+
+class NvdecClipDecoder:
+    """The CUDA decode stage: a Ray actor (`num_gpus_per_actor` of a GPU each)
+    holding a `DecodePool` on its GPU. Calls run on several threads at once
+    (`_read.CALLS_PER_ACTOR`); each submits its packet rows to the shared
+    pool, whose sessions keep the NVDEC engines busy, and yields their clips
+    in row order, on the host."""
+
+    def __init__(self, config: DecodeConfig) -> None:
+        from framefeed.pool import DecodePool  # here: only GPU actors import the pool
+
+        self._config = config
+        options = dict(config.pool_options)
+        # Ray sets CUDA_VISIBLE_DEVICES to the GPU(s) it assigned: cuda:0 is ours.
+        self._pool = DecodePool(options.pop("device", "cuda:0"), **options)
+
+    def __call__(self, table: Any) -> Iterator[dict[str, np.ndarray]]:
+        config = self._config
+        pending = [(video_index, first_clip, self._submit(planned, config.names[video_index]))
+                   for video_index, first_clip, planned in _rows(table)]
+        for video_index, first_clip, future in pending:
+            name = config.names[video_index]
+            try:
+                result = future.result()
+            except Exception as error:
+                if config.on_error == "raise":
+                    for *_, other in pending:
+                        other.cancel()
+                    raise read_error(name, video_index, error) from error
+                record_skip(config.ledger, name, error)
+                continue
+            yield clip_batch(config, video_index, first_clip, result.data, result.pts_seconds,
+                             result.duration_seconds)
+
+    def _submit(self, planned: PlannedClips, name: str) -> Any:
+        return self._pool.submit_plan(planned.plan, planned.bundle, frame_shape=planned.frame_shape,
+                                      clip_shape=planned.clip_shape, dimension_order=self._config.dimension_order,
+                                      transforms=planned.transforms, description=name)
+
+    def close(self) -> None:
+        """Close the pool (its decoders and threads); Ray calls `__del__` when the actor ends."""
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            self._pool = None
+            pool.close(cancel_pending=True)
+
+    def __del__(self) -> None:
+        self.close()

@@ -1,0 +1,99 @@
+"""Which files a client may have the server read: only regular files under an
+`--allow-root`.
+
+The path is resolved first (symlinks followed, `..` collapsed, by
+`os.path.realpath`), then opened, and the file actually opened is checked
+again through `/proc/self/fd`, so a symlink swapped in between the check and
+the open cannot lead outside a root. The decoder then reads the open file
+through `/proc/self/fd/N`; the descriptor closes when the request is done.
+Only absolute paths are taken: the client and the server may not share a
+working directory. Bytes, URLs and file objects never reach the server (the
+protocol carries a path string only).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass
+class OpenedFile:
+    """A file under an allowed root, held open by descriptor.
+
+    `source` is what to hand the decoder (`/proc/self/fd/N`); `requested` is
+    the client's path, for messages.
+    """
+
+    fd: int
+    requested: str
+    real_path: str
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        self.source = self.source or f"/proc/self/fd/{self.fd}"
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def describe(self, text: str) -> str:
+        """`text` with the descriptor path replaced by the client's path."""
+        return text.replace(self.source, self.requested)
+
+
+class AllowedRoots:
+    """The folders whose files clients may read.
+
+    Raises (constructor):
+        ValueError: no root, or a root that is not an existing directory.
+    """
+
+    def __init__(self, roots: Iterable[str | os.PathLike[str]]) -> None:
+        resolved = []
+        for root in roots:
+            real = os.path.realpath(os.fspath(root))
+            if not os.path.isdir(real):
+                raise ValueError(f"--allow-root {os.fspath(root)!r} is not an existing directory")
+            resolved.append(real)
+        if not resolved:
+            raise ValueError("give at least one --allow-root DIR: the server reads only files under one")
+        self.roots: tuple[str, ...] = tuple(dict.fromkeys(resolved))
+
+    def _inside(self, real: str) -> bool:
+        return any(real == root or real.startswith(root.rstrip("/") + "/") for root in self.roots)
+
+    def open(self, path: str) -> OpenedFile:
+        """Open `path` for reading if it resolves to a regular file under a root.
+
+        Raises:
+            PermissionError: relative, outside every root (after resolving
+                symlinks and `..`), or not a regular file.
+            FileNotFoundError: under a root but missing.
+        """
+        if "\x00" in path or not os.path.isabs(path):
+            raise PermissionError(f"the server reads absolute paths only, got {path!r}")
+        real = os.path.realpath(path)
+        if not self._inside(real):
+            raise PermissionError(f"{path!r} resolves to {real!r}, outside the server's --allow-root "
+                                  f"({', '.join(self.roots)})")
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"No such file: {path!r}") from None
+        except OSError as error:  # ELOOP: a symlink swapped in after resolving
+            raise PermissionError(f"cannot open {path!r}: {error.strerror}") from None
+        try:
+            opened = os.readlink(f"/proc/self/fd/{fd}")
+            if not self._inside(opened):
+                raise PermissionError(f"{path!r} opened {opened!r}, outside the server's --allow-root")
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise PermissionError(f"{path!r} is not a regular file")
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return OpenedFile(fd, path, opened)
