@@ -81,7 +81,10 @@ class EmulatedNvdec:
         else:
             data = ctypes.string_at(packet.bsl_data, packet.bsl)
             self.log.append((data, packet.pts, packet.key, packet.discardable))
-            av_packet = av.Packet(data)
+            # A packet of its own size gets FFmpeg's zeroed input padding; av.Packet(data)
+            # would reference `data` without it and decoders may read past its end.
+            av_packet = av.Packet(len(data))
+            memoryview(av_packet)[:] = data
             av_packet.pts = packet.pts
             try:
                 frames = self._context.decode(av_packet)
