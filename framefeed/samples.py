@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -67,7 +68,7 @@ def encode_video(path: str | os.PathLike, spec: VideoSpec) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     time_base = spec.time_base or Fraction(1, spec.fps)
-    with av.open(str(partial), "w", format=spec.container_format or _format_for(path)) as container:
+    with _scheduling_kept(), av.open(str(partial), "w", format=spec.container_format or _format_for(path)) as container:
         stream = container.add_stream(spec.codec, rate=spec.fps, options=dict(spec.codec_options))
         stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, spec.pix_fmt
         stream.codec_context.time_base = time_base
@@ -87,6 +88,22 @@ def encode_video(path: str | os.PathLike, spec: VideoSpec) -> Path:
             container.mux(packet)
     os.replace(partial, path)
     return path
+
+
+@contextmanager
+def _scheduling_kept() -> Iterator[None]:
+    """Restore the calling thread's scheduling policy after encoding.
+
+    SVT-AV1 (libsvtav1), run as root, makes the thread that opens it SCHED_FIFO
+    at priority 99 and leaves it so. Every process started from that thread
+    afterwards inherits the real-time policy, and busy-waiting programs then
+    starve their own threads (buildah ran at full CPU without progress)."""
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if (os.sched_getscheduler(0), os.sched_getparam(0)) != (policy, param):
+            os.sched_setscheduler(0, policy, param)  # lowering a priority needs no privilege
 
 
 def _format_for(path: Path) -> str | None:
