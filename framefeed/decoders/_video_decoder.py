@@ -29,6 +29,7 @@ from framefeed.demux.demuxer import Demuxer
 from framefeed.demux.metadata import VideoStreamMetadata
 from framefeed.errors import DecodingError, VideoOpenError, public_api
 from framefeed.frames import Frame, FrameBatch
+from framefeed.host_frames import take_frame_tensor
 from framefeed.opening import open_demuxed
 from framefeed.packets import CodecParameters
 from framefeed.plan import Target
@@ -346,7 +347,12 @@ class VideoDecoder:
             data = torch.empty((3, self._height, self._width), dtype=torch.uint8, device=device)
             pts_seconds, duration = self._session.decode_one(target, data.permute(1, 2, 0))
         else:
-            hwc = torch.empty((self._height, self._width, 3), dtype=torch.uint8, device=device)
+            shape = (self._height, self._width, 3)
+            if device.type == "cpu":
+                # Reused frame memory: see framefeed.host_frames for why.
+                hwc = take_frame_tensor(shape)
+            else:
+                hwc = torch.empty(shape, dtype=torch.uint8, device=device)
             pts_seconds, duration = self._session.decode_one(target, hwc)
             data = hwc.permute(2, 0, 1) if self._dimension_order == "NCHW" else hwc
         if data.device != self._device:
