@@ -145,3 +145,11 @@ def test_sequential_decoding_does_not_fault_on_every_frame():
     faults_per_frame = float(result.stdout.split()[-1])
     pages_per_frame = np.prod(VideoDecoder(path)[0].shape) / 4096
     assert faults_per_frame < pages_per_frame / 4, (faults_per_frame, pages_per_frame)
+
+
+def test_storage_cannot_grow_but_may_shrink():
+    """Documented difference from torch.empty: the storage is borrowed memory."""
+    frame = host_frames.take_frame_tensor(SHAPE)
+    frame.resize_(4, 4)
+    with pytest.raises(RuntimeError, match="not resizable"):
+        frame.resize_(100, 100, 3)
