@@ -36,6 +36,15 @@ RETAINED_BYTES_LIMIT = 128 * 1024 * 1024
 """Free frame memory kept for reuse across all sizes, in bytes."""
 
 
+def _new_mapping(nbytes: int) -> np.ndarray:
+    if not hasattr(mmap, "MAP_PRIVATE"):  # Windows: heap memory, still reused
+        return np.empty(nbytes, dtype=np.uint8)
+    # MAP_PRIVATE: a forked child (DataLoader worker) gets its own
+    # copy-on-write pages, never the parent's frames. Page-aligned, and
+    # outside glibc's heap, so nothing there can trim it.
+    return np.frombuffer(mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE), dtype=np.uint8)
+
+
 class _FramePool:
     def __init__(self, retained_bytes_limit: int) -> None:
         self._limit = retained_bytes_limit
@@ -48,6 +57,8 @@ class _FramePool:
 
     def take(self, shape: tuple[int, ...]) -> torch.Tensor:
         nbytes = math.prod(shape)
+        if nbytes == 0:
+            return torch.empty(shape, dtype=torch.uint8)
         with self._lock:
             free = self._free.get(nbytes)
             if free:
@@ -56,9 +67,7 @@ class _FramePool:
             else:
                 mapping = None
         if mapping is None:
-            # MAP_PRIVATE: a forked child (DataLoader worker) gets its own
-            # copy-on-write pages, never the parent's frames.
-            mapping = np.frombuffer(mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE), dtype=np.uint8)
+            mapping = _new_mapping(nbytes)
         # The lease is the one ndarray the tensor's storage keeps alive; it
         # dies exactly when the last tensor or view on the storage does.
         lease = mapping.view()

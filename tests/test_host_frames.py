@@ -153,3 +153,8 @@ def test_storage_cannot_grow_but_may_shrink():
     frame.resize_(4, 4)
     with pytest.raises(RuntimeError, match="not resizable"):
         frame.resize_(100, 100, 3)
+
+
+def test_empty_shapes_get_plain_tensors():
+    empty = host_frames.take_frame_tensor((0, 64, 3))
+    assert empty.shape == (0, 64, 3) and empty.dtype == torch.uint8
