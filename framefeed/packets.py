@@ -40,6 +40,20 @@ class MissingPacketsError(DecodingError):
     """A shipped `PacketBundle` lacks packets a requested frame needs."""
 
 
+def padded_packet(payload: bytes | memoryview) -> av.Packet:
+    """A PyAV packet holding a copy of `payload`, followed by FFmpeg's zeroed
+    input padding.
+
+    Not `av.Packet(payload)`: PyAV would reference the bytes without the
+    padding FFmpeg's decoders may read past a packet's end, and beyond the
+    end of a bundle's payload lies arbitrary memory (MPEG-4 Part 2 then
+    decoded garbage now and then). The copy is cheap."""
+    packet = av.Packet(len(payload))
+    if len(payload):
+        memoryview(packet)[:] = payload
+    return packet
+
+
 def packet_is_discard(packet: Any) -> bool:
     """Whether a packet (demuxed or rebuilt from a bundle) produces no frame."""
     return bool(packet.is_discard) or packet.opaque == DISCARD_MARK
@@ -328,13 +342,7 @@ class BundleSource:
     def _packet(self, i: int) -> Any:
         bundle = self.bundle
         start, stop = int(bundle.offsets[i]), int(bundle.offsets[i + 1])
-        # Not av.Packet(payload slice): PyAV would reference the payload without the
-        # zeroed padding FFmpeg's decoders may read past a packet's end, and after the
-        # bundle's last packet lies arbitrary memory (MPEG-4 Part 2 then decoded garbage
-        # now and then). A packet of its own gets that padding; the copy is cheap.
-        packet = av.Packet(stop - start)
-        if stop > start:
-            memoryview(packet)[:] = self._payload[start:stop]
+        packet = padded_packet(self._payload[start:stop])
         pts, dts = int(bundle.pts[i]), int(bundle.dts[i])
         packet.pts = None if pts == NO_TIMESTAMP else pts
         packet.dts = None if dts == NO_TIMESTAMP else dts

@@ -15,6 +15,8 @@ from typing import Any
 import av
 import numpy as np
 
+from framefeed.packets import padded_packet
+
 
 def demuxed_packets(path: Path) -> list[Any]:
     """Every non-empty packet of the first video stream (an independent demux)."""
@@ -81,10 +83,7 @@ class EmulatedNvdec:
         else:
             data = ctypes.string_at(packet.bsl_data, packet.bsl)
             self.log.append((data, packet.pts, packet.key, packet.discardable))
-            # A packet of its own size gets FFmpeg's zeroed input padding; av.Packet(data)
-            # would reference `data` without it and decoders may read past its end.
-            av_packet = av.Packet(len(data))
-            memoryview(av_packet)[:] = data
+            av_packet = padded_packet(data)  # as framefeed's own packet sources do
             av_packet.pts = packet.pts
             try:
                 frames = self._context.decode(av_packet)
