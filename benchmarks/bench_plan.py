@@ -29,7 +29,7 @@ from _targets import RESULTS
 
 from framefeed import VideoDecoder
 from framefeed.bench.clips import LONG_RECIPE, make_clip
-from framefeed.bundling import ship_request
+from framefeed.engine.bundling import ship_request
 
 LIMIT = 1.2
 

@@ -76,7 +76,7 @@ def check_environment() -> dict:
         fail(f"PyNvVideoCodec cannot be imported ({type(error).__name__}: {str(error).splitlines()[0]}). "
              "Install PyNvVideoCodec>=2.2.4; in Docker set NVIDIA_DRIVER_CAPABILITIES=compute,utility,video.")
     from framefeed.bench.nvml import load_nvml
-    from framefeed.gpu_decode import nvdec_unavailable_reason
+    from framefeed.engine.backends.gpu_decode import nvdec_unavailable_reason
 
     reason = nvdec_unavailable_reason()
     if reason:

@@ -19,10 +19,10 @@ stream's own size; decoded frames have the transformed size.
 
 Sizes are `(height, width)`. On the CPU, frames are converted to RGB at full
 size as without transforms, then cropped (views) and resized with torch's
-antialiased bilinear interpolation (`framefeed._transform_backend`): the
+antialiased bilinear interpolation (`framefeed.engine.backends.transformed`): the
 result equals torchvision's `Resize` applied to the full frame. On NVDEC the
 colour kernel applies the resolved pipeline in the launch that converts each
-picture, writing only the output size (`framefeed.gpu_decode.resampling`).
+picture, writing only the output size (`framefeed.engine.backends.gpu_decode.resampling`).
 Backends receive the resolved pipeline in `backends.BackendContext.transforms`.
 """
 

@@ -27,10 +27,10 @@ from gpu_fixtures import emulated_nvdec_decoders
 
 from corpus import CorpusFile
 from framefeed import VideoDecoder
-from framefeed.backends import BackendContext, BackendSelection, open_backend
-from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
-from framefeed.gpu_decode.backend import NvdecBackend
-from framefeed.packets import CodecParameters
+from framefeed.engine.backends.gpu_decode.backend import NvdecBackend
+from framefeed.engine.backends.registry import BackendContext, BackendSelection, open_backend
+from framefeed.engine.backends.status import CpuFallbackStatus
+from framefeed.engine.packets import CodecParameters
 
 BACKENDS = ["cpu", "emulated-nvdec", pytest.param("cuda", marks=pytest.mark.cuda)]
 NVDEC_KINDS = ("emulated-nvdec", "cuda")

@@ -39,11 +39,11 @@ def cuda_unavailable_reason() -> str:
     try:
         if not torch.cuda.is_available():
             return "torch.cuda.is_available() is False"
-        from framefeed.gpu_decode import nvdec_unavailable_reason
+        from framefeed.engine.backends.gpu_decode import nvdec_unavailable_reason
 
         reason = nvdec_unavailable_reason()
     except Exception as error:  # pragma: no cover - import problems surface elsewhere
-        return f"framefeed.gpu_decode failed ({type(error).__name__}: {error})"
+        return f"framefeed.engine.backends.gpu_decode failed ({type(error).__name__}: {error})"
     return f"NVDEC unavailable: {reason}" if reason else ""
 
 

@@ -12,7 +12,7 @@ import torch
 
 from framefeed.data import ClipDataset
 
-CUDA_MODULES = ("framefeed.gpu_decode", "cupy", "PyNvVideoCodec")
+CUDA_MODULES = ("framefeed.engine.backends.gpu_decode", "cupy", "PyNvVideoCodec")
 
 
 class ReportingDataset(ClipDataset):

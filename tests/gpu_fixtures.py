@@ -15,7 +15,7 @@ from typing import Any
 import av
 import numpy as np
 
-from framefeed.packets import padded_packet
+from framefeed.engine.packets import padded_packet
 
 
 def demuxed_packets(path: Path) -> list[Any]:
@@ -169,8 +169,8 @@ def emulated_runtime(table: dict | None = None, *, compute_capability=(9, 0), de
     `NvdecDecoders(0, runtime=...)`: no module global is patched."""
     import torch
 
-    from framefeed.gpu_decode import NvdecRuntime
-    from framefeed.gpu_decode.decoder_cache import PooledDecoder
+    from framefeed.engine.backends.gpu_decode import NvdecRuntime
+    from framefeed.engine.backends.gpu_decode.decoder_cache import PooledDecoder
 
     nvc = FakePyNvVideoCodec(HOPPER_CAPS if table is None else table)
 
@@ -197,7 +197,7 @@ _NVC_NAMES = {ffmpeg: nvc for nvc, ffmpeg in FakePyNvVideoCodec.FFMPEG_NAMES.ite
 
 def emulated_nvdec_decoders(table: dict | None = None, **kwargs):
     """A fresh `NvdecDecoders` owner on `emulated_runtime`."""
-    from framefeed.gpu_decode import NvdecDecoders
+    from framefeed.engine.backends.gpu_decode import NvdecDecoders
 
     return NvdecDecoders(0, runtime=emulated_runtime(table, **kwargs))
 
@@ -207,7 +207,7 @@ class ReferenceConverter:
     then (with `transforms`) the fused kernel's reference crop and resize."""
 
     def __init__(self, spec: Any, quarter_turns: int, transforms: Any = None) -> None:
-        from framefeed.gpu_decode.resampling import resampling_for
+        from framefeed.engine.backends.gpu_decode.resampling import resampling_for
 
         self._spec = spec
         self._turns = quarter_turns % 4
@@ -222,8 +222,8 @@ class ReferenceConverter:
     def write(self, planes: tuple[Any, Any, Any], dst: Any) -> None:
         import torch
 
-        from framefeed.gpu_decode.colour import reference_rgb
-        from framefeed.gpu_decode.resampling import reference_resampled
+        from framefeed.engine.backends.gpu_decode.colour import reference_rgb
+        from framefeed.engine.backends.gpu_decode.resampling import reference_resampled
 
         rgb = torch.rot90(reference_rgb(*planes, self._spec), self._turns, dims=(0, 1))
         if self._resampling is not None:

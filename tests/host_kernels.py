@@ -1,7 +1,7 @@
 """The CUDA colour kernels' own source, compiled for the CPU and run thread by
 thread, so CI checks the kernels without a GPU.
 
-`compile_host_kernels` builds `framefeed.gpu_decode.kernels.KERNEL_SOURCE`
+`compile_host_kernels` builds `framefeed.engine.backends.gpu_decode.kernels.KERNEL_SOURCE`
 with g++ (or clang++), no FMA contraction (like the kernels' `__f*_rn`
 intrinsics), and a driver per kernel that runs every thread of its launch
 grid; `run_on_host` launches one on CPU tensors with the arguments the GPU
@@ -73,7 +73,7 @@ def compile_host_kernels(folder: Path) -> ctypes.CDLL | None:
     Raises:
         subprocess.CalledProcessError: the source does not compile (stderr attached).
     """
-    from framefeed.gpu_decode import kernels
+    from framefeed.engine.backends.gpu_decode import kernels
 
     compiler = shutil.which("g++") or shutil.which("clang++")
     if compiler is None:
@@ -104,7 +104,7 @@ def run_on_host(library: ctypes.CDLL, planes: Any, dst: Any, walk: Any, coeffici
     """Launch the kernel the GPU would run for these planes into `dst` (a CPU
     uint8 tensor view); with `tables` (`kernels.ResampleTables` over CPU
     tensors), the resampled kernel."""
-    from framefeed.gpu_decode.kernels import (
+    from framefeed.engine.backends.gpu_decode.kernels import (
         generic_path_arguments,
         kernel_arguments,
         kernel_name,

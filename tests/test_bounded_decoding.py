@@ -16,12 +16,12 @@ from backends_under_test import open_selection
 
 import corpus
 from framefeed import VideoDecoder
-from framefeed.bundling import ship_request
-from framefeed.demux.disposable import disposable_test_for
+from framefeed.engine.bundling import ship_request
+from framefeed.engine.demux.disposable import disposable_test_for
+from framefeed.engine.executor import OutputBuffer, execute_plan
+from framefeed.engine.packets import BundleSource, MissingPacketsError
 from framefeed.errors import DecodingError
-from framefeed.packets import BundleSource, MissingPacketsError
 from framefeed.samples import VideoSpec, encode_video, x265_options
-from framefeed.session import OutputBuffer, execute_plan
 
 GOP = 10
 FRAMES = 300

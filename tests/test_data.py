@@ -449,7 +449,7 @@ def test_emulated_nvdec_decodes_what_cpu_workers_decode_and_workers_stay_cuda_fr
     # From inside the spawn worker: no CUDA module imported, CUDA not initialised ...
     assert len(reports) == 1 and os.getpid() not in {pid for pid, _, _ in reports}
     assert all(found == () and not initialised for _, found, initialised in reports), reports
-    assert "framefeed.gpu_decode" in sys.modules  # ... while this process imported the GPU backend
+    assert "framefeed.engine.backends.gpu_decode" in sys.modules  # ... while this process imported the GPU backend
 
 
 @pytest.mark.cuda

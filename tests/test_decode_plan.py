@@ -11,8 +11,8 @@ import pytest
 
 import corpus
 from framefeed import VideoDecoder
-from framefeed.demux.frame_index import build_frame_index
-from framefeed.plan import Target, plan_runs
+from framefeed.engine.demux.frame_index import build_frame_index
+from framefeed.engine.plan import Target, plan_runs
 
 H264 = corpus.BY_NAME["h264_bframes_long_gop.mp4"]
 

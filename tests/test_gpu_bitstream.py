@@ -20,15 +20,15 @@ from gpu_fixtures import (
 )
 
 from corpus import BY_NAME
-from framefeed.gpu_decode.backend import NO_PTS, NvdecBackend
-from framefeed.gpu_decode.bitstream import (
+from framefeed.engine.backends.gpu_decode.backend import NO_PTS, NvdecBackend
+from framefeed.engine.backends.gpu_decode.bitstream import (
     START_CODE,
     PacketPreparer,
     avcc_parameter_sets,
     hvcc_parameter_sets,
     parameter_sets,
 )
-from framefeed.gpu_decode.capabilities import stream_reason, stream_traits
+from framefeed.engine.backends.gpu_decode.capabilities import stream_reason, stream_traits
 
 H264_RECORD_FILES = ["h264_bframes_long_gop.mp4", "h264_open_gop.mp4", "discard_edit_list.mp4", "h264_bframes.mkv"]
 HEVC_FILES = ["hevc_cra.mp4", "hevc_10bit.mkv", "hevc_444.mp4"]
@@ -344,7 +344,7 @@ def test_frames_without_timestamps_report_none():
 
     class Preparer:
         def prepare(self, packet):
-            from framefeed.gpu_decode.bitstream import PreparedPacket
+            from framefeed.engine.backends.gpu_decode.bitstream import PreparedPacket
 
             return [PreparedPacket(b"x", 1, 1, None, None, None, True, False)]
 

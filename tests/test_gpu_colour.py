@@ -17,16 +17,20 @@ import pytest
 import torch
 from host_kernels import compile_host_kernels, run_on_host
 
-from framefeed.cpu_fallback.rgb import RgbConverter
-from framefeed.gpu_decode.colour import (
+from framefeed.engine.backends.cpu_fallback.rgb import RgbConverter
+from framefeed.engine.backends.gpu_decode.colour import (
     colour_spec_for,
     colour_spec_for_stream,
     native_planes,
     reference_rgb,
     surface_format_for,
 )
-from framefeed.gpu_decode.kernels import KERNEL_SOURCE, destination_walk
-from framefeed.gpu_decode.surfaces import planes_of_tensor, surface_layout, surface_rows
+from framefeed.engine.backends.gpu_decode.kernels import KERNEL_SOURCE, destination_walk
+from framefeed.engine.backends.gpu_decode.surfaces import (
+    planes_of_tensor,
+    surface_layout,
+    surface_rows,
+)
 
 COLORSPACES = {"bt601": (5, "ITU601"), "bt709": (1, "ITU709"), "bt2020": (9, "BT2020")}
 RANGES = {"limited": (1, "MPEG"), "full": (2, "JPEG")}
@@ -201,8 +205,8 @@ def test_reference_equals_swscale_on_out_of_range_10_bit_samples():
 def test_swscale_inverse_tables_are_swscales_own():
     """The integers the generic path builds its tables from are what the
     loaded libswscale's `sws_getCoefficients` returns."""
-    from framefeed.cpu_fallback.rgb import _libs
-    from framefeed.gpu_decode.colour import _MATRICES, SWSCALE_INVERSE_TABLES
+    from framefeed.engine.backends.cpu_fallback.rgb import _libs
+    from framefeed.engine.backends.gpu_decode.colour import _MATRICES, SWSCALE_INVERSE_TABLES
 
     libs = _libs()
     if libs is None:
@@ -395,7 +399,7 @@ def test_kernel_source_equals_torch_reference(host_kernel, pix_fmt, surface_form
     """The kernel's own source, run on the CPU, produces exactly the torch
     reference's pixels, for every surface format, rotation and slot layout,
     from a surface whose pitch is wider than the picture."""
-    from framefeed.gpu_decode.kernels import destination_walk
+    from framefeed.engine.backends.gpu_decode.kernels import destination_walk
 
     height, width, pitch = 48, 64, 96
     frame, _ = synthetic_frame(pix_fmt, width, height, "noise", seed=11)
@@ -426,7 +430,7 @@ def test_kernel_source_on_10_bit_corpus_frames_equals_the_cpu_path(host_kernel, 
     over P016/YUV444_16Bit surfaces of real decoded pictures, against the CPU
     backend's swscale conversion of the same pictures (the contract every
     NVDEC stream is held to on the GPU: max |diff| <= 2; 4:2:0 is exact)."""
-    from framefeed.gpu_decode.kernels import destination_walk
+    from framefeed.engine.backends.gpu_decode.kernels import destination_walk
 
     with av.open(str(corpus[name])) as container:
         stream = container.streams.video[0]
@@ -477,8 +481,8 @@ def test_planes_of_a_decoded_picture_come_from_its_luma_view(surface_format, sam
     """PyNvVideoCodec pictures: plane addresses derive from the luma view
     alone, whether its strides are in bytes or (a 2.2 quirk on 16-bit
     surfaces) in samples, and whatever the chroma views claim."""
+    from framefeed.engine.backends.gpu_decode.surfaces import planes_of_decoded_frame
     from framefeed.errors import DecodingError
-    from framefeed.gpu_decode.surfaces import planes_of_decoded_frame
 
     height, width, pitch = 48, 64, 80
     storage = torch.zeros(surface_rows(surface_format, height), pitch, dtype=torch.uint8 if sample == 1 else torch.int16)
@@ -537,7 +541,7 @@ def _fake_cupy(with_from_external: bool):
 def test_cupy_stream_uses_from_external_with_the_stream_protocol():
     """CuPy >= 14: the decoder's stream is wrapped through the CUDA stream
     protocol, on its device, and the deprecated ExternalStream is never called."""
-    from framefeed.gpu_decode.kernels import cupy_stream_for
+    from framefeed.engine.backends.gpu_decode.kernels import cupy_stream_for
 
     cupy, made = _fake_cupy(with_from_external=True)
     assert cupy_stream_for(cupy, 0xBEEF, 3) == "stream"
@@ -545,7 +549,7 @@ def test_cupy_stream_uses_from_external_with_the_stream_protocol():
 
 
 def test_cupy_stream_falls_back_to_external_stream_on_older_cupy():
-    from framefeed.gpu_decode.kernels import cupy_stream_for
+    from framefeed.engine.backends.gpu_decode.kernels import cupy_stream_for
 
     cupy, made = _fake_cupy(with_from_external=False)
     assert cupy_stream_for(cupy, 0xBEEF, 1) == "legacy stream"

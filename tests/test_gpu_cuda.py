@@ -20,16 +20,20 @@ import numpy as np
 import pytest
 import torch
 
-import framefeed.gpu_decode as gpu_decode
+import framefeed.engine.backends.gpu_decode as gpu_decode
 from corpus import BY_NAME, FILES
 from framefeed.decoders import VideoDecoder
-from framefeed.demux.demuxer import Demuxer
-from framefeed.gpu_decode.backend import NvdecBackend, OwnedSurface
-from framefeed.gpu_decode.capabilities import stream_traits
-from framefeed.gpu_decode.colour import native_planes, reference_rgb, surface_format_for
-from framefeed.gpu_decode.surfaces import surface_rows
-from framefeed.packets import CodecParameters
-from framefeed.source import resolve_source
+from framefeed.engine.backends.gpu_decode.backend import NvdecBackend, OwnedSurface
+from framefeed.engine.backends.gpu_decode.capabilities import stream_traits
+from framefeed.engine.backends.gpu_decode.colour import (
+    native_planes,
+    reference_rgb,
+    surface_format_for,
+)
+from framefeed.engine.backends.gpu_decode.surfaces import surface_rows
+from framefeed.engine.demux.demuxer import Demuxer
+from framefeed.engine.packets import CodecParameters
+from framefeed.engine.source import resolve_source
 
 pytestmark = pytest.mark.cuda  # conftest.py skips (or fails) these without a usable GPU
 

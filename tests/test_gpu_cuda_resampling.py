@@ -12,16 +12,24 @@ from __future__ import annotations
 import pytest
 import torch
 
-import framefeed.gpu_decode as gpu_decode
+import framefeed.engine.backends.gpu_decode as gpu_decode
 from framefeed.decoders import VideoDecoder
-from framefeed.demux.demuxer import Demuxer
-from framefeed.gpu_decode.backend import NvdecBackend
-from framefeed.gpu_decode.capabilities import stream_traits
-from framefeed.gpu_decode.colour import native_planes, reference_rgb, surface_format_for
-from framefeed.gpu_decode.resampling import reference_resampled, resampling_for, rotated_size
-from framefeed.gpu_decode.surfaces import surface_rows
-from framefeed.packets import CodecParameters
-from framefeed.source import resolve_source
+from framefeed.engine.backends.gpu_decode.backend import NvdecBackend
+from framefeed.engine.backends.gpu_decode.capabilities import stream_traits
+from framefeed.engine.backends.gpu_decode.colour import (
+    native_planes,
+    reference_rgb,
+    surface_format_for,
+)
+from framefeed.engine.backends.gpu_decode.resampling import (
+    reference_resampled,
+    resampling_for,
+    rotated_size,
+)
+from framefeed.engine.backends.gpu_decode.surfaces import surface_rows
+from framefeed.engine.demux.demuxer import Demuxer
+from framefeed.engine.packets import CodecParameters
+from framefeed.engine.source import resolve_source
 from framefeed.transforms import CenterCrop, RandomCrop, Resize, resolve_transforms
 
 pytestmark = pytest.mark.cuda

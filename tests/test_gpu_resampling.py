@@ -27,26 +27,26 @@ from host_kernels import compile_host_kernels, run_on_host
 
 import corpus
 from framefeed import VideoDecoder
-from framefeed._transform_backend import TransformedBackend, with_transforms
-from framefeed.backends import BackendContext, open_backend
-from framefeed.gpu_decode.backend import NvdecBackend
-from framefeed.gpu_decode.colour import (
+from framefeed.engine.backends.gpu_decode.backend import NvdecBackend
+from framefeed.engine.backends.gpu_decode.colour import (
     colour_spec_for,
     colour_spec_for_stream,
     native_planes,
     reference_rgb,
 )
-from framefeed.gpu_decode.kernels import destination_walk, resample_tables
-from framefeed.gpu_decode.resampling import (
+from framefeed.engine.backends.gpu_decode.kernels import destination_walk, resample_tables
+from framefeed.engine.backends.gpu_decode.resampling import (
     AxisTaps,
     axis_taps,
     reference_resampled,
     resampling_for,
     resize_rows,
 )
-from framefeed.gpu_decode.surfaces import planes_of_tensor, surface_rows
-from framefeed.opening import open_stream
-from framefeed.session import DecodeSession, OutputBuffer
+from framefeed.engine.backends.gpu_decode.surfaces import planes_of_tensor, surface_rows
+from framefeed.engine.backends.registry import BackendContext, open_backend
+from framefeed.engine.backends.transformed import TransformedBackend, with_transforms
+from framefeed.engine.executor import DecodeSession, OutputBuffer
+from framefeed.engine.opening import open_stream
 from framefeed.transforms import CenterCrop, RandomCrop, Resize, resolve_transforms
 
 # Pipelines as functions of the (rotated) input size; every kind the issue names.
@@ -241,7 +241,7 @@ def test_kernel_source_compiles_for_hopper(tmp_path):
     import shutil
     import subprocess
 
-    from framefeed.gpu_decode.kernels import _KERNEL_NAMES, KERNEL_SOURCE
+    from framefeed.engine.backends.gpu_decode.kernels import _KERNEL_NAMES, KERNEL_SOURCE
 
     nvcc = shutil.which("nvcc")
     if nvcc is None:

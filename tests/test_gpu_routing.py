@@ -26,23 +26,27 @@ from gpu_fixtures import (
 )
 
 from corpus import FILES, reference_frames
-from framefeed.backends import BackendContext, open_backend
-from framefeed.cpu_fallback.backend import CpuBackend
 from framefeed.decoders import VideoDecoder
-from framefeed.demux.demuxer import Demuxer
-from framefeed.errors import CudaUnavailableError
-from framefeed.gpu_decode import NvdecDecoders
-from framefeed.gpu_decode.backend import NvdecBackend
-from framefeed.gpu_decode.bitstream import PacketPreparer, PreparedPacket
-from framefeed.gpu_decode.capabilities import (
+from framefeed.engine.backends.cpu_fallback.backend import CpuBackend
+from framefeed.engine.backends.gpu_decode import NvdecDecoders
+from framefeed.engine.backends.gpu_decode.backend import NvdecBackend
+from framefeed.engine.backends.gpu_decode.bitstream import PacketPreparer, PreparedPacket
+from framefeed.engine.backends.gpu_decode.capabilities import (
     DecoderCapsCache,
     hardware_reason,
     stream_reason,
     stream_traits,
 )
-from framefeed.gpu_decode.decoder_cache import DecoderCache, DecoderKey, PooledDecoder
-from framefeed.packets import CodecParameters
-from framefeed.source import resolve_source
+from framefeed.engine.backends.gpu_decode.decoder_cache import (
+    DecoderCache,
+    DecoderKey,
+    PooledDecoder,
+)
+from framefeed.engine.backends.registry import BackendContext, open_backend
+from framefeed.engine.demux.demuxer import Demuxer
+from framefeed.engine.packets import CodecParameters
+from framefeed.engine.source import resolve_source
+from framefeed.errors import CudaUnavailableError
 
 
 @pytest.fixture(scope="session")
@@ -92,8 +96,8 @@ def test_fallback_reasons_name_the_cause(corpus, name, words):
 
 
 def test_caps_limits_are_enforced():
-    from framefeed.gpu_decode.capabilities import StreamTraits
-    from framefeed.gpu_decode.colour import colour_spec_for
+    from framefeed.engine.backends.gpu_decode.capabilities import StreamTraits
+    from framefeed.engine.backends.gpu_decode.colour import colour_spec_for
 
     def traits(width, height, codec="hevc"):
         return StreamTraits(codec, width, height, "yuv420p", None, False, colour_spec_for("yuv420p", 2, 0)[0])
@@ -206,7 +210,7 @@ def test_cpu_decoders_never_fall_back(corpus):
 
 def test_importing_framefeed_does_not_import_pynvvideocodec_or_cupy(corpus):
     script = (
-        "import sys, framefeed, framefeed.gpu_decode\n"
+        "import sys, framefeed, framefeed.engine.backends.gpu_decode\n"
         "from framefeed.decoders import VideoDecoder\n"
         f"VideoDecoder({str(corpus['h264_bframes_long_gop.mp4'])!r}, device='cpu')[0]\n"
         "bad = [m for m in ('PyNvVideoCodec', 'cupy') if m in sys.modules]\n"
@@ -273,7 +277,10 @@ def test_cache_evicts_the_least_recently_released_beyond_capacity():
 
 
 def test_cache_capacity_from_environment(monkeypatch):
-    from framefeed.gpu_decode.decoder_cache import DEFAULT_CAPACITY, capacity_from_environment
+    from framefeed.engine.backends.gpu_decode.decoder_cache import (
+        DEFAULT_CAPACITY,
+        capacity_from_environment,
+    )
 
     monkeypatch.setenv("FRAMEFEED_NVDEC_CACHE_SIZE", "3")
     assert capacity_from_environment() == 3

@@ -1,4 +1,4 @@
-"""Reused frame memory (`framefeed.host_frames`): a frame the caller holds,
+"""Reused frame memory (`framefeed.engine.host_frames`): a frame the caller holds,
 or any view of it, is never written again; dropped frames' memory is reused;
 sequential decoding stops paying page faults for every frame."""
 
@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import corpus
-from framefeed import VideoDecoder, host_frames
+from framefeed import VideoDecoder
+from framefeed.engine import host_frames
 
 SHAPE = (48, 64, 3)
 

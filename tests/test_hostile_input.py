@@ -18,7 +18,7 @@ import pytest
 
 import corpus
 from framefeed import VideoDecoder
-from framefeed.demux import isobmff
+from framefeed.engine.demux import isobmff
 from framefeed.errors import DecodingError, VideoOpenError, documented_error, public_api
 from framefeed.samplers import clips_at_random_indices
 
@@ -317,7 +317,7 @@ def test_public_api_wraps_generators():
 
 
 def test_constructor_leak_becomes_video_open_error(monkeypatch):
-    import framefeed.opening as module
+    import framefeed.engine.opening as module
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("division by zero")

@@ -12,7 +12,7 @@ import pytest
 
 import corpus
 from framefeed import VideoDecoder, VideoStreamMetadata
-from framefeed.demux.frame_index import build_frame_index
+from framefeed.engine.demux.frame_index import build_frame_index
 
 IDS = [f.name for f in corpus.FILES]
 HEADER_FIELDS = [

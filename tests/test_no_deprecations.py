@@ -18,7 +18,7 @@ def _warn_from(module_name: str) -> None:
 
 def test_deprecation_warnings_from_framefeed_modules_are_errors():
     with pytest.raises(DeprecationWarning, match="old API"):
-        _warn_from("framefeed.gpu_decode.backend")
+        _warn_from("framefeed.engine.backends.gpu_decode.backend")
 
 
 def test_deprecation_warnings_from_other_modules_stay_warnings():

@@ -25,6 +25,7 @@ from gpu_fixtures import emulated_runtime
 
 import corpus
 from framefeed import VideoDecoder
+from framefeed.engine.executor import OutputBuffer
 from framefeed.errors import DecodingError
 from framefeed.pool import DecodePool, DecodeRequest, PoolBatch, PoolClosedError
 from framefeed.pool import _engine as pool_engine
@@ -36,7 +37,6 @@ from framefeed.samplers import (
     clips_at_regular_timestamps,
 )
 from framefeed.samples import VideoSpec, encode_video, x264_options
-from framefeed.session import OutputBuffer
 from framefeed.transforms import CenterCrop, RandomCrop, Resize
 
 MIXED = ["h264_bframes_long_gop.mp4", "hevc_cra.mp4", "vp9.webm", "av1.mkv", "odd_321x241.webm", "rotated_90.mp4",
@@ -591,7 +591,7 @@ def test_emulated_nvdec_samplers_over_a_pool(emulated_gpu):
 def test_emulated_nvdec_pool_applies_transforms_in_the_fused_kernel(emulated_gpu, monkeypatch):
     """On NVDEC the pool hands the transforms to the backend (the fused colour
     kernel, here its torch reference) instead of resizing full frames after."""
-    from framefeed._transform_backend import TorchTransformer
+    from framefeed.engine.backends.transformed import TorchTransformer
 
     def refuse(*args, **kwargs):
         raise AssertionError("the unfused torch transform path ran on an NVDEC backend")

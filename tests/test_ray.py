@@ -337,7 +337,7 @@ def operator_stats(summary):
 def test_groups_are_cut_where_fewest_frames_decode_twice():
     class Timeline:  # keyframes every 10 frames
         def targets_for_indices(self, indices):
-            from framefeed.plan import Target
+            from framefeed.engine.plan import Target
 
             return [Target(i / 25, i, i) for i in indices]
 

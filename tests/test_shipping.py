@@ -22,10 +22,10 @@ from shipping_worker import ship
 
 import corpus
 from framefeed import VideoDecoder
-from framefeed.demux.disposable import disposable_test_for
-from framefeed.packets import BundleSource, MissingPacketsError
-from framefeed.plan import DecodePlan
-from framefeed.session import OutputBuffer, execute_plan
+from framefeed.engine.demux.disposable import disposable_test_for
+from framefeed.engine.executor import OutputBuffer, execute_plan
+from framefeed.engine.packets import BundleSource, MissingPacketsError
+from framefeed.engine.plan import DecodePlan
 
 MODES = ["exact", "approximate"]
 IDS = [f.name for f in corpus.FILES]

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from framefeed._lookahead import map_with_lookahead
-from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
+from framefeed.engine.backends.status import CpuFallbackStatus
 from framefeed.pool import DecodeInfo, DecodeRequest, PoolBatch
 from framefeed.serve import require_serve_dependencies
 from framefeed.serve.protocol import (

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from framefeed.demux.metadata import VideoStreamMetadata
+from framefeed.engine.demux.metadata import VideoStreamMetadata
 from framefeed.pool import DecodeRequest
 
 

@@ -3,9 +3,9 @@
 Made to run inside DataLoader workers of any start method: it holds only
 picklable values, opens each source when its item is fetched and closes it
 before the next, and never imports or initialises anything CUDA (nor
-`framefeed.gpu_decode`), whatever `device` says.
+`framefeed.engine.backends.gpu_decode`), whatever `device` says.
 
-Every item: open the source (`framefeed.opening`), run the sampler on a
+Every item: open the source (`framefeed.engine.opening`), run the sampler on a
 stand-in decoder that turns its frames into a plan (`_sampling`), then
 - a CPU target decodes the plan from the open file (`_decoding`), a whole
   batch into one buffer (`__getitems__`; shared memory in a worker);
@@ -37,7 +37,7 @@ from framefeed.data._items import (
     load_error,
 )
 from framefeed.data._sampling import PlanningVideo, resolve_sampler
-from framefeed.opening import open_stream
+from framefeed.engine.opening import open_stream
 from framefeed.transforms import DecoderTransform, _as_decoder_transform, resolve_transforms
 
 SEEK_MODES = ("exact", "approximate")

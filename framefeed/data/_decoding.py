@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from framefeed.backends import BackendContext, open_backend
 from framefeed.data._sampling import PlannedClips
-from framefeed.opening import OpenedStream
-from framefeed.session import OutputBuffer, execute_plan
+from framefeed.engine.backends.registry import BackendContext, open_backend
+from framefeed.engine.executor import OutputBuffer, execute_plan
+from framefeed.engine.opening import OpenedStream
 
 CPU = torch.device("cpu")
 

@@ -7,7 +7,7 @@
       CUDA target <----------- plan + packets ----- plan + read packets
       DecodePool (NVDEC) decodes, `prefetch` batches ahead of the training step
 
-Workers never import `framefeed.gpu_decode`, CuPy or PyNvVideoCodec and never
+Workers never import `framefeed.engine.backends.gpu_decode`, CuPy or PyNvVideoCodec and never
 initialise CUDA: the CUDA target's decoding happens in this process, in a
 `DecodePool` whose threads work while the caller trains on the previous
 batch. Clips depend only on (seed, epoch, index), never on which worker
@@ -26,11 +26,11 @@ from torch.utils.data import DataLoader, Sampler
 
 from framefeed._validation import require_int
 from framefeed._warnings import warn_user
-from framefeed.backend_selection import resolve_device
 from framefeed.data._batch import ClipBatch, ClipPart, WorkerBatch, collate_items, stack_clips
 from framefeed.data._dataset import ClipDataset, skip_message
 from framefeed.data._items import ShippedClips, SkippedItem, load_error
 from framefeed.data._order import EpochOrder, KeyedBatches, forward_epoch
+from framefeed.engine.backends.devices import resolve_device
 
 
 class ClipLoader:

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from framefeed.bundling import build_bundle
-from framefeed.demux.metadata import VideoStreamMetadata
-from framefeed.opening import OpenedStream
-from framefeed.packets import PacketBundle
-from framefeed.plan import DecodePlan, build_plan
+from framefeed.engine.bundling import build_bundle
+from framefeed.engine.demux.metadata import VideoStreamMetadata
+from framefeed.engine.opening import OpenedStream
+from framefeed.engine.packets import PacketBundle
+from framefeed.engine.plan import DecodePlan, build_plan
 from framefeed.samplers import (
     clips_at_random_indices,
     clips_at_random_timestamps,

@@ -1,7 +1,7 @@
 """Decoders: `VideoDecoder`, its metadata and CPU-fallback status."""
 
-from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
 from framefeed.decoders._video_decoder import VideoDecoder
-from framefeed.demux.metadata import VideoStreamMetadata
+from framefeed.engine.backends.status import CpuFallbackStatus
+from framefeed.engine.demux.metadata import VideoStreamMetadata
 
 __all__ = ["CpuFallbackStatus", "VideoDecoder", "VideoStreamMetadata"]

@@ -1,8 +1,8 @@
 """`VideoDecoder`: the public entry point (torchcodec-compatible).
 
-A thin wrapper over the values of `framefeed.opening` (demuxer, timeline,
-codec parameters), a backend from the registry (`framefeed.backends`), and
-the executor (`framefeed.session.DecodeSession`): each method turns its
+A thin wrapper over the values of `framefeed.engine.opening` (demuxer, timeline,
+codec parameters), a backend from the registry (`framefeed.engine.backends.registry`), and
+the executor (`framefeed.engine.executor.DecodeSession`): each method turns its
 request into targets, and the session plans and executes them into output
 tensors this class sizes and allocates.
 """
@@ -21,21 +21,21 @@ from torch import Tensor
 
 from framefeed import _arguments as args
 from framefeed import _ops
-from framefeed.backend_selection import BackendContext, open_backend, resolve_device
-from framefeed.backends import BackendSelection
-from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
-from framefeed.demux.custom_frame_mappings import FrameMappings, resolve_seek_mode
-from framefeed.demux.demuxer import Demuxer
-from framefeed.demux.metadata import VideoStreamMetadata
+from framefeed.engine.backends import BackendContext, open_backend, resolve_device
+from framefeed.engine.backends.registry import BackendSelection
+from framefeed.engine.backends.status import CpuFallbackStatus
+from framefeed.engine.demux.custom_frame_mappings import FrameMappings, resolve_seek_mode
+from framefeed.engine.demux.demuxer import Demuxer
+from framefeed.engine.demux.metadata import VideoStreamMetadata
+from framefeed.engine.executor import DecodeSession, OutputBuffer
+from framefeed.engine.host_frames import take_frame_tensor
+from framefeed.engine.opening import open_demuxed
+from framefeed.engine.packets import CodecParameters
+from framefeed.engine.plan import Target
+from framefeed.engine.source import resolve_source
+from framefeed.engine.timeline import ApproximateTimeline, ExactTimeline
 from framefeed.errors import DecodingError, VideoOpenError, public_api
 from framefeed.frames import Frame, FrameBatch
-from framefeed.host_frames import take_frame_tensor
-from framefeed.opening import open_demuxed
-from framefeed.packets import CodecParameters
-from framefeed.plan import Target
-from framefeed.session import DecodeSession, OutputBuffer
-from framefeed.source import resolve_source
-from framefeed.timeline import ApproximateTimeline, ExactTimeline
 from framefeed.transforms import resolve_transforms
 
 _DIMENSION_ORDERS = ("NCHW", "NHWC")
@@ -349,7 +349,7 @@ class VideoDecoder:
         else:
             shape = (self._height, self._width, 3)
             if device.type == "cpu":
-                # Reused frame memory: see framefeed.host_frames for why.
+                # Reused frame memory: see framefeed.engine.host_frames for why.
                 hwc = take_frame_tensor(shape)
             else:
                 hwc = torch.empty(shape, dtype=torch.uint8, device=device)

@@ -2,21 +2,21 @@
 
 Demux threads:
 - `open_video`: the container, stream metadata, codec parameters and, in
-  exact mode, the frame index (`framefeed.opening`); no decoder.
+  exact mode, the frame index (`framefeed.engine.opening`); no decoder.
 - `resolve_pipeline` and `plan_work`: the request's decoder transforms for
   the video's frame size, and the request checked against the video with
   `VideoDecoder`'s checks and messages, as a `DecodePlan` plus its output size.
 - `ship`: the plan's compressed packets read into a `PacketBundle`
-  (`framefeed.bundling`), after which the file is closed. Exact mode ships
+  (`framefeed.engine.bundling`), after which the file is closed. Exact mode ships
   only the keyframe intervals that hold targets, up to the last target, and
   leaves out pictures nothing references (GOP-exact work).
 
 Decode sessions:
-- `SessionDecoders.open`: a backend from the registry (`framefeed.backends`)
+- `SessionDecoders.open`: a backend from the registry (`framefeed.engine.backends.registry`)
   for the bundle's codec parameters, NVDEC decoders from the session's own
   owner (`gpu_decode.NvdecDecoders`), which reuses one for the next video of
   the same codec, size and surface format;
-- `execute`: the executor (`framefeed.session.execute_plan`) runs the plan
+- `execute`: the executor (`framefeed.engine.executor.execute_plan`) runs the plan
   against the bundle into the output slots.
 
 Sessions never touch a container, and everything between the stages is a
@@ -32,16 +32,16 @@ import numpy as np
 import torch
 
 from framefeed import _arguments as args
-from framefeed._transform_backend import with_transforms
-from framefeed.backends import BackendContext, open_backend
-from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
-from framefeed.demux.disposable import DisposableTest, disposable_test_for
-from framefeed.demux.metadata import VideoStreamMetadata
-from framefeed.opening import OpenedStream, open_stream
-from framefeed.packets import BundleSource, CodecParameters, PacketBundle
-from framefeed.plan import DecodePlan, build_plan, time_range_plan
+from framefeed.engine.backends.registry import BackendContext, open_backend
+from framefeed.engine.backends.status import CpuFallbackStatus
+from framefeed.engine.backends.transformed import with_transforms
+from framefeed.engine.demux.disposable import DisposableTest, disposable_test_for
+from framefeed.engine.demux.metadata import VideoStreamMetadata
+from framefeed.engine.executor import OutputBuffer, execute_plan
+from framefeed.engine.opening import OpenedStream, open_stream
+from framefeed.engine.packets import BundleSource, CodecParameters, PacketBundle
+from framefeed.engine.plan import DecodePlan, build_plan, time_range_plan
 from framefeed.pool._request import DecodeRequest
-from framefeed.session import OutputBuffer, execute_plan
 from framefeed.transforms import TransformPipeline, resolve_transforms
 
 
@@ -159,7 +159,9 @@ def shipped_work(plan: DecodePlan, bundle: PacketBundle, pipeline: TransformPipe
 
 def ship(work: Work, video: OpenedVideo) -> None:
     """Read the packets `work.plan` needs into `work.bundle`."""
-    from framefeed.bundling import build_bundle  # here: it imports the demuxer's helpers lazily too
+    from framefeed.engine.bundling import (
+        build_bundle,  # here: it imports the demuxer's helpers lazily too
+    )
 
     plan = work.plan
     work.bundle = build_bundle(plan, video.stream.demuxer, work.params, work.disposable if plan.exact else None)
@@ -200,7 +202,9 @@ class SessionDecoders:
         self._threads = num_ffmpeg_threads
         self._owner: Any = None
         if device.type == "cuda":
-            from framefeed.gpu_decode import NvdecDecoders  # lazy: optional GPU libraries
+            from framefeed.engine.backends.gpu_decode import (
+                NvdecDecoders,  # lazy: optional GPU libraries
+            )
 
             self._owner = NvdecDecoders(device.index or 0, runtime=nvdec_runtime, capacity=capacity, caps=caps)
         self.created = 0

@@ -41,8 +41,13 @@ def default_demux_threads(sessions: int) -> int:
 def nvdec_caps(nvdec_runtime: Any = None) -> Any:
     """A `GetDecoderCaps` answer cache for NVDEC through `nvdec_runtime` (None:
     the real PyNvVideoCodec), or None when NVDEC is unusable in this process."""
-    from framefeed.gpu_decode.capabilities import DecoderCapsCache, pynvvideocodec_caps_query
-    from framefeed.gpu_decode.owner import cuda_runtime  # lazy: optional GPU libraries
+    from framefeed.engine.backends.gpu_decode.capabilities import (
+        DecoderCapsCache,
+        pynvvideocodec_caps_query,
+    )
+    from framefeed.engine.backends.gpu_decode.owner import (
+        cuda_runtime,  # lazy: optional GPU libraries
+    )
 
     runtime = nvdec_runtime if nvdec_runtime is not None else cuda_runtime()[0]
     if runtime is None:

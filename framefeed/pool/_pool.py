@@ -16,7 +16,7 @@ from torch import Tensor
 
 from framefeed._lookahead import map_with_lookahead
 from framefeed._validation import require_int
-from framefeed.backend_selection import resolve_device
+from framefeed.engine.backends.devices import resolve_device
 from framefeed.pool import _hardware
 from framefeed.pool._adapter import shipped_work
 from framefeed.pool._budget import InFlightBudget
@@ -27,9 +27,9 @@ from framefeed.pool._videos import PooledVideos
 from framefeed.transforms import TransformPipeline
 
 if TYPE_CHECKING:
-    from framefeed.gpu_decode import NvdecRuntime
-    from framefeed.packets import PacketBundle
-    from framefeed.plan import DecodePlan
+    from framefeed.engine.backends.gpu_decode import NvdecRuntime
+    from framefeed.engine.packets import PacketBundle
+    from framefeed.engine.plan import DecodePlan
 
 
 class DecodePool:
@@ -154,7 +154,7 @@ class DecodePool:
         description: str | None = None,
     ) -> Future[PoolBatch]:
         """Queue a request planned and demuxed elsewhere: a `DecodePlan` and its
-        `PacketBundle` (`framefeed.bundling.ship_request`, or a `ClipDataset`
+        `PacketBundle` (`framefeed.engine.bundling.ship_request`, or a `ClipDataset`
         item from a DataLoader worker). Only decoding is left: the sessions run
         the plan over the bundle; a future of its `PoolBatch`.
 

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from framefeed import _arguments as args
-from framefeed.demux.custom_frame_mappings import resolve_seek_mode
+from framefeed.engine.demux.custom_frame_mappings import resolve_seek_mode
 from framefeed.transforms import RandomCrop, _as_decoder_transform
 
 DIMENSION_ORDERS = ("NCHW", "NHWC")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
+from framefeed.engine.backends.status import CpuFallbackStatus
 from framefeed.frames import FrameBatch
 
 

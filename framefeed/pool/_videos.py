@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
 
-from framefeed.demux.metadata import VideoStreamMetadata
+from framefeed.engine.demux.metadata import VideoStreamMetadata
 from framefeed.pool._adapter import OpenedVideo, resolve_pipeline
 from framefeed.pool._engine import Engine, Job, public_error
 from framefeed.pool._request import DecodeRequest

@@ -28,7 +28,7 @@ from ray.data.datasource import Datasource, ReadTask
 
 from framefeed.data._items import item_seed
 from framefeed.data._sampling import resolve_sampler
-from framefeed.opening import open_stream
+from framefeed.engine.opening import open_stream
 from framefeed.ray._decode import packet_rows, read_error, record_skip
 from framefeed.ray._planning import GroupPlanningVideo
 from framefeed.ray._sources import VideoFile, close_opened

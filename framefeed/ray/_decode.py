@@ -10,7 +10,7 @@ Each plan carries its decoder transforms, resolved by the read stage
 (`PlannedClips.transforms`, crop windows drawn), and is decoded through them:
 
 - `decode="cpu"`: `decode_packet_batch` in Ray tasks, FFmpeg through the
-  executor (`framefeed.session.execute_plan`) on a `BundleSource`, the
+  executor (`framefeed.engine.executor.execute_plan`) on a `BundleSource`, the
   backend opened with the pipeline (as `ClipDataset`'s CPU items decode).
 - `decode="cuda"`: `NvdecClipDecoder`, a Ray actor class holding a
   `DecodePool` on the GPU Ray assigned it; the pipeline goes to
@@ -105,10 +105,10 @@ def decode_on_cpu(planned: PlannedClips, dimension_order: str,
     Raises:
         DecodingError: a frame cannot be decoded (damaged stream).
     """
-    from framefeed.backends import BackendContext, open_backend
-    from framefeed.demux.disposable import disposable_test_for
-    from framefeed.packets import BundleSource
-    from framefeed.session import OutputBuffer, execute_plan
+    from framefeed.engine.backends.registry import BackendContext, open_backend
+    from framefeed.engine.demux.disposable import disposable_test_for
+    from framefeed.engine.executor import OutputBuffer, execute_plan
+    from framefeed.engine.packets import BundleSource
 
     plan, bundle = planned.plan, planned.bundle
     params = bundle.params

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from framefeed.data._sampling import PlannedClips, PlanningVideo
-from framefeed.opening import OpenedStream
+from framefeed.engine.opening import OpenedStream
 
 
 @dataclass

@@ -229,7 +229,7 @@ def metadata_to_wire(metadata: Any) -> dict[str, Any]:
 def metadata_from_wire(wire: Mapping[str, Any]) -> Any:
     import dataclasses
 
-    from framefeed.demux.metadata import VideoStreamMetadata
+    from framefeed.engine.demux.metadata import VideoStreamMetadata
 
     names = {f.name for f in dataclasses.fields(VideoStreamMetadata)}
     values = {k: v for k, v in wire.items() if k in names}

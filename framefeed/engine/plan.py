@@ -5,12 +5,12 @@ distinct `Target`s sorted by display time, each remembering every output slot
 it fills. The targets are then grouped into `Run`s: a run starts with a seek to
 the keyframe its first target decodes from (or continues from wherever the
 decoder already is) and serves its targets in one forward pass. Both backends
-execute the same plan (`framefeed.session`).
+execute the same plan (`framefeed.engine.executor`).
 
 A `DecodePlan` is the whole request as a plain, picklable value: built from
 the frame index (exact mode) or the header (approximate mode) alone, with no
 demuxer or decoder, so a CUDA-free worker process can build it, ship it with
-its packets (`framefeed.bundling`), and another process can execute it.
+its packets (`framefeed.engine.bundling`), and another process can execute it.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Run:
 
 
 class Timeline(Protocol):
-    """What the planner needs to know about a stream (see `framefeed.timeline`)."""
+    """What the planner needs to know about a stream (see `framefeed.engine.timeline`)."""
 
     def position(self, seconds: float) -> float:
         """Display-order frame number of the frame shown at `seconds` (may be estimated)."""
@@ -105,7 +105,7 @@ class DecodePlan:
     The pts worth decoding (exact mode) are the targets' pts (`wanted_pts`)
     plus every picture something references; below `skip_before`, packets
     that nothing references and that are not wanted are left out (only packet
-    payloads tell which those are, see `framefeed.demux.disposable`).
+    payloads tell which those are, see `framefeed.engine.demux.disposable`).
     """
 
     exact: bool

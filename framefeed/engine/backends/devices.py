@@ -1,11 +1,7 @@
-"""Choosing the backend for a decoder: the device the user asked for
-(`resolve_device`), and what that device can decode (`open_backend`, from
-the backend registry in `framefeed.backends`).
-
-CPU devices get `cpu_fallback.CpuBackend`. CUDA devices get NVDEC
-(`gpu_decode`) when it can decode the stream exactly, and otherwise the CPU
-backend, with frames uploaded to the device and the reason recorded in
-`CpuFallbackStatus`. The choice is made once, at construction.
+"""The device a user asked for (`resolve_device`): validated once, before
+any backend is opened (`registry.open_backend` then picks what decodes for it:
+NVDEC on CUDA when it can decode the stream exactly, else the CPU backend with
+frames uploaded and the reason in `CpuFallbackStatus`).
 """
 
 from __future__ import annotations
@@ -14,10 +10,9 @@ from typing import Any
 
 import torch
 
-from framefeed.backends import BackendContext, BackendSelection, open_backend
 from framefeed.errors import CudaUnavailableError
 
-__all__ = ["BackendContext", "BackendSelection", "open_backend", "resolve_device"]
+__all__ = ["resolve_device"]
 
 
 def resolve_device(device: Any) -> torch.device:

@@ -1,8 +1,8 @@
 """Compressed packets as values: where the executor gets its input.
 
 A `PacketSource` is anything with `seek(pts)` and `packets()`: the demuxer
-(`framefeed.demux.demuxer.Demuxer`) is one; a `PacketBundle` shipped from
-another process (built by `framefeed.bundling.build_bundle`) is served by
+(`framefeed.engine.demux.demuxer.Demuxer`) is one; a `PacketBundle` shipped from
+another process (built by `framefeed.engine.bundling.build_bundle`) is served by
 `BundleSource`. Seeking stays part of the contract because approximate mode
 learns where a seek landed only by decoding, and then seeks earlier.
 
@@ -130,6 +130,14 @@ class CodecParameters:
             rotation_quarter_turns=rotation_quarter_turns % 4,
             decoder=ctx.codec.name if ctx.codec else "",
         )
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """`(height, width)` of the frames as written: the coded size turned
+        by the display rotation."""
+        if self.rotation_quarter_turns % 2:
+            return self.width, self.height
+        return self.height, self.width
 
     def open_codec_context(self, num_threads: int = 1) -> Any:
         """A fresh FFmpeg decoder for these parameters (the CPU backend's, for

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from framefeed.demux.demuxer import STREAM_START, Demuxer
-from framefeed.demux.frame_index import FrameIndex
+from framefeed.engine.demux.demuxer import STREAM_START, Demuxer
+from framefeed.engine.demux.frame_index import FrameIndex
 
 SEEK_MODES = ("exact", "approximate")
 _AVINDEX_DISCARD = 0x2

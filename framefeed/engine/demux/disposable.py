@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from framefeed.demux.demuxer import codec_name
+from framefeed.engine.demux.demuxer import codec_name
 
 DisposableTest = Callable[[Any], bool]
 
@@ -28,7 +28,7 @@ def disposable_packet_test(stream: Any) -> DisposableTest | None:
 
 def disposable_test_for(codec: str, extradata: bytes) -> DisposableTest | None:
     """`disposable_packet_test` from the codec name and extradata alone (a
-    `framefeed.packets.CodecParameters` holds both)."""
+    `framefeed.engine.packets.CodecParameters` holds both)."""
     if codec == "h264":
         framing = _nal_framing(extradata, length_size_at=4, config_version_byte=1)
         if framing is None:

@@ -36,7 +36,7 @@ import av
 import numpy as np
 import torch
 
-from framefeed._colour import is_full_range
+from framefeed.engine.backends.colour_range import is_full_range
 
 # FFmpeg AVColorSpace value -> (name, Kr, Kb), mirroring swscale's
 # `sws_getCoefficients`, which the CPU path calls: values it does not list

@@ -33,13 +33,17 @@ from typing import Any
 
 import numpy as np
 
-from framefeed.gpu_decode.colour import (
+from framefeed.engine.backends.gpu_decode.colour import (
     SWSCALE_CHROMA_TAPS,
     ConversionCoefficients,
     TableCoefficients,
 )
-from framefeed.gpu_decode.resampling import Resampling, picture_to_source, rotated_size
-from framefeed.gpu_decode.surfaces import SurfacePlanes
+from framefeed.engine.backends.gpu_decode.resampling import (
+    Resampling,
+    picture_to_source,
+    rotated_size,
+)
+from framefeed.engine.backends.gpu_decode.surfaces import SurfacePlanes
 
 _ARGS = """
     const unsigned char* __restrict__ luma, long long luma_pitch,

@@ -23,7 +23,7 @@ from fractions import Fraction
 import numpy as np
 
 from framefeed._warnings import warn_user
-from framefeed.demux.demuxer import STREAM_START, Demuxer
+from framefeed.engine.demux.demuxer import STREAM_START, Demuxer
 from framefeed.errors import DecodingError, VideoOpenError
 
 _AVINDEX_KEYFRAME = 0x1

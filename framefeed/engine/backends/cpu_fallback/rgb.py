@@ -20,7 +20,7 @@ import av
 import numpy as np
 import torch
 
-from framefeed._colour import is_full_range
+from framefeed.engine.backends.colour_range import is_full_range
 
 _SWS_BICUBIC = 4
 _P4 = ctypes.c_void_p * 4

@@ -1,4 +1,4 @@
-"""`NvdecBackend`: the `FrameBackend` (see `framefeed.session`) on NVDEC.
+"""`NvdecBackend`: the `FrameBackend` (see `framefeed.engine.executor`) on NVDEC.
 
 Packets from framefeed's demuxer go through `bitstream.PacketPreparer`
 (Annex-B, parameter sets after every flush) into PyNvVideoCodec's low-level
@@ -29,18 +29,22 @@ from typing import Any, Protocol
 
 import torch
 
-from framefeed.errors import DecodingError
-from framefeed.gpu_decode.bitstream import PacketPreparer, PreparedPacket
-from framefeed.gpu_decode.colour import ColourSpec
-from framefeed.gpu_decode.kernels import (
+from framefeed.engine.backends.gpu_decode.bitstream import PacketPreparer, PreparedPacket
+from framefeed.engine.backends.gpu_decode.colour import ColourSpec
+from framefeed.engine.backends.gpu_decode.kernels import (
     DestinationWalk,
     cupy_stream_for,
     destination_walk,
     launch_yuv_to_rgb,
     resample_tables,
 )
-from framefeed.gpu_decode.resampling import resampling_for
-from framefeed.gpu_decode.surfaces import SurfacePlanes, copy_surface, planes_of_decoded_frame
+from framefeed.engine.backends.gpu_decode.resampling import resampling_for
+from framefeed.engine.backends.gpu_decode.surfaces import (
+    SurfacePlanes,
+    copy_surface,
+    planes_of_decoded_frame,
+)
+from framefeed.errors import DecodingError
 from framefeed.transforms import TransformPipeline
 
 # pts handed to NVDEC for packets without timestamps; frames carrying it have no pts.

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from framefeed._warnings import warn_user
-from framefeed.demux.frame_index import FrameIndex
-from framefeed.demux.metadata import VideoStreamMetadata
-from framefeed.plan import StreamFacts, Target, exact_targets, time_targets
+from framefeed.engine.demux.frame_index import FrameIndex
+from framefeed.engine.demux.metadata import VideoStreamMetadata
+from framefeed.engine.plan import StreamFacts, Target, exact_targets, time_targets
 
 
 class ExactTimeline:

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from framefeed.gpu_decode.bitstream import NVDEC_CODECS
-from framefeed.gpu_decode.colour import ColourSpec, colour_spec_for
-from framefeed.packets import CodecParameters
+from framefeed.engine.backends.gpu_decode.bitstream import NVDEC_CODECS
+from framefeed.engine.backends.gpu_decode.colour import ColourSpec, colour_spec_for
+from framefeed.engine.packets import CodecParameters
 
 # Field orders FFmpeg reports for interlaced content (AVFieldOrder TT, BB, TB, BT).
 _INTERLACED_FIELD_ORDERS = (2, 3, 4, 5)

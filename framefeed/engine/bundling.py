@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from framefeed.demux.demuxer import Demuxer
-from framefeed.demux.disposable import DisposableTest
-from framefeed.packets import NO_TIMESTAMP, BundleWriter, CodecParameters, PacketBundle
-from framefeed.plan import DecodePlan, Run
+from framefeed.engine.demux.demuxer import Demuxer
+from framefeed.engine.demux.disposable import DisposableTest
+from framefeed.engine.packets import NO_TIMESTAMP, BundleWriter, CodecParameters, PacketBundle
+from framefeed.engine.plan import DecodePlan, Run
 
 # Seek attempts to reach a keyframe at or before a group's seek point.
 _MAX_POSITIONING_SEEKS = 24
@@ -162,11 +162,11 @@ def ship_request(source: Any, seek_mode: str = "exact", *, indices: list[int] | 
     Exactly one of `indices` (valid, non-negative frame positions), `seconds`
     (times in `[begin, end)`) or `time_range` (`(start, stop)` seconds: every
     frame displayed in it) is given. Returns the plan and its bundle, both
-    picklable; `framefeed.session.execute_plan(plan, BundleSource(bundle),
+    picklable; `framefeed.engine.executor.execute_plan(plan, BundleSource(bundle),
     backend, out)` decodes them anywhere. The source is closed on return.
     """
-    from framefeed.opening import open_stream  # here: opening imports the CPU backend module
-    from framefeed.plan import build_plan, time_range_plan
+    from framefeed.engine.opening import open_stream  # here: opening imports the CPU backend module
+    from framefeed.engine.plan import build_plan, time_range_plan
 
     opened = open_stream(source, stream_index, seek_mode)
     try:

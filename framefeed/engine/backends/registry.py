@@ -30,9 +30,9 @@ from typing import Any
 
 import torch
 
-from framefeed._transform_backend import with_transforms
-from framefeed.decoders._cpu_fallback_status import CpuFallbackStatus
-from framefeed.packets import CodecParameters
+from framefeed.engine.backends.status import CpuFallbackStatus
+from framefeed.engine.backends.transformed import with_transforms
+from framefeed.engine.packets import CodecParameters
 from framefeed.transforms import TransformPipeline
 
 
@@ -111,7 +111,7 @@ def open_backend(params: CodecParameters, device: torch.device,
 
 
 def _open_cpu(params: CodecParameters, device: torch.device, context: BackendContext) -> tuple[Any, str]:
-    from framefeed.cpu_fallback.backend import CpuBackend
+    from framefeed.engine.backends.cpu_fallback.backend import CpuBackend
 
     codec = context.stream.codec_context if context.stream is not None else params.open_codec_context(
         context.num_threads)
@@ -119,7 +119,9 @@ def _open_cpu(params: CodecParameters, device: torch.device, context: BackendCon
 
 
 def _open_nvdec(params: CodecParameters, device: torch.device, context: BackendContext) -> tuple[Any, str]:
-    from framefeed.gpu_decode import open_nvdec_backend  # lazy: CuPy/PyNvVideoCodec are optional
+    from framefeed.engine.backends.gpu_decode import (
+        open_nvdec_backend,  # lazy: CuPy/PyNvVideoCodec are optional
+    )
 
     return open_nvdec_backend(params, device, owner=context.nvdec, stream=context.stream,
                               transforms=context.transforms or None)

@@ -1,7 +1,7 @@
 """The CPU backend: FFmpeg's software decoders through PyAV.
 
 It only turns packets into frames and frames into RGB; which packets to send
-and which frames to keep is the decode plan's business (`framefeed.session`).
+and which frames to keep is the decode plan's business (`framefeed.engine.executor`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 import av
 import torch
 
-from framefeed.cpu_fallback.rgb import RgbConverter
+from framefeed.engine.backends.cpu_fallback.rgb import RgbConverter
+from framefeed.engine.packets import DISCARD_MARK
 from framefeed.errors import DecodingError, ffmpeg_reason
-from framefeed.packets import DISCARD_MARK
 
 
 def configure_decoder_threads(stream: Any, num_threads: int) -> None:

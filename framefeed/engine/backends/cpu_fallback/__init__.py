@@ -1,5 +1,5 @@
 """CPU decoding with FFmpeg through PyAV."""
 
-from framefeed.cpu_fallback.backend import CpuBackend
+from framefeed.engine.backends.cpu_fallback.backend import CpuBackend
 
 __all__ = ["CpuBackend"]

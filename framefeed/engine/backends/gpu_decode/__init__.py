@@ -4,7 +4,7 @@
 stream, whether NVDEC decodes it exactly as the CPU path would
 (`capabilities`); it returns an `NvdecBackend` or the reason it did not,
 which becomes `VideoDecoder.cpu_fallback`. The backend registry
-(`framefeed.backends`) calls it for CUDA devices.
+(`framefeed.engine.backends.registry`) calls it for CUDA devices.
 
 PyNvVideoCodec and CuPy are optional and imported lazily, the first time a
 CUDA decoder is opened; `import framefeed` never imports them.
@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from framefeed.gpu_decode.backend import NvdecBackend
-from framefeed.gpu_decode.owner import (
+from framefeed.engine.backends.gpu_decode.backend import NvdecBackend
+from framefeed.engine.backends.gpu_decode.owner import (
     NvdecDecoders,
     NvdecRuntime,
     cuda_runtime,
@@ -25,7 +25,7 @@ from framefeed.gpu_decode.owner import (
     load_cupy,
     load_pynvvideocodec,
 )
-from framefeed.packets import CodecParameters
+from framefeed.engine.packets import CodecParameters
 from framefeed.transforms import TransformPipeline
 
 __all__ = ["NvdecBackend", "NvdecDecoders", "NvdecRuntime", "default_decoders", "open_nvdec_backend",

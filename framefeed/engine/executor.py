@@ -50,10 +50,15 @@ import numpy as np
 import torch
 
 from framefeed._warnings import warn_user
-from framefeed.demux.disposable import DisposableTest
+from framefeed.engine.demux.disposable import DisposableTest
+from framefeed.engine.packets import (
+    NO_TIMESTAMP,
+    MissingPacketsError,
+    PacketSource,
+    packet_is_discard,
+)
+from framefeed.engine.plan import DecodePlan, StreamFacts, Target, plan_runs
 from framefeed.errors import DecodingError
-from framefeed.packets import NO_TIMESTAMP, MissingPacketsError, PacketSource, packet_is_discard
-from framefeed.plan import DecodePlan, StreamFacts, Target, plan_runs
 
 STREAM_START = NO_TIMESTAMP
 # Seeks tried for one target before giving up (only seeks that landed late retry).

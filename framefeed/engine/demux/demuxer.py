@@ -14,9 +14,9 @@ from typing import Any
 import av
 
 from framefeed._warnings import warn_user
-from framefeed.demux import isobmff
+from framefeed.engine.demux import isobmff
+from framefeed.engine.source import VideoSource
 from framefeed.errors import DecodingError, VideoFileNotFoundError, VideoOpenError, ffmpeg_reason
-from framefeed.source import VideoSource
 
 # Far before any real timestamp: seeking here rewinds to the first keyframe.
 STREAM_START = -(1 << 62)
@@ -24,7 +24,7 @@ STREAM_START = -(1 << 62)
 
 class Demuxer:
     """Reads one video stream's packets from a container; a `PacketSource`
-    (`framefeed.packets`).
+    (`framefeed.engine.packets`).
 
     Attributes:
         container: the PyAV input container.

@@ -24,8 +24,8 @@ from typing import Any
 import av
 import numpy as np
 
-from framefeed.demux.demuxer import codec_name
-from framefeed.packets import CodecParameters, packet_is_discard
+from framefeed.engine.demux.demuxer import codec_name
+from framefeed.engine.packets import CodecParameters, packet_is_discard
 
 # FFmpeg codec name (`stream.codec.canonical_name`) -> PyNvVideoCodec's
 # `cudaVideoCodec` member. Codecs missing here are decoded on the CPU.

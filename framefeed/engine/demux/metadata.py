@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from framefeed.demux.demuxer import codec_name
+from framefeed.engine.demux.demuxer import codec_name
 
 if TYPE_CHECKING:
-    from framefeed.demux.frame_index import FrameIndex
+    from framefeed.engine.demux.frame_index import FrameIndex
 
 # FFmpeg's names for the colour enums (libavutil/pixdesc.c); the unspecified
 # value (2) maps to None.

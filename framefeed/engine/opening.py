@@ -1,7 +1,7 @@
 """Opening a stream for decoding: source -> demuxer -> metadata -> timeline,
 plus the plain values (codec parameters, disposable-packet test) that plans,
 bundles and backends are built from. Shared by `VideoDecoder` and by worker
-processes that only plan and demux (`framefeed.bundling.ship_request`).
+processes that only plan and demux (`framefeed.engine.bundling.ship_request`).
 """
 
 from __future__ import annotations
@@ -9,16 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from framefeed.cpu_fallback.backend import configure_decoder_threads
-from framefeed.demux.custom_frame_mappings import FrameMappings, index_from_mappings
-from framefeed.demux.demuxer import STREAM_START, Demuxer
-from framefeed.demux.disposable import DisposableTest, disposable_test_for
-from framefeed.demux.frame_index import build_frame_index
-from framefeed.demux.metadata import VideoStreamMetadata, header_metadata, with_content
+from framefeed.engine.backends.cpu_fallback.backend import configure_decoder_threads
+from framefeed.engine.demux.custom_frame_mappings import FrameMappings, index_from_mappings
+from framefeed.engine.demux.demuxer import STREAM_START, Demuxer
+from framefeed.engine.demux.disposable import DisposableTest, disposable_test_for
+from framefeed.engine.demux.frame_index import build_frame_index
+from framefeed.engine.demux.metadata import VideoStreamMetadata, header_metadata, with_content
+from framefeed.engine.packets import CodecParameters
+from framefeed.engine.source import resolve_source
+from framefeed.engine.timeline import ApproximateTimeline, ExactTimeline
 from framefeed.errors import VideoOpenError
-from framefeed.packets import CodecParameters
-from framefeed.source import resolve_source
-from framefeed.timeline import ApproximateTimeline, ExactTimeline
 
 
 @dataclass

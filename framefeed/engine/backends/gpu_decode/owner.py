@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from framefeed.gpu_decode.backend import NvdecBackend, SurfaceConverter
-from framefeed.gpu_decode.bitstream import NVDEC_CODECS, PacketPreparer
-from framefeed.gpu_decode.capabilities import (
+from framefeed.engine.backends.gpu_decode.backend import NvdecBackend, SurfaceConverter
+from framefeed.engine.backends.gpu_decode.bitstream import NVDEC_CODECS, PacketPreparer
+from framefeed.engine.backends.gpu_decode.capabilities import (
     DecoderCapsCache,
     StreamTraits,
     hardware_reason,
@@ -31,14 +31,14 @@ from framefeed.gpu_decode.capabilities import (
     stream_reason,
     traits_of,
 )
-from framefeed.gpu_decode.colour import surface_format_for
-from framefeed.gpu_decode.decoder_cache import (
+from framefeed.engine.backends.gpu_decode.colour import surface_format_for
+from framefeed.engine.backends.gpu_decode.decoder_cache import (
     DecoderCache,
     DecoderKey,
     PooledDecoder,
     capacity_from_environment,
 )
-from framefeed.packets import CodecParameters
+from framefeed.engine.packets import CodecParameters
 from framefeed.transforms import TransformPipeline
 
 
@@ -103,8 +103,8 @@ def cuda_runtime() -> tuple[NvdecRuntime | None, str]:
     cupy, reason = load_cupy()
     if cupy is None:
         return None, reason
-    from framefeed.gpu_decode.backend import CudaSurfaceConverter
-    from framefeed.gpu_decode.kernels import compile_kernel
+    from framefeed.engine.backends.gpu_decode.backend import CudaSurfaceConverter
+    from framefeed.engine.backends.gpu_decode.kernels import compile_kernel
 
     def make_converter(index: int, stream: Any, surface_format: str, traits: StreamTraits, turns: int,
                        transforms: TransformPipeline | None) -> Any:

@@ -17,7 +17,7 @@ from 0 in that order (columns inside, rows outside), then rounded once
 (`floor(v + 0.5)`, clamped to [0, 255]). Crops therefore give the converted
 pixels themselves.
 
-How this relates to the CPU path (`framefeed._transform_backend`: full-size
+How this relates to the CPU path (`framefeed.engine.backends.transformed`: full-size
 swscale RGB, then crops and torch's uint8 antialiased bilinear resizes, each
 a two-pass filter with int16 weights that rounds to uint8 after each pass):
 
