@@ -28,6 +28,7 @@ from framefeed.engine.demux.custom_frame_mappings import FrameMappings, resolve_
 from framefeed.engine.demux.demuxer import Demuxer
 from framefeed.engine.demux.metadata import VideoStreamMetadata
 from framefeed.engine.executor import DecodeSession, OutputBuffer
+from framefeed.engine.frame_memory import empty_frames
 from framefeed.engine.host_frames import take_frame_tensor
 from framefeed.engine.opening import open_demuxed
 from framefeed.engine.packets import CodecParameters
@@ -344,7 +345,7 @@ class VideoDecoder:
         """One frame straight into its own tensor: the path of `decoder[i]`."""
         device = self._backend.output_device
         if self._backend.channels_first_output and self._dimension_order == "NCHW":
-            data = torch.empty((3, self._height, self._width), dtype=torch.uint8, device=device)
+            data = empty_frames((3, self._height, self._width), device)
             pts_seconds, duration = self._session.decode_one(target, data.permute(1, 2, 0))
         else:
             shape = (self._height, self._width, 3)
@@ -352,7 +353,7 @@ class VideoDecoder:
                 # Reused frame memory: see framefeed.engine.host_frames for why.
                 hwc = take_frame_tensor(shape)
             else:
-                hwc = torch.empty(shape, dtype=torch.uint8, device=device)
+                hwc = empty_frames(shape, device)
             pts_seconds, duration = self._session.decode_one(target, hwc)
             data = hwc.permute(2, 0, 1) if self._dimension_order == "NCHW" else hwc
         if data.device != self._device:

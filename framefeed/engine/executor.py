@@ -51,6 +51,7 @@ import torch
 
 from framefeed._warnings import warn_user
 from framefeed.engine.demux.disposable import DisposableTest
+from framefeed.engine.frame_memory import empty_frames
 from framefeed.engine.packets import (
     NO_TIMESTAMP,
     MissingPacketsError,
@@ -121,7 +122,7 @@ class OutputBuffer:
     ) -> OutputBuffer:
         shape = (count, 3, height, width) if channels_first else (count, height, width, 3)
         return cls(
-            torch.empty(shape, dtype=torch.uint8, device=device),
+            empty_frames(shape, device),
             np.zeros(count, dtype=np.float64),
             np.zeros(count, dtype=np.float64),
             channels_first,

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from framefeed.engine.frame_memory import empty_frames
 from framefeed.transforms import CropStep, TransformPipeline
 
 
@@ -97,7 +98,7 @@ class TorchTransformer:
     def write(self, frame: Any, dst: torch.Tensor) -> None:
         if self._full is None:
             height, width = self._pipeline.input_size
-            self._full = torch.empty((height, width, 3), dtype=torch.uint8, device=self._backend.output_device)
+            self._full = empty_frames((height, width, 3), self._backend.output_device)
         self._backend.write_rgb(frame, self._full)
         dst.copy_(apply_steps(self._full, self._pipeline))
 
