@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import faulthandler
+import itertools
 import math
 import mmap
 import os
@@ -64,10 +65,16 @@ def guarded_tensor(shape: tuple[int, ...], dtype: torch.dtype = torch.uint8, pla
 
 
 @contextlib.contextmanager
-def guarded_frame_memory(placement: str = "end") -> Iterator[None]:
+def guarded_frame_memory(placement: str = "alternate") -> Iterator[None]:
     """Every CPU frame buffer framefeed allocates in this block (and in
-    children forked from it) is a `guarded_tensor` with this placement."""
-    with cpu_frame_allocator(lambda shape, dtype: guarded_tensor(shape, dtype, placement)):
+    children forked from it) is a `guarded_tensor`: with its end at a guard
+    page, its start, or (`"alternate"`) each in turn."""
+    turns = itertools.cycle(("end", "start") if placement == "alternate" else (placement,))
+
+    def allocate(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        return guarded_tensor(shape, dtype, next(turns))
+
+    with cpu_frame_allocator(allocate):
         yield
 
 
