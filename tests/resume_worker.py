@@ -74,16 +74,17 @@ def worker_init(worker_id: int) -> None:
     count_frames(torch.utils.data.get_worker_info().dataset.ledger)
 
 
-def emulated_pool() -> Any:
-    """torch believes in one GPU; a `DecodePool` on it decoding with the
-    emulated NVDEC (tests/gpu_fixtures.py). For a process of its own only:
-    the patches are not undone."""
+def emulated_pool(patch_torch: bool = True) -> Any:
+    """A `DecodePool` on "cuda:0" decoding with the emulated NVDEC
+    (tests/gpu_fixtures.py). `patch_torch`: first make torch believe in one
+    GPU, for good (in a process of its own; a test patches it itself)."""
     from gpu_fixtures import emulated_runtime
 
     from framefeed.pool import DecodePool
 
-    torch.cuda.is_available = lambda: True
-    torch.cuda.device_count = lambda: 1
+    if patch_torch:
+        torch.cuda.is_available = lambda: True
+        torch.cuda.device_count = lambda: 1
     return DecodePool("cuda:0", sessions=2, nvdec_runtime=emulated_runtime())
 
 

@@ -125,7 +125,7 @@ def test_a_state_after_any_batch_resumes_in_a_new_process(sources, tmp_path, mon
     if target == "emulated-cuda":
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-        pool = emulated_pool()
+        pool = emulated_pool(patch_torch=False)
     try:
         # Saved with fork workers (cheap to start), resumed with `context`'s: the
         # state does not depend on how workers start.
@@ -250,6 +250,36 @@ def test_a_loader_interrupted_with_batches_in_the_pool_resumes_after_the_last_on
             resumed.load_state_dict(state)
             rest = [batch_tuple(b) for b in resumed]
     assert_same_batches(first + rest, whole)
+
+
+@pytest.mark.cuda
+def test_on_a_gpu_a_loader_resumed_mid_epoch_decodes_the_rest_on_nvdec(sources):
+    """Real NVDEC (skips without a GPU): stopped after one batch with more in
+    the pool, resumed by a new loader (spawn worker): the rest of the
+    uninterrupted run, on the GPU, with fewer frames decoded than the whole."""
+    pytest.importorskip("PyNvVideoCodec")
+    dataset = ClipDataset(sources, labels=labels_of(sources), on_error="skip", **DATASET)
+
+    def loader():
+        return ClipLoader(dataset, batch_size=3, device="cuda", num_workers=1, multiprocessing_context="spawn",
+                          shuffle=True, seed=21, prefetch=2)
+
+    with loader() as uninterrupted:
+        whole = [batch_tuple(b) for b in uninterrupted if b.data.is_cuda]
+        whole_frames = uninterrupted.pool.stats().frames_decoded
+    with loader() as interrupted:
+        for batch in interrupted:
+            first = [batch_tuple(batch)]
+            break
+        state = json.loads(json.dumps(interrupted.state_dict()))
+    assert state["position"] == 3
+    with loader() as resumed:
+        resumed.load_state_dict(state)
+        rest = [batch_tuple(b) for b in resumed if b.data.is_cuda]
+        rest_frames = resumed.pool.stats().frames_decoded
+    assert len(whole) == 4
+    assert_same_batches(first + rest, whole)
+    assert 0 < rest_frames < whole_frames
 
 
 # -- ranks ------------------------------------------------------------------------------------------------------
