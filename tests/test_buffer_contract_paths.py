@@ -31,7 +31,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from backends_under_test import EmulatedNvdecVideoDecoder
-from buffer_contract_support import FFMPEG, ffmpeg_rgb24_of_file
+from buffer_contract_support import FFMPEG, ffmpeg_rgb24_of_files
 
 import corpus
 from framefeed import VideoDecoder
@@ -216,7 +216,7 @@ def _loader_path(paths: list[Path], refs: list[np.ndarray], failures: list[str],
 def videos(request):
     videos = _videos(request.param)
     paths = [path for path, _ in videos]
-    refs = [ffmpeg_rgb24_of_file(path, width, height) for path, (width, height) in videos]
+    refs = ffmpeg_rgb24_of_files([(path, width, height) for path, (width, height) in videos])
     assert all(len(ref) == FRAMES for ref in refs)
     return request.param, paths, refs
 
