@@ -30,7 +30,7 @@ from framefeed.data._batch import ClipBatch, ClipPart, WorkerBatch, collate_item
 from framefeed.data._dataset import ClipDataset, skip_message
 from framefeed.data._items import ShippedClips, SkippedItem, load_error
 from framefeed.data._order import EpochOrder, KeyedBatches, forward_epoch
-from framefeed.engine.backends.devices import resolve_device
+from framefeed.engine.backends.devices import resolve_device, worker_start_method
 
 
 class ClipLoader:
@@ -54,7 +54,9 @@ class ClipLoader:
         prefetch: CUDA target: batches handed to the pool ahead of the one
             being consumed (decoding overlaps the training step).
         multiprocessing_context: the workers' start method ("fork", "spawn",
-            "forkserver") or context; None: torch's default.
+            "forkserver") or context; None: torch's default on the CPU, and
+            "forkserver" on CUDA, where "fork" is refused (ValueError): the
+            process holds CUDA and pool threads (`worker_start_method`).
         persistent_workers, prefetch_factor, timeout, worker_init_fn: as for
             torch's `DataLoader`.
         pool: an open `DecodePool` to decode with (then the items are plans
@@ -120,6 +122,8 @@ class ClipLoader:
         self._batches = KeyedBatches(self.sampler, batch_size, bool(drop_last), self.seed, lambda: self._epoch)
         options: dict[str, Any] = {}
         if num_workers > 0:
+            if self._ships:  # this process will hold CUDA and pool threads: never fork it
+                multiprocessing_context = worker_start_method(self.device, multiprocessing_context)
             options.update(multiprocessing_context=multiprocessing_context, persistent_workers=persistent_workers,
                            prefetch_factor=prefetch_factor, timeout=timeout, worker_init_fn=worker_init_fn)
         self._loader = DataLoader(self.dataset, batch_sampler=self._batches, num_workers=num_workers,
