@@ -351,7 +351,11 @@ def main() -> None:
     parser.add_argument("--item-runs", type=int, default=5, help="CPU mode: in-process passes for CPU time per item")
     parser.add_argument("--gpu-workers", type=int, default=8, help="GPU mode: workers of ClipLoader(device='cuda')")
     parser.add_argument("--cpu-workers", type=int, default=14, help="GPU mode: workers of ClipLoader(device='cpu')")
+    parser.add_argument("--prepare-only", action="store_true", help="encode the inputs and stop")
     args = parser.parse_args()
+    if args.prepare_only:
+        make_videos(GPU_SETTINGS if args.mode == "gpu" else CPU_SETTINGS)
+        return
     (gpu_mode if args.mode == "gpu" else cpu_mode)(args)
 
 
