@@ -637,6 +637,8 @@ class FakePyNvVideoCodec:
         unknown = set(kwargs) - self._CREATE_KEYWORDS
         if unknown:
             raise TypeError(f"CreateDecoder() got unexpected keywords {unknown}")
+        if kwargs.get("gpuid", 0) != 0:  # ValidateGpuId (PyNvVideoCodecUtils.hpp), one GPU here
+            raise PyNvVCException("GPU ordinal out of range. Should be within [0, 0]")
         self.created.append(kwargs)
         name = self.FFMPEG_NAMES[kwargs["codec"]]
         decoder = EmulatedNvdec(name, calls=self.calls, stream=kwargs.get("cudastream", 0),

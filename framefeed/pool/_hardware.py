@@ -160,9 +160,9 @@ class CudaRuntime(StreamedRuntime):
 
     def __init__(self, device: torch.device, calls: Any = None) -> None:
         if calls is None:
-            from framefeed.engine.backends.gpu_decode.streams import cupy_cuda_calls
+            from framefeed.engine.backends.gpu_decode.streams import cuda_calls
 
-            calls = cupy_cuda_calls()
+            calls = cuda_calls()  # CuPy's; torch's where CuPy is missing (then nothing decodes on NVDEC)
         super().__init__(device, calls)
         self._nvml: Any = None
         self._nvml_handle: Any = None

@@ -219,10 +219,10 @@ class HostCopies:
     def _stream(self) -> Any:
         stream = getattr(self._local, "stream", None)
         if stream is None:
-            from framefeed.engine.backends.gpu_decode.streams import OwnedStream, cupy_cuda_calls
+            from framefeed.engine.backends.gpu_decode.streams import OwnedStream, cuda_calls
 
             if self._calls is None:
-                self._calls = cupy_cuda_calls()
+                self._calls = cuda_calls()
             stream = self._local.stream = OwnedStream(self._calls, self._index)
             with self._lock:
                 self._streams.append(stream)

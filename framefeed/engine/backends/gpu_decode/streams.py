@@ -168,17 +168,82 @@ class CupyCudaCalls:
         return owned
 
 
-_cupy_calls: CupyCudaCalls | None = None
-_cupy_calls_lock = threading.Lock()
+class TorchCudaCalls(CupyCudaCalls):
+    """`CudaCalls` through torch alone, for a CUDA process without CuPy (then
+    NVDEC is unusable and only the uploads of CPU-decoded frames need a
+    stream). torch cannot make a stream outside its pool, so streams here
+    are pooled ones (`torch.cuda.Stream`); NVDEC decoding always has CuPy
+    and `CupyCudaCalls`."""
+
+    def __init__(self) -> None:  # no CuPy
+        self._external: dict[tuple[int, int], Any] = {}
+        self._lock = threading.Lock()
+        self._events: dict[int, Any] = {}
+
+    def create_stream(self, device_index: int) -> int:
+        stream = torch.cuda.Stream(device_index)
+        with self._lock:
+            self._external[(device_index, stream.cuda_stream)] = stream
+        return int(stream.cuda_stream)
+
+    def destroy_stream(self, device_index: int, handle: int) -> None:
+        with self._lock:
+            self._external.pop((device_index, handle), None)
+
+    def create_event(self, device_index: int) -> int:
+        event = torch.cuda.Event()
+        with self._lock:
+            self._events[id(event)] = event
+        return id(event)
+
+    def destroy_event(self, device_index: int, handle: int) -> None:
+        with self._lock:
+            self._events.pop(handle, None)
+
+    def record(self, device_index: int, event: int, stream: int) -> None:
+        self._events[event].record(self.torch_stream(device_index, stream))
+
+    def wait(self, device_index: int, stream: int, event: int) -> None:
+        self._events[event].wait(self.torch_stream(device_index, stream))
+
+    def synchronize(self, device_index: int, event: int) -> None:
+        self._events[event].synchronize()
+
+    def torch_stream(self, device_index: int, handle: int) -> Any:
+        with self._lock:
+            stream = self._external.get((device_index, handle))
+        if stream is not None:
+            return stream
+        if handle == 0:
+            return torch.cuda.default_stream(device_index)
+        return torch.cuda.ExternalStream(handle, device=torch.device("cuda", device_index))
+
+
+_calls: dict[str, CupyCudaCalls] = {}
+_calls_lock = threading.Lock()
 
 
 def cupy_cuda_calls() -> CupyCudaCalls:
-    """The process's `CupyCudaCalls` (created on first use)."""
-    global _cupy_calls
-    with _cupy_calls_lock:
-        if _cupy_calls is None:
-            _cupy_calls = CupyCudaCalls()
-        return _cupy_calls
+    """The process's `CupyCudaCalls` (created on first use).
+
+    Raises:
+        ImportError: CuPy is not installed.
+    """
+    with _calls_lock:
+        if "cupy" not in _calls:
+            _calls["cupy"] = CupyCudaCalls()
+        return _calls["cupy"]
+
+
+def cuda_calls() -> CupyCudaCalls:
+    """`cupy_cuda_calls()`, or `TorchCudaCalls` where CuPy cannot be imported."""
+    try:
+        return cupy_cuda_calls()
+    except ImportError:
+        with _calls_lock:
+            if "torch" not in _calls:
+                _calls["torch"] = TorchCudaCalls()
+            return _calls["torch"]
 
 
 class OwnedStream:
