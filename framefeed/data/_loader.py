@@ -44,7 +44,7 @@ from framefeed.data._resume import (
     describe_order,
     rank_state,
 )
-from framefeed.engine.backends.devices import resolve_device
+from framefeed.engine.backends.devices import resolve_device, worker_start_method
 
 
 class ClipLoader:
@@ -68,7 +68,9 @@ class ClipLoader:
         prefetch: CUDA target: batches handed to the pool ahead of the one
             being consumed (decoding overlaps the training step).
         multiprocessing_context: the workers' start method ("fork", "spawn",
-            "forkserver") or context; None: torch's default.
+            "forkserver") or context; None: torch's default on the CPU, and
+            "forkserver" on CUDA, where "fork" is refused (ValueError): the
+            process holds CUDA and pool threads (`worker_start_method`).
         persistent_workers, prefetch_factor, timeout, worker_init_fn: as for
             torch's `DataLoader`.
         pool: an open `DecodePool` to decode with (then the items are plans
@@ -140,6 +142,8 @@ class ClipLoader:
         self._batches = KeyedBatches(self.sampler, batch_size, self.drop_last, self.seed)
         options: dict[str, Any] = {}
         if num_workers > 0:
+            if self._ships:  # this process will hold CUDA and pool threads: never fork it
+                multiprocessing_context = worker_start_method(self.device, multiprocessing_context)
             options.update(multiprocessing_context=multiprocessing_context, persistent_workers=persistent_workers,
                            prefetch_factor=prefetch_factor, timeout=timeout, worker_init_fn=worker_init_fn)
         self._loader = DataLoader(self.dataset, batch_sampler=self._batches, num_workers=num_workers,
