@@ -167,6 +167,7 @@ class ServiceClient:
         self.timeout = float(timeout)
         self._pid = os.getpid()
         self._closed = False
+        self._said_goodbye = False
         self._auth_socket: Any = None
         self._expected_uid = os.geteuid() if server_uid is None else int(server_uid)
         options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
@@ -623,6 +624,12 @@ class ServiceClient:
             unsent = []
 
     def _goodbye(self) -> None:
+        if self._said_goodbye:
+            return
+        self._said_goodbye = True
+        at_exit = getattr(self, "_at_exit", None)
+        if at_exit is not None:
+            at_exit.cancel()
         try:
             self._call("Goodbye", {"session": self._session}, 2.0)
         except Exception:
@@ -640,7 +647,6 @@ class ServiceClient:
         session ends once they have all been released or freed (or this
         process exits). Idempotent."""
         self._closed = True
-        self._at_exit.cancel()
         self._releases.put((-1, None))
         live = any(f is not None and f.alive for f in list(self._leases.values()))
         if not live and not self._calls_in_flight and threading.current_thread() is not self._releaser:
@@ -666,10 +672,11 @@ _LIVE_CLIENTS: weakref.WeakSet[ServiceClient] = weakref.WeakSet()
 
 
 def _goodbye_at_exit(ref: weakref.ref) -> None:
-    """This process is exiting with the client still open: end its session
-    now (its batches die with the process)."""
+    """This process is exiting with the client's session still open (the
+    client was not closed, or closed while batches were alive): end the
+    session now (its batches die with the process)."""
     client = ref()
-    if client is None or client._closed or os.getpid() != client._pid:
+    if client is None or os.getpid() != client._pid:
         return
     client._closed = True
     client._goodbye()

@@ -25,7 +25,8 @@ import os
 import stat
 
 _WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
-_OPEN_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_PATH: a handle to check and walk through, needing no read permission (a 0711 folder).
+_OPEN_DIRECTORY = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class UntrustedFolderError(PermissionError):
@@ -99,8 +100,8 @@ def prepare_socket_folder(folder: str, *, shared: bool) -> None:
                                        f"{error.strerror}; remove it or choose another --socket") from None
         try:
             st = os.fstat(fd)
-            if created and st.st_uid == owner:
-                os.fchmod(fd, 0o711 if shared else 0o700)
+            if created and st.st_uid == owner:  # through the handle: the folder just checked, not a name
+                os.chmod(f"/proc/self/fd/{fd}", 0o711 if shared else 0o700)
                 st = os.fstat(fd)
             check_socket_folder_stat(folder, st, owner, shared=shared)
         finally:

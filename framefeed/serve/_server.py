@@ -92,10 +92,10 @@ def _wire(service: DecodeService, method: str, handler: Handler, *, tcp: bool) -
             service.requests[(method, "ok")] += 1
         except ServiceBusyError as error:
             service.requests[(method, "busy")] += 1
-            reply = error_reply(error)
+            reply = error_reply(error, state.renames)
         except Exception as error:  # the request's own failure: an error reply, the server goes on
             service.requests[(method, "error")] += 1
-            reply = error_reply(error)
+            reply = error_reply(error, state.renames)
         if state.warnings:
             reply["warnings"] = warnings_to_wire(state.warnings)
         return pack(reply)

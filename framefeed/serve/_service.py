@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import functools
 import hmac
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +114,7 @@ class CallContext:
     session: Session | None
     call: Any = None
     warnings: list[tuple[type[Warning], str]] = field(default_factory=list)
+    renames: list[tuple[str, str]] = field(default_factory=list)  # (/proc/self/fd/N, the client's path)
 
 
 class DeviceState:
@@ -311,7 +313,8 @@ class DecodeService:
 
     async def open(self, message: dict[str, Any], context: CallContext) -> dict[str, Any]:
         self._device(message.get("device"))
-        opened = self.roots.open(message["source"])
+        opened = _open_allowed(self.roots, message["source"], None)
+        context.renames.append((opened.source, opened.requested))
         try:
             metadata = await self._metadata_of(opened, message.get("seek_mode", "exact"),
                                                message.get("stream_index"), context.warnings)
@@ -364,7 +367,8 @@ class DecodeService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         request = _request_from(message)
-        opened = self.roots.open(message["source"])
+        opened = _open_allowed(self.roots, message["source"], request)
+        context.renames.append((opened.source, opened.requested))
         session.requests += 1
         self.in_flight += 1
         try:
@@ -441,7 +445,10 @@ class DecodeService:
                 future.cancel()  # the client went away
             raise
         except Exception as error:
-            raise _method_error(error, request) from None
+            renamed = _method_error(error, request)
+            if renamed is error:
+                raise
+            raise renamed from renamed.__cause__
         finally:
             _warnings.unwatch(work.bundle)
 
@@ -592,44 +599,61 @@ def _request_from(message: dict[str, Any]) -> Any:
     return DecodeRequest(message["source"], transforms=transforms, **fields)
 
 
+@contextlib.contextmanager
+def _as_public(request: Any, *, opening: bool) -> Iterator[None]:
+    """Errors inside become what the pool raises for them (`public_error`:
+    the `VideoDecoder` constructor's while `opening`, else its method's),
+    the original chained as the cause."""
+    from framefeed.pool import DecodeRequest
+    from framefeed.pool._engine import public_error
+
+    try:
+        yield
+    except Exception as error:
+        public = public_error(error, request if request is not None else DecodeRequest(None), opening)
+        if public is error:
+            raise
+        raise public from error
+
+
+def _open_allowed(roots: AllowedRoots, path: str, request: Any) -> OpenedFile:
+    """`roots.open(path)`; a file that is missing or a folder fails as `VideoDecoder(path)` fails."""
+    try:
+        return roots.open(path)
+    except (FileNotFoundError, IsADirectoryError):
+        with _as_public(request, opening=True):
+            raise
+
+
 def _open_video(opened: OpenedFile, seek_mode: str, stream_index: int | None) -> Any:
     """The stream behind the descriptor, named by the client's path: raises
     what `VideoDecoder(path)` raises for it."""
     from framefeed.engine.demux.demuxer import Demuxer
     from framefeed.engine.opening import open_demuxed
     from framefeed.engine.source import VideoSource
-    from framefeed.pool import DecodeRequest
     from framefeed.pool._adapter import OpenedVideo
-    from framefeed.pool._engine import public_error
 
     source = VideoSource("path", repr(opened.requested), opened.source, opened.size)
-    try:
+    with _as_public(None, opening=True):
         demuxer = Demuxer(source, stream_index)
         try:
             return OpenedVideo(open_demuxed(demuxer, seek_mode, 1))
         except BaseException:
             demuxer.close()
             raise
-    except Exception as error:
-        raise public_error(error, DecodeRequest(None), opening=True) from None
 
 
 def _open_and_plan(opened: OpenedFile, request: Any, sink: list) -> tuple[Any, Any]:
     """(the opened video, its `Work`): what a pool's demux thread does before admission."""
     from framefeed.pool._adapter import plan_work, resolve_pipeline
-    from framefeed.pool._engine import public_error
 
     with _warnings.capture(sink):
         video = _open_video(opened, request.seek_mode, request.stream_index)
         try:
-            try:
+            with _as_public(request, opening=True):
                 pipeline = resolve_pipeline(video, request)
-            except Exception as error:
-                raise public_error(error, request, opening=True) from None
-            try:
+            with _as_public(request, opening=False):
                 work = plan_work(video, request, pipeline)
-            except Exception as error:
-                raise public_error(error, request, opening=False) from None
         except BaseException:
             video.close()
             raise
@@ -643,13 +667,9 @@ def _output_bytes(work: Any) -> int:
 
 def _ship(work: Any, video: Any, request: Any, sink: list) -> None:
     from framefeed.pool._adapter import ship
-    from framefeed.pool._engine import public_error
 
-    with _warnings.capture(sink):
-        try:
-            ship(work, video)
-        except Exception as error:
-            raise public_error(error, request, opening=False) from None
+    with _warnings.capture(sink), _as_public(request, opening=False):
+        ship(work, video)
 
 
 def _method_error(error: Exception, request: Any) -> Exception:

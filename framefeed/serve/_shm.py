@@ -23,8 +23,9 @@ they read the server's frames without a copy, may even write into their
 own batches, but never change the slab that other clients' frames lie in.
 When a slot returns, the client drops whatever private copies its writes
 made of those pages (`discard`), so the slot's next frames show through.
-Names are `framefeed-serve-<pid>-<tag>-<random>` (the pid is only for
-people reading `ls /dev/shm`). `ShmProbe` lets a client check that it sees
+Names are `framefeed-serve-<pid>-<tag>-<random>`. The pid decides nothing
+on its own: it only keeps an unlocked slab whose pid runs in this PID
+namespace (a server of an older framefeed, which took no lock). `ShmProbe` lets a client check that it sees
 the server's `/dev/shm` (same host, same IPC namespace) before choosing
 this transport.
 """
@@ -134,6 +135,10 @@ def _remove_if_stale(name: str) -> bool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:  # EWOULDBLOCK: a live server holds it
             return False
+        if _named_pid_alive(name):
+            # Unlocked, yet its server's pid runs here: a server of an older framefeed that
+            # took no lock. Only ever a reason to keep a slab, never to remove one.
+            return False
         try:
             now = os.stat(path, follow_symlinks=False)
         except OSError:
@@ -144,6 +149,19 @@ def _remove_if_stale(name: str) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _named_pid_alive(name: str) -> bool:
+    pid_text = name[len(PREFIX):].split("-", 1)[0]
+    if not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def new_name(tag: str) -> str:

@@ -44,7 +44,8 @@ from __future__ import annotations
 import builtins
 import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -95,6 +96,7 @@ class RemoteCause(Exception):
 
 def _error_types() -> dict[str, type[BaseException]]:
     """The exception types a reply may name, beyond the builtin ones."""
+    from framefeed.engine.packets import MissingPacketsError
     from framefeed.errors import (
         CudaUnavailableError,
         DecodingError,
@@ -106,7 +108,7 @@ def _error_types() -> dict[str, type[BaseException]]:
 
     types: list[type[BaseException]] = [
         FrameTimeOutOfRangeError, VideoOpenError, VideoFileNotFoundError, DecodingError, CudaUnavailableError,
-        PoolClosedError, ServiceError, ServiceBusyError, ServiceConnectionError, ProtocolError,
+        MissingPacketsError, PoolClosedError, ServiceError, ServiceBusyError, ServiceConnectionError, ProtocolError,
     ]
     return {t.__name__: t for t in types}
 
@@ -130,20 +132,29 @@ def _qualified(error: BaseException) -> str:
     return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
-def describe_error(error: BaseException) -> dict[str, Any]:
+def _renamed(text: str, renames: Sequence[tuple[str, str]]) -> str:
+    for internal, shown in renames:  # "/proc/self/fd/7" but not "/proc/self/fd/71"
+        text = re.sub(re.escape(repr(internal)) + "|" + re.escape(internal) + r"(?!\d)",
+                      lambda match, shown=shown: repr(shown) if match.group(0)[0] in "'\"" else shown, text)
+    return text
+
+
+def describe_error(error: BaseException, renames: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     """`error` as plain data: named by the most specific type in its class
     hierarchy the client knows (a builtin or framefeed's own), its message,
     an OSError's (errno, strerror, filename) so the client rebuilds it
-    exactly, and the chain of its causes as (type, message) text."""
+    exactly, and the chain of its causes as (type, message) text. Each
+    `(internal, shown)` of `renames` names a path the server opened
+    (`/proc/self/fd/N`) by the path the client gave."""
     name = next((cls.__name__ for cls in type(error).__mro__ if _known_type(cls.__name__) is cls), "ServiceError")
-    wire: dict[str, Any] = {"type": name, "message": _clip(str(error))}
+    wire: dict[str, Any] = {"type": name, "message": _clip(_renamed(str(error), renames))}
     if isinstance(error, OSError) and error.errno is not None and isinstance(error.strerror, str):
         filename = error.filename if isinstance(error.filename, str) else None
         wire["os"] = [int(error.errno), _clip(error.strerror), filename]
     causes = []
     cause = _next_cause(error)
     while cause is not None and len(causes) < MAX_CAUSES:
-        causes.append({"type": _qualified(cause), "message": _clip(str(cause))})
+        causes.append({"type": _qualified(cause), "message": _clip(_renamed(str(cause), renames))})
         cause = _next_cause(cause)
     if causes:
         wire["causes"] = causes
@@ -156,12 +167,9 @@ def _next_cause(error: BaseException) -> BaseException | None:
     return None if error.__suppress_context__ else error.__context__
 
 
-def error_reply(error: BaseException, warnings: list[dict[str, str]] | None = None) -> dict[str, Any]:
+def error_reply(error: BaseException, renames: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     """The reply for a request that failed with `error` (see `describe_error`)."""
-    reply: dict[str, Any] = {"ok": False, "error": describe_error(error)}
-    if warnings:
-        reply["warnings"] = warnings
-    return reply
+    return {"ok": False, "error": describe_error(error, renames)}
 
 
 def error_from_reply(reply: Mapping[str, Any]) -> BaseException:
