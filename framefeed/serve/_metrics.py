@@ -11,6 +11,7 @@ updated on the request path. Metrics (all prefixed `framefeed_serve_`):
   `in_flight`, `waiting_for_memory`: requests inside the service
 - `leased_bytes{device,transport}`, `inline_bytes`, `memory_budget_bytes`,
   `largest_client_bytes`, `leases`, `clients`
+- `resident_bytes`, `heap_bytes`: the server's VmRSS and RssAnon
 - `nvdec_utilisation_percent{device}`: NVML's decoder utilisation (CUDA only)
 
 The HTTP side is served here, on the server's event loop, not by
@@ -145,6 +146,8 @@ class _Collector:
             ("memory_budget_bytes", "Slab size per device and transport", "memory_budget_bytes"),
             ("inline_bytes", "Bytes of frames reserved for replies being sent", "inline_bytes"),
             ("largest_client_bytes", "Bytes the client holding the most holds", "largest_client_bytes"),
+            ("resident_bytes", "The server's resident memory (VmRSS)", "resident_bytes"),
+            ("heap_bytes", "The server's resident anonymous memory (RssAnon: heap, decoded frames)", "heap_bytes"),
             ("leases", "Slots leased to clients", "leases"),
             ("clients", "Connected client sessions", "clients"),
         ):

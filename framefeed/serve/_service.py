@@ -41,7 +41,7 @@ import torch
 from framefeed.serve import _warnings
 from framefeed.serve._auth import AccessPolicy, Challenges, Peer, proof
 from framefeed.serve._leases import Lease, LeaseBook, Session
-from framefeed.serve._memory import TrimPolicy, trim_heap
+from framefeed.serve._memory import TrimPolicy, memory_of, trim_heap
 from framefeed.serve._paths import AllowedRoots, OpenedFile
 from framefeed.serve._shm import HostSlab, ShmProbe
 from framefeed.serve._slab import ByteBudget, SlabAllocator
@@ -538,6 +538,7 @@ class DecodeService:
             pool["pending"] = pool["submitted"] - pool["completed"] - pool["failed"] - pool["cancelled"]
             devices[name] = {"pool": pool, "slabs": state.slab_stats()}
         sessions = list(self.book.sessions.values())
+        resident = _resident()
         return {
             "uptime_seconds": now - self.started,
             "clients": len(sessions),
@@ -556,6 +557,8 @@ class DecodeService:
             "largest_client_bytes": max((s.held_bytes for s in sessions), default=0),
             "memory_budget_bytes": self.config.memory_budget,
             "heap_trims": self.trim.trims,
+            "resident_bytes": resident.get("rss", 0),
+            "heap_bytes": resident.get("anon", 0),
             "devices": devices,
         }
 
@@ -691,6 +694,13 @@ def _read_metadata(opened: OpenedFile, seek_mode: str, stream_index: int | None,
             return metadata_to_wire(video.metadata)
         finally:
             video.close()
+
+
+def _resident() -> dict[str, int]:
+    try:
+        return memory_of("self")
+    except OSError:  # no /proc
+        return {}
 
 
 def _nested(counts: collections.Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:
