@@ -175,7 +175,7 @@ def test_squatted_socket_folder_is_refused_by_server_and_client(shared_tmp, corp
     assert made["uid"] == NOBODY
     with pytest.raises(RuntimeError) as refused:
         ServerProcess(["--device", "cpu", "--allow-root", str(corpus.cache_dir()),
-                       "--socket", str(squatted / "serve.sock")], env=_env(), start_timeout=60)
+                       "--socket", str(squatted / "serve.sock")], env=_env(), start_timeout=60).stop()
     assert "refusing the socket folder" in str(refused.value) and f"uid {NOBODY}" in str(refused.value)
     assert not (squatted / "serve.sock").exists()
     with pytest.raises(PermissionError, match=f"belongs to uid {NOBODY}"):
@@ -231,7 +231,7 @@ def test_tcp_token_must_be_private_and_proven_by_the_server(tmp_path, files, cor
     token.chmod(0o644)
     with pytest.raises(RuntimeError, match="may be read or changed by other users"):
         ServerProcess(["--device", "cpu", "--allow-root", str(files["root"]), "--port", "0",
-                       "--token-file", str(token)], env=_env(), start_timeout=60)
+                       "--token-file", str(token)], env=_env(), start_timeout=60).stop()
     token.chmod(0o600)
     # A server without the token (here: told to run unauthenticated) cannot prove it holds it:
     # a client holding the token does not talk to it, a client without one may.

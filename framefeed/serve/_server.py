@@ -266,7 +266,6 @@ async def serve(config: ServeConfig, address: Address, *, metrics: tuple[str, in
         OSError, ValueError, MemoryError, ImportError: what the devices, the
             addresses or the options make impossible.
     """
-    import grpc
 
     _raise_file_limit()
     _warnings.install()
@@ -280,6 +279,22 @@ async def serve(config: ServeConfig, address: Address, *, metrics: tuple[str, in
 
         token_path = os.path.abspath(token_file or default_token_file())
         token = load_or_create_token(token_path)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # before anything can say it is ready: as PID 1 in a
+        loop.add_signal_handler(signum, stop.set)  # container, a SIGTERM without a handler is ignored
+    try:
+        return await _serve(config, address, metrics, ready, token, token_path, stop)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+async def _serve(config: ServeConfig, address: Address, metrics: tuple[str, int] | None,
+                 ready: Callable[[str], None] | None, token: bytes | None, token_path: str | None,
+                 stop: asyncio.Event) -> int:
+    import grpc
+
     service = DecodeService(config)
     service.token = token
     server = None
@@ -310,7 +325,7 @@ async def serve(config: ServeConfig, address: Address, *, metrics: tuple[str, in
         print(f"framefeed serve: {line}", flush=True)
         if ready is not None:
             ready(str(bound))
-        await _run_until_signal(service)
+        await _run_until(stop, service)
         service.begin_shutdown()
         _log(f"stopping: {service.in_flight} request(s) in flight get up to {config.shutdown_timeout:g} s")
         await server.stop(grace=config.shutdown_timeout)
@@ -331,19 +346,12 @@ async def serve(config: ServeConfig, address: Address, *, metrics: tuple[str, in
         _log("stopped")
 
 
-async def _run_until_signal(service: DecodeService) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        while not stop.is_set():
-            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
-                await asyncio.wait_for(stop.wait(), service.config.heartbeat_seconds)
-            for session, returned in await service.expire_sessions():
-                _log(f"client {session.peer.describe()} sent no heartbeat for {service.config.lease_timeout:g} s: "
-                     f"session ended, {returned} slot(s) returned")
-            service.maybe_trim()
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
+async def _run_until(stop: asyncio.Event, service: DecodeService) -> None:
+    """Until `stop` (SIGTERM/SIGINT): end silent sessions, trim the heap when idle."""
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+            await asyncio.wait_for(stop.wait(), service.config.heartbeat_seconds)
+        for session, returned in await service.expire_sessions():
+            _log(f"client {session.peer.describe()} sent no heartbeat for {service.config.lease_timeout:g} s: "
+                 f"session ended, {returned} slot(s) returned")
+        service.maybe_trim()
