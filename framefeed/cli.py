@@ -76,8 +76,8 @@ def _add_serve_parser(commands: Any) -> None:
     serve.add_argument("--device", action="append", metavar="DEVICE",
                        help="cpu, cuda or cuda:N (repeatable; default: cuda when available, else cpu)")
     where = serve.add_mutually_exclusive_group()
-    where.add_argument("--socket", metavar="PATH", help="Unix socket, created 0600 in a folder of yours with mode "
-                       "0700 (default: $FRAMEFEED_SOCKET or /tmp/framefeed-UID/serve.sock)")
+    where.add_argument("--socket", metavar="PATH", help="Unix socket, created 0600 in a folder only you or root may "
+                       "change (made 0700 if missing; default: $FRAMEFEED_SOCKET or /tmp/framefeed-UID/serve.sock)")
     where.add_argument("--port", type=_non_negative_int, metavar="N", help="TCP port instead (0: any free one); "
                        "clients must hold the --token-file secret")
     serve.add_argument("--host", default="127.0.0.1", help="TCP address with --port (default 127.0.0.1)")

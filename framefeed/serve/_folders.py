@@ -4,10 +4,13 @@ A Unix socket is only as private as its folder: whoever may write the folder
 may remove the server's socket and listen in its place, and whoever made
 the folder decides who may write it. So:
 
-- the server refuses a folder it does not own, or that anyone else may
-  write (a private server: mode 0700 exactly, nobody else may even look
-  in; a server shared with other users: 0711-like, they may pass through),
-  and creates a missing one itself with that mode;
+- the server refuses a folder that belongs to another user (neither its
+  own user nor root), or that anyone else may write, and creates a missing
+  one itself, mode 0700 (0711 when other users are allowed in: they may
+  pass through to the socket, not list or change the folder). A folder
+  others may read or pass through but not write (0755, e.g. a root-owned
+  `/run/framefeed` volume) is accepted: nobody can replace the socket in
+  it, and the socket's own mode and the peer credentials keep them out;
 - every folder above it must be owned by root or the server's user, and
   if others may write it, carry the sticky bit (like /tmp: nobody may then
   rename or remove what another user made there);
@@ -76,13 +79,12 @@ def open_trusted_parent(folder: str, owner: int) -> int:
 
 
 def prepare_socket_folder(folder: str, *, shared: bool) -> None:
-    """Make sure `folder` is the server's own: create it (0700, or 0711 when
-    other users are allowed in) or check that it is owned by this process's
-    user and writable by nobody else (exactly 0700 unless `shared`).
+    """Make sure nobody but the server's user (or root) can change `folder`:
+    create it (0700, or 0711 when other users are allowed in), or check that
+    it belongs to this process's user or root and nobody else may write it.
 
     Raises:
-        UntrustedFolderError: it belongs to someone else, or others may
-            write (or, for a private server, read) it.
+        UntrustedFolderError: it belongs to someone else, or others may write it.
         OSError: it cannot be created.
     """
     owner = os.geteuid()
@@ -103,27 +105,25 @@ def prepare_socket_folder(folder: str, *, shared: bool) -> None:
             if created and st.st_uid == owner:  # through the handle: the folder just checked, not a name
                 os.chmod(f"/proc/self/fd/{fd}", 0o711 if shared else 0o700)
                 st = os.fstat(fd)
-            check_socket_folder_stat(folder, st, owner, shared=shared)
+            check_socket_folder_stat(folder, st, owner)
         finally:
             os.close(fd)
     finally:
         os.close(parent)
 
 
-def check_socket_folder_stat(folder: str, st: os.stat_result, owner: int, *, shared: bool) -> None:
-    """Raise UntrustedFolderError unless `st` (the socket folder's) is
-    `owner`'s, writable by nobody else, and (unless `shared`) mode 0700."""
-    if st.st_uid != owner:
+def check_socket_folder_stat(folder: str, st: os.stat_result, owner: int) -> None:
+    """Raise UntrustedFolderError unless `st` (the socket folder's) belongs
+    to `owner` or root and nobody else may write it."""
+    if st.st_uid not in (owner, 0):
         raise UntrustedFolderError(
             f"refusing the socket folder {folder}: it belongs to uid {st.st_uid}, not to this server's uid "
             f"{owner}. Another user may have made it to take the server's place; remove it or choose "
             "another --socket")
-    allowed = 0o711 if shared else 0o700
-    if stat.S_IMODE(st.st_mode) & ~allowed & 0o7777:
+    if st.st_mode & _WRITABLE_BY_OTHERS:
         raise UntrustedFolderError(
-            f"refusing the socket folder {folder}: mode {_mode(st)} lets other users "
-            f"{'write' if st.st_mode & _WRITABLE_BY_OTHERS else 'look'} in it; "
-            f"run `chmod {oct(allowed)[2:]} {folder}` or choose another --socket")
+            f"refusing the socket folder {folder}: mode {_mode(st)} lets other users replace the socket in it; "
+            f"run `chmod go-w {folder}` or choose another --socket")
 
 
 def check_client_side(socket_path: str, server_uid: int) -> None:

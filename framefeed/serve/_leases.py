@@ -230,7 +230,7 @@ class LeaseBook:
         self._waiters.remove(waiter)
         self.busy_timeouts += 1
         session, allocator = waiter.session, waiter.allocator
-        if not self._eligible(waiter) and allocator.largest_free() >= waiter.length:
+        if not self._eligible(waiter) and self.client_bytes < allocator.size:  # its share, not the budget, stops it
             message = (f"busy: this client already holds {session.held_bytes} bytes in {session.held_slots} slot(s) "
                        f"of its share ({self.client_bytes} bytes, {self.client_leases} slots; --client-memory, "
                        f"--client-leases) and released none within {timeout:.1f} s; release batches sooner "
