@@ -389,6 +389,12 @@ class DecodeService:
                 self._plan_threads, functools.partial(_open_and_plan, opened, request, sink))
             nbytes = _output_bytes(work)
             slab, allocator = (None, self.inline) if transport == "inline" else state.slab(transport)
+            if work.plan.time_range is not None:
+                # Approximate mode, whole file: only decoding counts its frames, so the header's
+                # estimate (which may be far off) is reserved, at most what is left of the
+                # client's share; the frames are held to the budget again once decoded (`_deliver`).
+                room = max(self.book.client_bytes - session.held_bytes, 1)
+                nbytes = min(nbytes, room, allocator.size)
             if nbytes:
                 lease = await self.book.reserve(session, slab, allocator, nbytes, max(deadline - loop.time(), 0.0))
             await loop.run_in_executor(self._plan_threads, functools.partial(_ship, work, video, request, sink))
@@ -664,7 +670,8 @@ def _open_and_plan(opened: OpenedFile, request: Any, sink: list) -> tuple[Any, A
 
 
 def _output_bytes(work: Any) -> int:
-    """Bytes of the planned request's frames after transforms (uint8 RGB)."""
+    """Bytes of the planned request's frames after transforms (uint8 RGB): exact,
+    but for an approximate-mode whole file the header's estimate."""
     return int(work.count) * int(work.frame_bytes)
 
 
