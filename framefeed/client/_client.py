@@ -254,8 +254,8 @@ class ServiceClient:
         token = None
         path = os.fspath(token_file) if token_file is not None else default_token_file()
         try:
-            token = read_token(path)
-        except (FileNotFoundError, PermissionError):
+            token = read_token(path, self._expected_uid)
+        except FileNotFoundError:
             if token_file is not None:
                 raise
         nonce = self._call("Challenge", {}, timeout)["nonce"]
@@ -746,8 +746,9 @@ def connect(address: str | os.PathLike[str] | None = None, *, timeout: float = 6
             replies), or one of "cuda", "shm", "inline" to insist.
         token_file: TCP only: the file holding the server's secret (None:
             `$FRAMEFEED_TOKEN_FILE`, else `/tmp/framefeed-<your uid>/serve.token` if it exists).
-        server_uid: Unix socket only: the uid the server must run as (None:
-            this process's). Root is always trusted.
+        server_uid: the uid the server must run as (None: this process's;
+            root is always trusted): the owner of the Unix socket's folder,
+            or of the TCP token file and its folder.
 
     Raises:
         ImportError: grpcio or msgpack missing (`pip install 'framefeed[serve]'`).

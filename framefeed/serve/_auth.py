@@ -174,15 +174,45 @@ def load_or_create_token(path: str) -> bytes:
     return token
 
 
-def read_token(path: str) -> bytes:
-    """A client's copy of the secret.
+def read_token(path: str, owner: int) -> bytes:
+    """A client's copy of the secret, from a file that `owner` (the user the
+    server runs as) or root owns and nobody else may change, in a folder
+    nobody else may change: a secret planted by someone else would make the
+    client trust whoever planted it.
 
     Raises:
-        OSError: the file cannot be read.
+        FileNotFoundError: no such file.
+        PermissionError: the file cannot be read, or someone else could have written it.
         ValueError: it holds too short a secret.
     """
-    with open(path, "rb") as file:
-        token = file.read(4096).strip()
+    from framefeed.serve._folders import UntrustedFolderError, open_trusted_parent
+
+    folder = os.path.dirname(os.path.abspath(path))
+    parent = open_trusted_parent(folder, owner)
+    try:
+        folder_fd = os.open(os.path.basename(folder), getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY
+                            | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    finally:
+        os.close(parent)
+    try:
+        info = os.fstat(folder_fd)
+        if info.st_uid not in (owner, 0) or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise UntrustedFolderError(f"the token file's folder {folder} may be changed by users other than uid "
+                                       f"{owner}: refusing to trust a secret from it")
+        fd = os.open(os.path.basename(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     dir_fd=folder_fd)
+    finally:
+        os.close(folder_fd)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid not in (owner, 0) \
+                or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise PermissionError(f"the token file {path} is not a regular file of uid {owner} that only it may "
+                                  "write: refusing to trust its secret (pass server_uid= if another user runs "
+                                  "the server)")
+        token = os.read(fd, 4096).strip()
+    finally:
+        os.close(fd)
     if len(token) < _TOKEN_MIN_BYTES:
         raise ValueError(f"the token file {path} holds {len(token)} bytes: a secret needs at least {_TOKEN_MIN_BYTES}")
     return token
