@@ -243,6 +243,15 @@ def test_socket_folders_others_could_change_are_refused(tmp_path):
             prepare_socket_folder(str(theirs), shared=False)
         with pytest.raises(UntrustedFolderError, match="belongs to uid 65534"):
             check_client_side(str(theirs / "serve.sock"), 0)
+        from framefeed.serve._auth import read_token
+
+        planted = made / "serve.token"  # a secret someone else wrote is not trusted
+        planted.write_text("s" * 64)
+        os.chown(planted, 65534, 65534)
+        with pytest.raises(PermissionError, match="refusing to trust its secret"):
+            read_token(str(planted), 0)
+        os.chown(planted, 0, 0)
+        assert read_token(str(planted), 0) == b"s" * 64
 
 
 def test_missing_extra_gives_one_line():
