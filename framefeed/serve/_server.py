@@ -57,6 +57,7 @@ from framefeed.serve.protocol import (
 
 Handler = Callable[[dict[str, Any], CallContext], Awaitable[dict[str, Any]]]
 _MAX_PENDING_HELLOS = 64
+_MAX_REFUSALS = 256
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -125,8 +126,8 @@ class AuthListener:
         self.path = path
         self.policy = policy
         self._server: asyncio.AbstractServer | None = None
-        self._pending = 0
-        self._sessions: set[Any] = set()
+        self._pending = 0  # hellos of admitted peers being read
+        self._refusing = 0  # refusals being sent
 
     async def start(self, mode: int) -> None:
         old = os.umask(0o777 & ~mode)  # born with its final mode: no window where others may connect
@@ -144,15 +145,23 @@ class AuthListener:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         service = self.service
-        if self._pending >= _MAX_PENDING_HELLOS:
+        try:
+            peer = peer_of(writer.get_extra_info("socket"))
+        except OSError:
             writer.close()
             return
-        self._pending += 1
+        admitted = self.policy.admits(peer)
+        # Whom the policy refuses cannot hold the places of those it admits while they take their time.
+        counter = "_pending" if admitted else "_refusing"
+        if getattr(self, counter) >= (_MAX_PENDING_HELLOS if admitted else _MAX_REFUSALS):
+            writer.close()
+            return
+        setattr(self, counter, getattr(self, counter) + 1)
         session = None
         try:
-            session = await self._hello(reader, writer)
+            session = await (self._hello(peer, reader, writer) if admitted else self._refuse(peer, reader, writer))
         finally:
-            self._pending -= 1
+            setattr(self, counter, getattr(self, counter) - 1)
             if session is None:
                 writer.close()
         if session is None:
@@ -169,20 +178,26 @@ class AuthListener:
             _log(f"client {session.peer.describe()} disconnected without saying goodbye (killed?) with "
                  f"{ended[1]} request(s) in progress: session ended, {ended[0]} slot(s) returned")
 
-    async def _hello(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Any:
+    async def _refuse(self, peer: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Say why, at once, without reading more than the hello (given a second to arrive)."""
+        self.service.requests[("Hello", "unauthenticated")] += 1
+        error = PermissionError(f"uid {peer.uid} (gid {peer.gid}) may not use this framefeed server; it admits "
+                                f"{self.policy.describe()} (--allow-uid, --allow-gid)")
+        writer.write(frame(pack(error_reply(error))))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.drain(), 1.0)
+            await asyncio.wait_for(read_frame(reader), 1.0)  # then close without resetting their send
+        return None
+
+    async def _hello(self, peer: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Any:
         service = self.service
         try:
-            peer = peer_of(writer.get_extra_info("socket"))
             message = check_fields("Hello", unpack(await asyncio.wait_for(read_frame(reader), HELLO_SECONDS)))
         except (asyncio.TimeoutError, TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError,
                 ValueError):
             service.requests[("Hello", "malformed")] += 1
             return None
         try:
-            if not self.policy.admits(peer):
-                service.requests[("Hello", "unauthenticated")] += 1
-                raise PermissionError(f"uid {peer.uid} (gid {peer.gid}) may not use this framefeed server; it admits "
-                                      f"{self.policy.describe()} (--allow-uid, --allow-gid)")
             session = service.open_session(message, peer)
         except Exception as error:
             writer.write(frame(pack(error_reply(error))))
