@@ -33,7 +33,8 @@ class OpenedFile:
     """A file under an allowed root, held open by descriptor.
 
     `source` is what to hand the decoder (`/proc/self/fd/N`); `requested` is
-    the client's path, for messages.
+    the client's path, for messages; `real_path` what it resolved to (for
+    the server's own use only, never for messages); `size` in bytes.
     """
 
     fd: int
@@ -49,10 +50,6 @@ class OpenedFile:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-    def describe(self, text: str) -> str:
-        """`text` with the descriptor path replaced by the client's path."""
-        return text.replace(self.source, self.requested)
 
 
 class AllowedRoots:
