@@ -168,14 +168,32 @@ def _add_serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--device", action="append", metavar="DEVICE",
                        help="cpu, cuda or cuda:N (repeatable; default: cuda when available, else cpu)")
     where = serve.add_mutually_exclusive_group()
-    where.add_argument("--socket", metavar="PATH", help="Unix socket, created 0600 (default: $FRAMEFEED_SOCKET "
-                       "or /tmp/framefeed-UID/serve.sock)")
-    where.add_argument("--port", type=_non_negative_int, metavar="N", help="TCP port instead (0: any free one)")
+    where.add_argument("--socket", metavar="PATH", help="Unix socket, created 0600 in a folder only you or root may "
+                       "change (made 0700 if missing; default: $FRAMEFEED_SOCKET or /tmp/framefeed-UID/serve.sock)")
+    where.add_argument("--port", type=_non_negative_int, metavar="N", help="TCP port instead (0: any free one); "
+                       "clients must hold the --token-file secret")
     serve.add_argument("--host", default="127.0.0.1", help="TCP address with --port (default 127.0.0.1)")
+    serve.add_argument("--allow-uid", action="append", type=_non_negative_int, metavar="UID",
+                       help="also admit this user's processes on the Unix socket (repeatable; default: only "
+                       "the server's own uid)")
+    serve.add_argument("--allow-gid", action="append", type=_non_negative_int, metavar="GID",
+                       help="also admit processes with this group (effective or supplementary; repeatable)")
+    serve.add_argument("--token-file", metavar="PATH", help="TCP secret clients must prove they hold, created "
+                       "0600 if missing (default: $FRAMEFEED_TOKEN_FILE or /tmp/framefeed-UID/serve.token)")
+    serve.add_argument("--allow-unauthenticated-tcp", action="store_true",
+                       help="DANGEROUS: serve TCP without a token, to anyone who can connect")
     serve.add_argument("--allow-root", action="append", metavar="DIR", required=True,
                        help="folder whose files clients may read (repeatable; symlinks and .. are resolved first)")
     serve.add_argument("--memory-budget", default="1GiB", metavar="SIZE",
                        help="memory per device for frames leased to clients, e.g. 512MiB (default 1GiB)")
+    serve.add_argument("--client-memory", metavar="SIZE",
+                       help="most memory one client may hold in leased frames (default: half the budget)")
+    serve.add_argument("--client-leases", type=_positive_int, default=4096, metavar="N",
+                       help="most slots one client may hold (default 4096)")
+    serve.add_argument("--max-clients", type=_positive_int, default=1024, metavar="N",
+                       help="most client sessions at once (default 1024)")
+    serve.add_argument("--refuse-hard-links", action="store_true",
+                       help="refuse files with more than one hard link (a link under a root to a file outside it)")
     serve.add_argument("--sessions", type=_positive_int, help="decode sessions per device (default: the pool's)")
     serve.add_argument("--lease-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
                        help="a client silent this long is dropped and its slots return (default 10)")
@@ -242,8 +260,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         budget, max_request = parse_size(args.memory_budget), parse_size(args.max_request_bytes)
+        client_memory = None if args.client_memory is None else parse_size(args.client_memory)
     except ValueError as error:
         return _usage_error(str(error))
+    if args.port is None and (args.token_file or args.allow_unauthenticated_tcp):
+        return _usage_error("--token-file and --allow-unauthenticated-tcp apply to --port (TCP) only")
     if args.device:
         devices = args.device
     else:
@@ -255,11 +276,14 @@ def _serve(args: argparse.Namespace) -> int:
     config = ServeConfig(devices=devices, allow_roots=args.allow_root, memory_budget=budget,
                          lease_timeout=args.lease_timeout, request_timeout=args.request_timeout,
                          shutdown_timeout=args.shutdown_timeout, max_request_bytes=max_request,
-                         sessions=args.sessions)
+                         sessions=args.sessions, allow_uids=args.allow_uid or (), allow_gids=args.allow_gid or (),
+                         client_memory=client_memory, client_leases=args.client_leases,
+                         max_clients=args.max_clients, refuse_hard_links=args.refuse_hard_links)
     metrics = None if args.metrics_port is None else (args.metrics_host, args.metrics_port)
     try:
-        return asyncio.run(serve(config, address, metrics=metrics))
-    except (ValueError, OSError) as error:  # a bad folder, socket path or port: the user's input
+        return asyncio.run(serve(config, address, metrics=metrics, token_file=args.token_file,
+                                 allow_unauthenticated_tcp=args.allow_unauthenticated_tcp))
+    except (ValueError, OSError) as error:  # a bad folder, socket path, port or token file: the user's input
         if args.debug:
             traceback.print_exc()
         print(f"framefeed serve: error: {error}", file=sys.stderr)

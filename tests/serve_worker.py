@@ -6,6 +6,11 @@ compare ADDRESS SEED FILE...: decode a mixed set of requests through the
 hold ADDRESS FILE: take a few batches and keep them (leased slots), print
     "holding <leases>", then submit a long request and wait forever (the test
     SIGKILLs this process mid-request).
+greedy ADDRESS FILE FRAMES: take batches of FRAMES frames and keep them all
+    until the server refuses one (1 s timeout), print {"held_bytes", "held",
+    "refused"}, then keep heart-beating until stdin closes.
+exit-holding ADDRESS FILE: take a batch, keep it, print "holding", and exit
+    normally without closing the client.
 """
 
 from __future__ import annotations
@@ -100,11 +105,39 @@ def hold(address: str, path: str) -> None:
     print(held)
 
 
+def greedy(address: str, path: str, frames: int) -> None:
+    client = connect(address, timeout=120)
+    held, refused = [], ""
+    for start in range(0, 10_000, frames):
+        try:
+            held.append(client.submit(path, indices=[(start + k) % 150 for k in range(frames)], timeout=1.0).result())
+        except Exception as error:  # the server's refusal ends the grab
+            refused = f"{type(error).__name__}: {error}"
+            break
+    print(json.dumps({"held_bytes": sum(b.data.numel() for b in held), "held": len(held), "refused": refused}),
+          flush=True)
+    sys.stdin.read()  # heart-beating (the client's thread) until the test is done
+    client.close()
+
+
+_KEPT = []
+
+
+def exit_holding(address: str, path: str) -> None:
+    client = connect(address, timeout=120)
+    _KEPT.append(client.submit(path, indices=[0, 1]).result())
+    print("holding", flush=True)
+
+
 if __name__ == "__main__":
     mode, address = sys.argv[1], sys.argv[2]
     if mode == "compare":
         compare(address, int(sys.argv[3]), sys.argv[4:])
     elif mode == "hold":
         hold(address, sys.argv[3])
+    elif mode == "greedy":
+        greedy(address, sys.argv[3], int(sys.argv[4]))
+    elif mode == "exit-holding":
+        exit_holding(address, sys.argv[3])
     else:
         raise SystemExit(f"unknown mode {mode}")

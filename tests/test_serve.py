@@ -23,6 +23,7 @@ import torch
 
 import corpus
 from framefeed import VideoDecoder
+from framefeed.errors import VideoFileNotFoundError
 from framefeed.serve import parse_size
 from framefeed.serve._paths import AllowedRoots
 from framefeed.serve._slab import SlabAllocator
@@ -105,6 +106,68 @@ def test_slab_allocator_first_fit_and_merging():
     assert not slab.fits_at_all(65 * 4096)
 
 
+def test_lease_book_shares_fair_order_and_no_overtaking():
+    """Per-client shares, room to the client holding least, and a request
+    that does not fit blocks those behind it (it is not starved)."""
+    import asyncio
+
+    from framefeed.serve._auth import Peer
+    from framefeed.serve._leases import LeaseBook
+    from framefeed.serve.protocol import ServiceError
+
+    page = 4096
+
+    async def scenario():
+        book = LeaseBook(lease_timeout=10, client_bytes=6 * page, client_leases=100)
+        slab = SlabAllocator(8 * page, alignment=page)
+        greedy, modest, late = (book.open_session(Peer("unix", pid, 0, 0)) for pid in (1, 2, 3))
+        held = [await book.reserve(greedy, None, slab, page, 1) for _ in range(6)]
+        for lease in held:
+            assert book.grant(lease)
+        # Over its share: it waits for its own releases and blocks nobody else.
+        over = asyncio.ensure_future(book.reserve(greedy, None, slab, page, 0.3))
+        await asyncio.sleep(0)
+        mine = await book.reserve(modest, None, slab, 2 * page, 1)
+        assert book.grant(mine) and slab.used_bytes == 8 * page
+        with pytest.raises(ServiceBusyError, match="already holds 24576 bytes"):
+            await over
+        # Full: the greedy client (first in line) and the modest one wait; room goes to who holds least.
+        book.client_bytes = 8 * page
+        first = asyncio.ensure_future(book.reserve(greedy, None, slab, page, 5))
+        second = asyncio.ensure_future(book.reserve(modest, None, slab, page, 5))
+        await asyncio.sleep(0.01)
+        assert book.waiting == 2
+        book.release(greedy, [held[0].id])
+        await asyncio.sleep(0)
+        assert second.done() and not first.done()
+        book.release(greedy, [held[1].id])
+        await asyncio.sleep(0)
+        assert first.done()
+        # A large request first in line is not overtaken by a small one.
+        book.grant(first.result())
+        book.grant(second.result())
+        large = asyncio.ensure_future(book.reserve(late, None, slab, 3 * page, 5))
+        await asyncio.sleep(0.01)
+        small = asyncio.ensure_future(book.reserve(late, None, slab, page, 5))
+        book.release(greedy, [held[2].id, held[3].id])  # 2 pages free: the small one would fit
+        await asyncio.sleep(0.01)
+        assert not large.done() and not small.done()
+        book.release(greedy, [held[4].id])
+        await asyncio.sleep(0.01)
+        assert large.done() and not small.done()
+        # A session that ends fails what it waits for and returns what it holds.
+        assert book.end_session(late.token) == 0
+        with pytest.raises(ServiceError, match="session ended"):
+            await small
+        book.abandon(large.result())
+        with pytest.raises(ServiceBusyError, match="busy: no room"):
+            await book.reserve(modest, None, slab, 8 * page, 0.05)
+        assert book.end_session(greedy.token) == 2 and book.end_session(modest.token) == 2
+        assert slab.used_bytes == 0 and book.waiting == 0
+
+    asyncio.run(scenario())
+
+
 def test_sizes_and_addresses():
     assert parse_size("1GiB") == 1 << 30 and parse_size("512M") == 512 << 20 and parse_size("4096") == 4096
     with pytest.raises(ValueError, match="invalid size"):
@@ -135,12 +198,60 @@ def test_allowed_roots_resolve_before_checking(tmp_path):
             roots.open(str(escape))
     with pytest.raises(PermissionError, match="absolute"):
         roots.open("in.bin")
-    with pytest.raises(PermissionError, match="not a regular file"):
+    with pytest.raises(IsADirectoryError, match="got a directory"):  # as VideoDecoder says it
         roots.open(str(root))
-    with pytest.raises(FileNotFoundError):
+    os.mkfifo(root / "fifo")
+    with pytest.raises(PermissionError, match="not a regular file"):
+        roots.open(str(root / "fifo"))
+    with pytest.raises(VideoFileNotFoundError, match="video file not found"):
         roots.open(str(root / "missing.mp4"))
     with pytest.raises(ValueError, match="not an existing directory"):
         AllowedRoots([tmp_path / "nope"])
+
+
+def test_socket_folders_others_could_change_are_refused(tmp_path):
+    from framefeed.serve._folders import (
+        UntrustedFolderError,
+        check_client_side,
+        prepare_socket_folder,
+    )
+
+    made = tmp_path / "made"
+    prepare_socket_folder(str(made), shared=False)
+    assert stat.S_IMODE(made.stat().st_mode) == 0o700
+    prepare_socket_folder(str(made), shared=False)  # ours already: fine
+    open_to_all = tmp_path / "open"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o777)
+    with pytest.raises(UntrustedFolderError, match="lets other users replace the socket"):
+        prepare_socket_folder(str(open_to_all), shared=False)
+    with pytest.raises(UntrustedFolderError, match="may be written by other users"):
+        check_client_side(str(open_to_all / "serve.sock"), os.geteuid())
+    unsticky = tmp_path / "unsticky"  # others may write the folder above: they could swap ours
+    unsticky.mkdir()
+    unsticky.chmod(0o777)
+    with pytest.raises(UntrustedFolderError, match="no sticky bit"):
+        prepare_socket_folder(str(unsticky / "inner"), shared=False)
+    unsticky.chmod(0o1777)
+    prepare_socket_folder(str(unsticky / "inner"), shared=True)
+    assert stat.S_IMODE((unsticky / "inner").stat().st_mode) == 0o711
+    if os.geteuid() == 0:
+        theirs = tmp_path / "theirs"
+        theirs.mkdir(mode=0o700)
+        os.chown(theirs, 65534, 65534)
+        with pytest.raises(UntrustedFolderError, match="belongs to uid 65534"):
+            prepare_socket_folder(str(theirs), shared=False)
+        with pytest.raises(UntrustedFolderError, match="belongs to uid 65534"):
+            check_client_side(str(theirs / "serve.sock"), 0)
+        from framefeed.serve._auth import read_token
+
+        planted = made / "serve.token"  # a secret someone else wrote is not trusted
+        planted.write_text("s" * 64)
+        os.chown(planted, 65534, 65534)
+        with pytest.raises(PermissionError, match="refusing to trust its secret"):
+            read_token(str(planted), 0)
+        os.chown(planted, 0, 0)
+        assert read_token(str(planted), 0) == b"s" * 64
 
 
 def test_missing_extra_gives_one_line():
@@ -318,11 +429,12 @@ def test_killed_client_loses_only_its_work_and_its_slots_return(server, client):
             victim.kill()
     # Meanwhile everyone else is served.
     assert torch.equal(client.submit(path, indices=[7]).result().data, VideoDecoder(path)[7].unsqueeze(0))
-    # No heartbeat for the lease timeout (2 s): the session ends, its slots return.
+    # Its authentication connection closed with the process: the session ends, its slots return.
     assert wait_until(lambda: client.stats()["leases"] == 0 and client.stats()["in_flight"] == 0, 20)
     stats = client.stats()
-    assert stats["expired_sessions"] >= 1 and stats["leased_bytes"] == 0
-    assert any("sent no heartbeat" in line for line in server.stderr_lines)
+    assert stats["leased_bytes"] == 0
+    assert any(f"client pid {victim.pid} " in line and "disconnected without saying goodbye" in line
+               and "slot(s) returned" in line for line in server.stderr_lines), server.stderr_lines[-5:]
 
 
 # -- servers of their own ------------------------------------------------------------------------
@@ -331,7 +443,8 @@ def test_killed_client_loses_only_its_work_and_its_slots_return(server, client):
 def test_full_memory_budget_waits_then_fails_busy(tmp_path, corpus_files):
     path = _path(LONG)
     frame = 240 * 320 * 3
-    with _start(tmp_path, "--memory-budget", str(frame * 8 + 4096 * 8)) as server, \
+    budget = str(frame * 8 + 4096 * 8)
+    with _start(tmp_path, "--memory-budget", budget, "--client-memory", budget) as server, \
             connect(server.address) as client:
         held = [client.submit(path, indices=[i, i + 1, i + 2, i + 3]).result() for i in (0, 4)]
         began = time.monotonic()
@@ -355,7 +468,8 @@ def test_sigterm_finishes_in_flight_requests_or_fails_them_clearly(tmp_path, cor
     shutdown timeout ends. The server then exits 0."""
     path = _path(LONG)
     frame = 240 * 320 * 3
-    server = _start(tmp_path, "--memory-budget", str(frame * 8 + 4096 * 8), "--shutdown-timeout", "3")
+    budget = str(frame * 8 + 4096 * 8)  # one client may hold it all here
+    server = _start(tmp_path, "--memory-budget", budget, "--client-memory", budget, "--shutdown-timeout", "3")
     try:
         client = connect(server.address)
         held = client.submit(path, indices=[0, 1, 2, 3]).result()
@@ -381,11 +495,15 @@ def test_sigterm_finishes_in_flight_requests_or_fails_them_clearly(tmp_path, cor
 
 def test_killed_server_makes_clients_raise_within_their_timeout(tmp_path, corpus_files):
     frame = 240 * 320 * 3
-    server = _start(tmp_path, "--port", "0", "--memory-budget", str(frame * 4 + 4096 * 4))
+    budget = str(frame * 4 + 4096 * 4)
+    token = tmp_path / "serve.token"
+    server = _start(tmp_path, "--port", "0", "--token-file", str(token), "--memory-budget", budget,
+                    "--client-memory", budget)
     try:
         host, port = server.address.rsplit(":", 1)
         assert host == "127.0.0.1" and int(port) > 0  # TCP binds loopback unless told otherwise
-        client = connect(server.address, timeout=20)
+        assert server.token_file == str(token) and stat.S_IMODE(token.stat().st_mode) == 0o600
+        client = connect(server.address, timeout=20, token_file=token)
         assert client.transport == "shm"
         held = client.submit(_path(LONG), indices=[0, 1, 2, 3]).result()  # the budget is full now
         future = client.submit(_path(LONG), indices=[4])  # waits for room: in flight when the server dies

@@ -21,6 +21,7 @@ their memory returns to the server.
 from framefeed.client._client import ServiceBatch, ServiceClient, connect
 from framefeed.serve.protocol import (
     ProtocolError,
+    RemoteCause,
     ServiceBusyError,
     ServiceConnectionError,
     ServiceError,
@@ -28,6 +29,7 @@ from framefeed.serve.protocol import (
 
 __all__ = [
     "ProtocolError",
+    "RemoteCause",
     "ServiceBatch",
     "ServiceBusyError",
     "ServiceClient",

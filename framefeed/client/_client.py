@@ -8,14 +8,34 @@ the server leased to this client; the slot goes back when the last tensor
 viewing it is freed, or at `batch.release()`. A background thread sends
 those releases and a heartbeat; if this process dies the heartbeat stops
 and the server takes its slots back after its lease timeout.
+
+Before anything else the client checks whom it talks to, and proves who it
+is: on a Unix socket, the socket's folder must belong to the user the
+server should run as (this process's by default: `server_uid=`), the hello
+goes over the server's authentication socket where the kernel tells each
+side the other's uid, and the connection stays open for the session (when
+this process ends, the server returns its slots at once). On TCP the
+client and the server prove to each other that they hold the token file's
+secret (`token_file=`, default `$FRAMEFEED_TOKEN_FILE` or the server user's
+`/tmp/framefeed-UID/serve.token`).
+
+Failures raise what the same call raises on an in-process `DecodePool`:
+the same exception type and message, with what happened inside the server
+chained as `RemoteCause`s; decoder warnings raised in the server are raised
+again here, in the thread that takes the result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hmac
+import multiprocessing.util
 import os
 import queue
+import secrets
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -27,6 +47,7 @@ import torch
 from torch import Tensor
 
 from framefeed._lookahead import map_with_lookahead
+from framefeed._warnings import warn_user
 from framefeed.engine.backends.status import CpuFallbackStatus
 from framefeed.pool import DecodeInfo, DecodeRequest, PoolBatch
 from framefeed.serve import require_serve_dependencies
@@ -37,12 +58,16 @@ from framefeed.serve.protocol import (
     ProtocolError,
     ServiceConnectionError,
     ServiceError,
+    auth_socket_path,
     default_socket_path,
+    default_token_file,
+    error_from_reply,
     pack,
     parse_address,
     raise_error,
     transforms_to_wire,
     unpack,
+    warnings_from_wire,
 )
 
 Transport = Literal["auto", "cuda", "shm", "inline"]
@@ -74,6 +99,35 @@ class ServiceBatch(PoolBatch):
             streams.append(stream)
 
 
+class _ServiceFuture(Future):
+    """A `Future` that, in the thread taking its outcome (`result()`,
+    `exception()`), first raises the warnings the server raised while
+    serving it, as the in-process call would have raised them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._server_warnings: list[tuple[type[Warning], str]] = []
+
+    def _raise_warnings(self) -> None:
+        pending, self._server_warnings = self._server_warnings, []
+        for category, message in pending:
+            warn_user(message, category)
+
+    def result(self, timeout: float | None = None) -> Any:
+        try:
+            return super().result(timeout)
+        finally:
+            if self.done():
+                self._raise_warnings()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            return super().exception(timeout)
+        finally:
+            if self.done():
+                self._raise_warnings()
+
+
 def _rpc_error(error: Any, what: str, timeout: float | None) -> Exception:
     """A grpc.RpcError as the exception the client raises."""
     import grpc
@@ -81,6 +135,8 @@ def _rpc_error(error: Any, what: str, timeout: float | None) -> Exception:
     code, details = error.code(), error.details() or ""
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
         return ProtocolError(f"the server refused {what}: {details}")
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return ServiceError(f"the server refused {what}: {details}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return ServiceConnectionError(f"the server did not answer {what} within {timeout:g} s")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
@@ -108,7 +164,8 @@ class ServiceClient:
     """
 
     def __init__(self, address: str | os.PathLike[str] | None = None, *, timeout: float = 60.0,
-                 connect_timeout: float = 10.0, device: str | None = None, transport: Transport = "auto") -> None:
+                 connect_timeout: float = 10.0, device: str | None = None, transport: Transport = "auto",
+                 token_file: str | os.PathLike[str] | None = None, server_uid: int | None = None) -> None:
         require_serve_dependencies()
         import grpc
 
@@ -118,21 +175,30 @@ class ServiceClient:
         self.timeout = float(timeout)
         self._pid = os.getpid()
         self._closed = False
-        self._channel = grpc.insecure_channel(self.address.target, options=[
-            ("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
-            ("grpc.enable_retries", 0),
-        ])
-        self._calls = {name: self._channel.unary_unary(f"/{SERVICE}/{name}") for name in METHODS}
-        try:
-            hello = self._call("Hello", {"protocol": PROTOCOL_VERSION, "pid": self._pid}, connect_timeout)
-        except ServiceConnectionError as error:
-            self._channel.close()
-            raise ServiceConnectionError(f"no framefeed server at {self.address}: {error}") from None
-        except BaseException:
-            self._channel.close()
-            raise
+        self._said_goodbye = False
+        self._auth_socket: Any = None
+        self._expected_uid = os.geteuid() if server_uid is None else int(server_uid)
+        options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
+                   ("grpc.enable_retries", 0)]
+        message = {"protocol": PROTOCOL_VERSION, "pid": self._pid}
+        if self.address.path is not None:
+            hello = self._hello_on_unix_socket(message, connect_timeout)
+            self._channel = grpc.insecure_channel(self.address.target, options=options)
+            self._calls = {name: self._channel.unary_unary(f"/{SERVICE}/{name}") for name in METHODS}
+        else:
+            self._channel = grpc.insecure_channel(self.address.target, options=options)
+            self._calls = {name: self._channel.unary_unary(f"/{SERVICE}/{name}") for name in METHODS}
+            try:
+                hello = self._hello_over_tcp(message, token_file, connect_timeout)
+            except ServiceConnectionError as error:
+                self._channel.close()
+                raise ServiceConnectionError(f"no framefeed server at {self.address}: {error}") from None
+            except BaseException:
+                self._channel.close()
+                raise
         self._session: str = hello["session"]
         self.server_pid: int = hello.get("server_pid", 0)
+        self.server_uid: int = int(hello.get("server_uid", self._expected_uid))
         self.heartbeat_seconds = float(hello["heartbeat_seconds"])
         self.devices: list[str] = [d["name"] for d in hello["devices"]]
         name = hello["default_device"] if device is None else str(device)
@@ -156,6 +222,65 @@ class ServiceClient:
         self._broken: Exception | None = None
         self._releaser = threading.Thread(target=self._release_loop, daemon=True, name="framefeed-client-leases")
         self._releaser.start()
+        # A process that ends without close() still says goodbye (atexit, and multiprocessing's
+        # exit in DataLoader workers), so the server does not mistake it for a dead client.
+        self._at_exit = multiprocessing.util.Finalize(None, _goodbye_at_exit, args=(weakref.ref(self),),
+                                                      exitpriority=20)
+        _LIVE_CLIENTS.add(self)
+
+    def _hello_on_unix_socket(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Hello on the server's authentication socket, after checking that
+        the socket's folder is the expected user's; the reply."""
+        from framefeed.serve._auth import hello_over_unix
+        from framefeed.serve._folders import check_client_side
+
+        path = self.address.path
+        assert path is not None
+        try:
+            check_client_side(path, self._expected_uid)
+            body, sock, server = hello_over_unix(auth_socket_path(path), pack(message), timeout)
+        except PermissionError:
+            raise
+        except (OSError, TimeoutError) as error:
+            raise ServiceConnectionError(f"no framefeed server at {self.address}: {error}") from None
+        if server.uid not in (self._expected_uid, 0):
+            sock.close()
+            raise PermissionError(f"the process listening at {self.address} runs as uid {server.uid}, not as uid "
+                                  f"{self._expected_uid}: refusing to talk to it (pass server_uid= if you trust "
+                                  "that user)")
+        reply = unpack(body)
+        if not reply.get("ok"):
+            sock.close()
+            raise_error(reply)
+        self._auth_socket = sock
+        return reply
+
+    def _hello_over_tcp(self, message: dict[str, Any], token_file: Any, timeout: float) -> dict[str, Any]:
+        """Challenge, then hello with proof that this client holds the token
+        (when it has one); the server must prove it holds it too."""
+        from framefeed.serve._auth import proof, read_token
+
+        token = None
+        path = os.fspath(token_file) if token_file is not None else default_token_file()
+        try:
+            token = read_token(path, self._expected_uid)
+        except FileNotFoundError:
+            if token_file is not None:
+                raise
+        nonce = self._call("Challenge", {}, timeout)["nonce"]
+        client_nonce = secrets.token_bytes(32)
+        if token is not None:
+            message = dict(message, nonce=nonce, client_nonce=client_nonce,
+                           proof=proof(token, b"client", nonce, client_nonce))
+        hello = self._call("Hello", message, timeout)
+        if token is not None:
+            expected = proof(token, b"server", nonce, client_nonce)
+            if not hmac.compare_digest(bytes(hello.get("server_proof") or b""), expected):
+                with contextlib.suppress(Exception):
+                    self._call("Goodbye", {"session": hello["session"]}, 2.0)
+                raise PermissionError(f"the server at {self.address} did not prove that it holds the token of "
+                                      f"{path}: it is not the server that token belongs to")
+        return hello
 
     # -- transports -------------------------------------------------------------------------------
 
@@ -181,6 +306,8 @@ class ServiceClient:
     def _try_cuda(self, info: dict[str, Any]) -> _DeviceLink | str:
         from framefeed.serve._cuda_ipc import DeviceSlabView, client_device_for
 
+        if "cuda" not in info.get("slabs", {}):
+            return "the server shares its device memory only with clients of its own user on its Unix socket"
         local = client_device_for(info.get("uuid"))
         if local is None:
             return f"this process sees no GPU with UUID {info.get('uuid')}"
@@ -226,7 +353,7 @@ class ServiceClient:
     def stats(self, timeout: float | None = None) -> dict[str, Any]:
         """The server's counters (the same as its `/metrics`), as a dict."""
         self._check_usable()
-        reply = self._call("Stats", {}, timeout or self.timeout)
+        reply = self._call("Stats", {"session": self._session}, timeout or self.timeout)
         reply.pop("ok", None)
         return reply
 
@@ -284,7 +411,7 @@ class ServiceClient:
         message.update(session=self._session, device=self._link.name, transport=self._link.transport,
                        timeout=timeout)
         stream = torch.cuda.current_stream(self._link.local) if self._link.transport == "cuda" else None
-        future: Future[ServiceBatch] = Future()
+        future: _ServiceFuture = _ServiceFuture()
         call = self._calls["Decode"].future(pack(message), timeout=timeout + _MARGIN_SECONDS)
 
         def arrived(call: Any) -> None:
@@ -318,12 +445,11 @@ class ServiceClient:
                 self._release_reply(outcome)
                 batch = error
         elif isinstance(outcome, dict):
-            try:
-                raise_error(outcome)
-            except Exception as error:
-                batch = error
+            batch = error_from_reply(outcome)
         else:
             batch = outcome
+        if isinstance(outcome, dict):
+            future._server_warnings = warnings_from_wire(outcome.get("warnings"))
         if not future.set_running_or_notify_cancel():
             if isinstance(batch, ServiceBatch):
                 batch.release()
@@ -379,7 +505,7 @@ class ServiceClient:
         with self._views_lock:
             view = self._host_views.get(name)
             if view is None:
-                view = self._host_views[name] = HostSlabView(name)
+                view = self._host_views[name] = HostSlabView(name, owner=self.server_uid)
             return view
 
     def _after_streams(self, streams: list[Any]) -> None:
@@ -460,7 +586,7 @@ class ServiceClient:
         timeout = self.timeout if timeout is None else float(timeout)
         message = {"session": self._session, "device": self._link.name, "source": _path_of(source),
                    "seek_mode": template.seek_mode, "stream_index": template.stream_index}
-        future: Future = Future()
+        future: _ServiceFuture = _ServiceFuture()
         call = self._calls["Open"].future(pack(message), timeout=timeout)
 
         def arrived(call: Any) -> None:
@@ -468,6 +594,7 @@ class ServiceClient:
                 return
             try:
                 reply = unpack(call.result())
+                future._server_warnings = warnings_from_wire(reply.get("warnings"))
                 if not reply.get("ok"):
                     raise_error(reply)
                 future.set_result(metadata_from_wire(reply["metadata"]))
@@ -501,6 +628,7 @@ class ServiceClient:
                 self._close_mapping()  # no tensor views the slab any more
                 self._goodbye()  # returns whatever is left
                 self._channel.close()
+                self._close_auth_socket()
                 return
             try:
                 self._call("Heartbeat", {"session": self._session, "release": unsent}, self.heartbeat_seconds * 2)
@@ -524,10 +652,23 @@ class ServiceClient:
                 pass
 
     def _goodbye(self) -> None:
+        if self._said_goodbye:
+            return
+        self._said_goodbye = True
+        at_exit = getattr(self, "_at_exit", None)
+        if at_exit is not None:
+            at_exit.cancel()
         try:
             self._call("Goodbye", {"session": self._session}, 2.0)
         except Exception:
             pass  # the server is gone: nothing to return
+        self._close_auth_socket()
+
+    def _close_auth_socket(self) -> None:
+        sock, self._auth_socket = self._auth_socket, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def close(self) -> None:
         """Stop taking requests. Batches already returned stay valid: the
@@ -553,6 +694,33 @@ class ServiceClient:
         state = "closed" if self._closed else "open"
         return f"ServiceClient({self.address}, device={self.device}, transport={self.transport}, {state})"
 
+
+
+_LIVE_CLIENTS: weakref.WeakSet[ServiceClient] = weakref.WeakSet()
+
+
+def _goodbye_at_exit(ref: weakref.ref) -> None:
+    """This process is exiting with the client's session still open (the
+    client was not closed, or closed while batches were alive): end the
+    session now (its batches die with the process)."""
+    client = ref()
+    if client is None or os.getpid() != client._pid:
+        return
+    client._closed = True
+    client._goodbye()
+
+
+def _forget_in_child() -> None:
+    """After fork(): the child must not hold its parent's authentication
+    sockets open (the server would think the parent alive)."""
+    for client in list(_LIVE_CLIENTS):
+        sock, client._auth_socket = client._auth_socket, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _path_of(source: Any) -> str:
@@ -590,7 +758,8 @@ def _info(wire: Any) -> DecodeInfo | None:
 
 
 def connect(address: str | os.PathLike[str] | None = None, *, timeout: float = 60.0, connect_timeout: float = 10.0,
-            device: str | None = None, transport: Transport = "auto") -> ServiceClient:
+            device: str | None = None, transport: Transport = "auto",
+            token_file: str | os.PathLike[str] | None = None, server_uid: int | None = None) -> ServiceClient:
     """Connect to a running `framefeed serve`.
 
     Args:
@@ -603,13 +772,21 @@ def connect(address: str | os.PathLike[str] | None = None, *, timeout: float = 6
         transport: "auto" (CUDA IPC if this process sees the server's GPU,
             else shared memory if it sees its /dev/shm, else inside the
             replies), or one of "cuda", "shm", "inline" to insist.
+        token_file: TCP only: the file holding the server's secret (None:
+            `$FRAMEFEED_TOKEN_FILE`, else `/tmp/framefeed-<your uid>/serve.token` if it exists).
+        server_uid: the uid the server must run as (None: this process's;
+            root is always trusted): the owner of the Unix socket's folder,
+            or of the TCP token file and its folder.
 
     Raises:
         ImportError: grpcio or msgpack missing (`pip install 'framefeed[serve]'`).
         ServiceConnectionError (a ConnectionError): no server answers there.
+        PermissionError: the socket's folder or the listening process belongs
+            to another user, the server refused this client, or (TCP) it did
+            not prove it holds the token.
         ServiceError: the transport asked for is not possible.
         ValueError: a bad address, transport or device.
     """
     return ServiceClient(address, timeout=timeout, connect_timeout=connect_timeout, device=device,
-                         transport=transport)
+                         transport=transport, token_file=token_file, server_uid=server_uid)
 

@@ -3,16 +3,21 @@ many client processes ask it for frames (`framefeed.client.connect`).
 
 ```
 framefeed serve --allow-root /data [--device cuda:0 ...] [--socket PATH | --host 127.0.0.1 --port N]
-                [--memory-budget 2GiB] [--metrics-port 9400]
+                [--memory-budget 2GiB] [--client-memory 1GiB] [--metrics-port 9400]
+                [--allow-uid UID] [--allow-gid GID] [--token-file PATH] [--refuse-hard-links]
 ```
 
 Layout:
 - `protocol`: the wire (gRPC unary calls with msgpack bodies), errors, addresses
-- `_server`: the gRPC server, socket permissions, signals (why gRPC: there)
-- `_service`: requests -> a `DecodePool` per device -> slots in a slab
-- `_leases`: client sessions, heartbeats, slots leased and returned
+- `_server`: the gRPC server, the authentication socket, signals (why gRPC: there)
+- `_auth`: who a client is (peer credentials, the TCP token's proofs);
+  `_folders`: whose folder the socket lives in
+- `_service`: requests -> plan, reserve room, a `DecodePool` per device -> slots in a slab
+- `_leases`: client sessions, per-client shares, the fair queue for room
 - `_slab`: the slot allocator; `_shm` and `_cuda_ipc`: the memory behind it
-- `_paths`: which files a request may read; `_metrics`: Prometheus
+- `_paths`: which files a request may read; `_metrics`: Prometheus `/metrics`
+- `_warnings`: decoder warnings back to the request they belong to;
+  `_memory`: giving the heap back after a burst
 - `launch`: `ServerProcess`, a server as a child process (scripts, benchmarks, tests)
 
 The server needs grpcio and msgpack (`pip install 'framefeed[serve]'`); they

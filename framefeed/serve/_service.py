@@ -1,31 +1,50 @@
 """What the server does with each request, apart from the wire (`_server`).
 
-A `DecodePool` per device decodes; this layer checks paths against the
-allowed roots, leases a slot in the device's slab for each batch, copies the
-batch in, and answers where it lies. Everything here runs on the server's
-event loop; blocking work (handing a request to a pool whose queue is full,
-copying frames, opening a file for its metadata) goes to worker threads.
+A Decode, in order:
+1. the path is checked against the allowed roots and opened (`_paths`);
+2. on a service thread the video is opened under the client's path (every
+   message and warning names it, never `/proc/self/fd/N`), and the request
+   is planned with the pool's own planning, so it is checked exactly as
+   `VideoDecoder` checks it and its frames' size after transforms is known;
+3. room for those frames is reserved before anything is decoded: a slot of
+   the device's slab, or for frames sent inside the reply a share of the
+   budget (`_leases`: per-client shares, fair queue, back-pressure). A
+   request waiting for room holds an open file and a plan, never frames;
+4. its packets are read, the file closed, and the device's `DecodePool`
+   decodes the plan (`submit_plan`);
+5. the frames are copied into the reserved slot and the reply says where.
+
+Failures raise what the same call on an in-process `DecodePool` raises
+(same type and message); warnings go back with the reply (`_warnings`).
+Everything here runs on the server's event loop; blocking work goes to
+worker threads. The heap is trimmed when the server is idle after a burst
+(`_memory`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import dataclasses
 import functools
+import hmac
 import os
-import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from framefeed.serve import _warnings
+from framefeed.serve._auth import AccessPolicy, Challenges, Peer, proof
 from framefeed.serve._leases import Lease, LeaseBook, Session
+from framefeed.serve._memory import TrimPolicy, memory_of, trim_heap
 from framefeed.serve._paths import AllowedRoots, OpenedFile
 from framefeed.serve._shm import HostSlab, ShmProbe
-from framefeed.serve._slab import SlabAllocator
+from framefeed.serve._slab import ByteBudget, SlabAllocator
 from framefeed.serve.protocol import (
     PROTOCOL_VERSION,
     ServiceBusyError,
@@ -34,9 +53,9 @@ from framefeed.serve.protocol import (
     transforms_from_wire,
 )
 
-_REQUEST_FIELDS = ("indices", "seconds", "start", "stop", "step", "seek_mode", "dimension_order", "stream_index")
 _RATE_WINDOW_SECONDS = 10.0
-_UNCHECKED_FRAMES = 32  # requests listing at most this many frames are sized after decoding
+_MAX_REQUESTS_PER_CLIENT = 256  # Decode calls one session may have in progress
+_SLOT_ALIGNMENT = 4096
 
 
 @dataclass
@@ -46,7 +65,8 @@ class ServeConfig:
     Attributes:
         devices: one `DecodePool` each ("cpu", "cuda:0", ...).
         allow_roots: folders whose files clients may read.
-        memory_budget: bytes of each device's slab (frames leased to clients).
+        memory_budget: bytes of each device's slab (frames leased to clients);
+            frames sent inside replies are held to the same budget.
         lease_timeout: seconds without a heartbeat after which a client's
             session ends and its slots return.
         request_timeout: longest a request may wait (for the decoders or for
@@ -54,6 +74,12 @@ class ServeConfig:
         shutdown_timeout: seconds in-flight requests get to finish on SIGTERM/SIGINT.
         max_request_bytes: largest request body accepted.
         sessions: decode sessions per pool (None: the pool's default).
+        allow_uids, allow_gids: who may connect on the Unix socket besides
+            the server's own uid (kernel-checked peer credentials).
+        client_memory: bytes one client may hold (None: half the budget).
+        client_leases: slots one client may hold.
+        max_clients: sessions at once.
+        refuse_hard_links: refuse files with more than one hard link.
     """
 
     devices: Sequence[str]
@@ -64,10 +90,31 @@ class ServeConfig:
     shutdown_timeout: float = 10.0
     max_request_bytes: int = 4 << 20
     sessions: int | None = None
+    allow_uids: Sequence[int] = ()
+    allow_gids: Sequence[int] = ()
+    client_memory: int | None = None
+    client_leases: int = 4096
+    max_clients: int = 1024
+    refuse_hard_links: bool = False
 
     @property
     def heartbeat_seconds(self) -> float:
         return max(self.lease_timeout / 4, 0.05)
+
+    @property
+    def client_bytes(self) -> int:
+        return self.client_memory if self.client_memory is not None else max(self.memory_budget // 2, 1)
+
+
+@dataclass(eq=False)
+class CallContext:
+    """One call: its session (None before hello), the gRPC call, and the
+    warnings raised while serving it."""
+
+    session: Session | None
+    call: Any = None
+    warnings: list[tuple[type[Warning], str]] = field(default_factory=list)
+    renames: list[tuple[str, str]] = field(default_factory=list)  # (/proc/self/fd/N, the client's path)
 
 
 class DeviceState:
@@ -89,7 +136,7 @@ class DeviceState:
 
                 slab = DeviceSlab(self.device, self.budget)
                 self.uuid = slab.uuid
-                self._slabs["cuda"] = (slab, SlabAllocator(slab.size, 4096))
+                self._slabs["cuda"] = (slab, SlabAllocator(slab.size, _SLOT_ALIGNMENT))
             else:
                 self.slab("shm")
         except BaseException:
@@ -101,12 +148,16 @@ class DeviceState:
         if kind not in self._slabs:
             if kind == "cuda":
                 raise ServiceError(f"transport 'cuda' needs a CUDA device; {self.name} is not one")
+            import mmap
+
             slab = HostSlab(self.budget, self.name.replace(":", ""))
-            self._slabs[kind] = (slab, SlabAllocator(slab.size, 4096))
+            # Slots never share a page: a client's private copy of a page it wrote is its own slot's.
+            self._slabs[kind] = (slab, SlabAllocator(slab.size, max(_SLOT_ALIGNMENT, mmap.PAGESIZE)))
         return self._slabs[kind]
 
-    def describe(self) -> dict[str, Any]:
-        slabs = {kind: slab.describe() for kind, (slab, _) in self._slabs.items()}
+    def describe(self, cuda: bool) -> dict[str, Any]:
+        """The device for a client's hello; the device slab's IPC handle only if `cuda`."""
+        slabs = {kind: slab.describe() for kind, (slab, _) in self._slabs.items() if kind != "cuda" or cuda}
         return {"name": self.name, "type": self.device.type, "uuid": self.uuid, "slabs": slabs}
 
     def slab_stats(self) -> dict[str, dict[str, int]]:
@@ -125,7 +176,8 @@ class DeviceState:
 
 
 class DecodeService:
-    """The request handlers (each takes a checked message, returns a reply map).
+    """The request handlers (each takes a checked message and its
+    `CallContext`, returns a reply map).
 
     Raises (constructor): what a pool or a slab raises for a device that
     cannot be used (ValueError, CudaUnavailableError, MemoryError, ImportError).
@@ -135,8 +187,11 @@ class DecodeService:
         from framefeed.serve._shm import remove_stale_segments
 
         self.config = config
-        self.roots = AllowedRoots(config.allow_roots)
-        self.book = LeaseBook(config.lease_timeout)
+        self.policy = AccessPolicy.of(config.allow_uids, config.allow_gids)
+        self.roots = AllowedRoots(config.allow_roots, refuse_hard_links=config.refuse_hard_links)
+        self.book = LeaseBook(config.lease_timeout, config.client_bytes, config.client_leases)
+        self.token: bytes | None = None  # the TCP secret (set by the server when it listens on TCP)
+        self.challenges = Challenges()
         remove_stale_segments()
         self.devices: dict[str, DeviceState] = {}
         self.probe: ShmProbe | None = None
@@ -151,11 +206,14 @@ class DecodeService:
         except BaseException:
             self.close()
             raise
+        self.inline = ByteBudget(config.memory_budget)
         self.default_device = next(iter(self.devices))
         cores = os.cpu_count() or 2
+        self._plan_threads = ThreadPoolExecutor(max_workers=max(2, cores), thread_name_prefix="framefeed-serve-plan")
         self._submit_threads = ThreadPoolExecutor(max_workers=32, thread_name_prefix="framefeed-serve-submit")
         self._work_threads = ThreadPoolExecutor(max_workers=max(2, cores), thread_name_prefix="framefeed-serve-copy")
-        self._metadata: collections.OrderedDict[tuple, dict[str, Any]] = collections.OrderedDict()
+        self._metadata: collections.OrderedDict[tuple, tuple[dict[str, Any], list]] = collections.OrderedDict()
+        self.trim = TrimPolicy()
         self.started = time.monotonic()
         self.stopping = False
         self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -164,126 +222,200 @@ class DecodeService:
         self.in_flight = 0
         self._recent: collections.deque[tuple[float, int]] = collections.deque()
 
-    # -- Hello / Heartbeat / Goodbye ------------------------------------------------------------
+    # -- sessions -------------------------------------------------------------------------------
 
-    async def hello(self, message: dict[str, Any]) -> dict[str, Any]:
+    def open_session(self, message: dict[str, Any], peer: Peer) -> Session:
+        """A new session for an authenticated `peer`.
+
+        Raises:
+            ServiceError: another protocol version, or the server is stopping.
+            ServiceBusyError: `max_clients` sessions are open.
+        """
         if message["protocol"] != PROTOCOL_VERSION:
             raise ServiceError(f"protocol version {message['protocol']} is not this server's "
                                f"({PROTOCOL_VERSION}): use the same framefeed version on both sides")
-        session = self.book.open_session(int(message.get("pid", 0)))
+        if self.stopping:
+            raise ServiceError("the server is stopping and takes no new clients")
+        if len(self.book.sessions) >= self.config.max_clients:
+            raise ServiceBusyError(f"busy: the server has {len(self.book.sessions)} clients, its most "
+                                   "(--max-clients); try again later")
+        if peer.kind == "tcp" and isinstance(message.get("pid"), int):
+            peer = dataclasses.replace(peer, pid=int(message["pid"]))
+        return self.book.open_session(peer)
+
+    def unknown_session_text(self) -> str:
+        try:
+            self.book.touch("")
+        except ServiceError as error:
+            return str(error)
+        return "unknown session"
+
+    def _own_user(self, session: Session) -> bool:
+        """Whether the kernel says the session runs as the server's user (Unix socket)."""
+        return session.peer.kind == "unix" and session.peer.uid == os.geteuid()
+
+    def _may_map_shm(self, session: Session) -> bool:
+        # Slab files are the server user's (0600): on TCP the file system decides.
+        return session.peer.kind == "tcp" or self._own_user(session)
+
+    def hello_reply(self, session: Session) -> dict[str, Any]:
+        cuda = self._own_user(session)  # an IPC handle opens the whole device slab, read-write
         return {"ok": True, "session": session.token, "protocol": PROTOCOL_VERSION, "server_pid": os.getpid(),
-                "devices": [d.describe() for d in self.devices.values()], "default_device": self.default_device,
-                "shm_probe": self.probe.describe() if self.probe else None,
+                "server_uid": os.geteuid(),
+                "devices": [d.describe(cuda) for d in self.devices.values()], "default_device": self.default_device,
+                "shm_probe": self.probe.describe() if self.probe and self._may_map_shm(session) else None,
                 "heartbeat_seconds": self.config.heartbeat_seconds,
                 "lease_timeout_seconds": self.config.lease_timeout,
                 "request_timeout_seconds": self.config.request_timeout,
-                "max_request_bytes": self.config.max_request_bytes}
+                "max_request_bytes": self.config.max_request_bytes,
+                "client_memory_bytes": self.book.client_bytes}
 
-    async def heartbeat(self, message: dict[str, Any]) -> dict[str, Any]:
-        session = self.book.touch(message["session"])
-        released = self.book.release(session, message.get("release", []))
+    async def challenge(self, message: dict[str, Any], context: CallContext) -> dict[str, Any]:
+        return {"ok": True, "nonce": self.challenges.issue()}
+
+    async def hello(self, message: dict[str, Any], context: CallContext) -> dict[str, Any]:
+        """Hello on TCP: the client proves it holds the token (see `_auth`).
+
+        Raises:
+            PermissionError: no proof, or a wrong one.
+        """
+        server_proof = b""
+        if self.token is not None:
+            nonce, client_nonce, given = message.get("nonce"), message.get("client_nonce"), message.get("proof")
+            if not (nonce and client_nonce and given) or not self.challenges.redeem(nonce):
+                raise PermissionError("this server takes clients that prove they hold its token: "
+                                      "connect(..., token_file=...)")
+            if not hmac.compare_digest(given, proof(self.token, b"client", nonce, client_nonce)):
+                raise PermissionError("wrong token: the client's token file is not this server's")
+            server_proof = proof(self.token, b"server", nonce, client_nonce)
+        session = self.open_session(message, Peer("tcp"))
+        reply = self.hello_reply(session)
+        reply["server_proof"] = server_proof
+        return reply
+
+    async def heartbeat(self, message: dict[str, Any], context: CallContext) -> dict[str, Any]:
+        released = self.book.release(context.session, message.get("release", []))
         return {"ok": True, "released": released}
 
-    async def goodbye(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def goodbye(self, message: dict[str, Any], context: CallContext) -> dict[str, Any]:
         return {"ok": True, "released": self.book.end_session(message["session"])}
 
-    async def expire_sessions(self) -> list[tuple[int, int]]:
+    def disconnected(self, session: Session) -> tuple[int, int] | None:
+        """The session's authentication connection closed (its process
+        ended): end it; (slots returned, requests it had in progress), or
+        None if it had ended already (said goodbye)."""
+        if session.token not in self.book.sessions:
+            return None
+        requests = session.requests
+        return self.book.end_session(session.token), requests
+
+    async def expire_sessions(self) -> list[tuple[Session, int]]:
         return self.book.expire()
 
     # -- Open -----------------------------------------------------------------------------------
 
-    async def open(self, message: dict[str, Any]) -> dict[str, Any]:
-        self.book.touch(message["session"])
+    async def open(self, message: dict[str, Any], context: CallContext) -> dict[str, Any]:
         self._device(message.get("device"))
-        opened = self.roots.open(message["source"])
+        opened = _open_allowed(self.roots, message["source"], None)
+        context.renames.append((opened.source, opened.requested))
         try:
             metadata = await self._metadata_of(opened, message.get("seek_mode", "exact"),
-                                               message.get("stream_index"))
+                                               message.get("stream_index"), context.warnings)
         finally:
             opened.close()
         return {"ok": True, "metadata": metadata}
 
-    async def _metadata_of(self, opened: OpenedFile, seek_mode: str, stream_index: int | None) -> dict[str, Any]:
-        """The stream's metadata, cached by file identity (path, inode, size, mtime) and options."""
+    async def _metadata_of(self, opened: OpenedFile, seek_mode: str, stream_index: int | None,
+                           warned: list[tuple[type[Warning], str]]) -> dict[str, Any]:
+        """The stream's metadata (and the warnings opening it raised),
+        cached by file identity (path, inode, size, mtime) and options."""
         info = os.fstat(opened.fd)
-        key = (opened.real_path, info.st_ino, info.st_size, info.st_mtime_ns, seek_mode, stream_index)
+        key = (opened.requested, opened.real_path, info.st_ino, info.st_size, info.st_mtime_ns, seek_mode,
+               stream_index)
         cached = self._metadata.get(key)
-        if cached is not None:
-            self._metadata.move_to_end(key)
-            return cached
-        loop = asyncio.get_running_loop()
-        try:
+        if cached is None:
+            caught: list[tuple[type[Warning], str]] = []
+            loop = asyncio.get_running_loop()
             metadata = await loop.run_in_executor(
-                self._work_threads, functools.partial(_read_metadata, opened.source, seek_mode, stream_index))
-        except Exception as error:
-            raise _described(error, opened) from None
-        self._metadata[key] = metadata
-        if len(self._metadata) > 4096:
-            self._metadata.popitem(last=False)
-        return metadata
+                self._plan_threads, functools.partial(_read_metadata, opened, seek_mode, stream_index, caught))
+            cached = self._metadata[key] = (metadata, caught)
+            if len(self._metadata) > 4096:
+                self._metadata.popitem(last=False)
+        self._metadata.move_to_end(key)
+        warned.extend(cached[1])
+        return cached[0]
 
     # -- Decode ---------------------------------------------------------------------------------
 
-    async def decode(self, message: dict[str, Any], call: Any = None) -> dict[str, Any]:
-        """Decode, lease a slot, fill it, answer where it is. `call` is the
-        gRPC call: a lease whose reply never reached the client (the call was
-        cancelled) returns at once instead of at the session's end."""
-        session = self.book.touch(message["session"])
+    async def decode(self, message: dict[str, Any], context: CallContext) -> dict[str, Any]:
+        """Plan, reserve room, decode, fill the slot, answer where it is (see the module docstring)."""
+        session = context.session
+        assert session is not None
         state = self._device(message.get("device"))
         transport = message["transport"]
         if transport == "cuda" and state.device.type != "cuda":
             raise ServiceError(f"transport 'cuda' needs a CUDA device; {state.name} is not one")
+        if transport == "cuda" and not self._own_user(session):
+            raise PermissionError("transport 'cuda' maps the server's whole device slab: only clients running "
+                                  "as the server's user on its Unix socket get it; use transport='inline'")
+        if transport == "shm" and not self._may_map_shm(session):
+            raise PermissionError("transport 'shm' is for clients running as the server's user; use "
+                                  "transport='inline'")
         if self.stopping:
             raise ServiceError("the server is stopping and takes no new requests")
+        if session.requests >= _MAX_REQUESTS_PER_CLIENT:
+            raise ServiceBusyError(f"busy: this client has {session.requests} requests in progress, the most "
+                                   "one client may have; wait for some to finish")
         timeout = min(float(message.get("timeout", self.config.request_timeout)), self.config.request_timeout)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        opened = self.roots.open(message["source"])
+        request = _request_from(message)
+        opened = _open_allowed(self.roots, message["source"], request)
+        context.renames.append((opened.source, opened.requested))
+        session.requests += 1
         self.in_flight += 1
         try:
-            return await self._decode(session, state, transport, opened, message, deadline, timeout, call)
+            return await self._decode(session, state, transport, opened, request, deadline, timeout, context)
         finally:
+            session.requests -= 1
             self.in_flight -= 1
+            self.maybe_trim()
 
     async def _decode(self, session: Session, state: DeviceState, transport: str, opened: OpenedFile,
-                      message: dict[str, Any], deadline: float, timeout: float, call: Any) -> dict[str, Any]:
+                      request: Any, deadline: float, timeout: float, context: CallContext) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        kwargs = {name: message[name] for name in _REQUEST_FIELDS if name in message}
-        if message.get("transforms"):
-            kwargs["transforms"] = transforms_from_wire(message["transforms"])
+        sink = context.warnings
+        video = None
+        lease: Lease | None = None
         try:
-            await self._check_size(state, opened, kwargs, transport)
+            video, work = await loop.run_in_executor(
+                self._plan_threads, functools.partial(_open_and_plan, opened, request, sink))
+            nbytes = _output_bytes(work)
+            slab, allocator = (None, self.inline) if transport == "inline" else state.slab(transport)
+            if work.plan.time_range is not None:
+                # Approximate mode, whole file: only decoding counts its frames, so the header's
+                # estimate (which may be far off) is reserved, at most what is left of the
+                # client's share; the frames are held to the budget again once decoded (`_deliver`).
+                room = max(self.book.client_bytes - session.held_bytes, 1)
+                nbytes = min(nbytes, room, allocator.size)
+            if nbytes:
+                lease = await self.book.reserve(session, slab, allocator, nbytes, max(deadline - loop.time(), 0.0))
+            await loop.run_in_executor(self._plan_threads, functools.partial(_ship, work, video, request, sink))
         except BaseException:
+            if lease is not None:
+                self.book.abandon(lease)
+            raise
+        finally:
+            if video is not None:
+                video.close()
             opened.close()
-            raise
-        abandoned = threading.Event()
-        submit = functools.partial(_submit, state.pool, opened, kwargs, abandoned)
         try:
-            future = await asyncio.wait_for(loop.run_in_executor(self._submit_threads, submit),
-                                            max(deadline - loop.time(), 0.001))
-        except (asyncio.TimeoutError, TimeoutError):
-            abandoned.set()
-            raise ServiceBusyError(f"busy: the decode queue stayed full for {timeout:.1f} s") from None
-        except asyncio.CancelledError:
-            abandoned.set()
-            raise
-        except Exception as error:
-            raise _described(error, opened) from None
-        try:
-            batch = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)),
-                                           max(deadline - loop.time(), 0.001))
-        except (asyncio.TimeoutError, TimeoutError):
-            future.cancel()
-            raise ServiceBusyError(f"busy: the decoders did not finish this request within {timeout:.1f} s "
-                                   f"({self.in_flight} requests in flight)") from None
-        except asyncio.CancelledError:
-            future.cancel()  # the client went away
-            raise
-        except Exception as error:
-            raise _described(error, opened) from None
-        reply = await self._deliver(session, state, transport, batch, deadline)
-        if call is not None and reply.get("lease") is not None:
-            call.add_done_callback(functools.partial(self._undelivered, loop, session, reply["lease"]))
+            batch = await self._run(state, work, request, opened.requested, deadline, timeout, sink)
+            reply = await self._deliver(session, state, transport, slab, allocator, batch, lease, deadline, context)
+            lease = None  # granted, or freed when the reply has gone
+        finally:
+            if lease is not None:
+                self.book.abandon(lease)
         info = batch.info
         if info is not None:
             reply["info"] = {"source": opened.requested, "session": info.session,
@@ -294,82 +426,115 @@ class DecodeService:
         frames = int(batch.pts_seconds.numel())
         self.frames_returned += frames
         self.bytes_returned += batch.data.numel()
+        self.trim.passed(batch.data.numel())
         self._recent.append((time.monotonic(), frames))
         return reply
 
-    async def _check_size(self, state: DeviceState, opened: OpenedFile, kwargs: dict[str, Any],
-                          transport: str) -> None:
-        """Refuse, before anything is decoded, a request whose frames could
-        never fit in the memory budget (inline replies are held to the same
-        size). Short lists of frames skip the check: it needs the stream's
-        metadata, an extra open of a file not seen before."""
-        listed = kwargs.get("indices", kwargs.get("seconds"))
-        if listed is not None and len(listed) <= _UNCHECKED_FRAMES:
-            return
-        metadata = await self._metadata_of(opened, kwargs.get("seek_mode", "exact"), kwargs.get("stream_index"))
-        count = int(metadata.get("num_frames") or 0)
-        if listed is not None:
-            count = len(listed)
-        elif any(kwargs.get(k) is not None for k in ("start", "stop")) or kwargs.get("step", 1) not in (1, None):
-            count = len(range(*slice(kwargs.get("start"), kwargs.get("stop"), kwargs.get("step", 1)).indices(count)))
-        height, width = int(metadata.get("height") or 0), int(metadata.get("width") or 0)
-        if kwargs.get("transforms"):  # each transform sets the size; the last one is the output's
-            height, width = (int(v) for v in kwargs["transforms"][-1].size)
-        nbytes = count * height * width * 3
-        fits = nbytes <= self.config.memory_budget if transport == "inline" \
-            else state.slab(transport)[1].fits_at_all(nbytes)
-        if not fits:
-            raise ServiceError(
-                f"this request's {count} frames take {nbytes} bytes, more than the server's whole memory "
-                f"budget ({self.config.memory_budget} bytes): ask for fewer frames per request or raise "
-                "--memory-budget")
+    async def _run(self, state: DeviceState, work: Any, request: Any, requested: str, deadline: float,
+                   timeout: float, sink: list) -> Any:
+        """The planned request decoded by the device's pool: its batch."""
+        loop = asyncio.get_running_loop()
+        submit = functools.partial(state.pool.submit_plan, work.plan, work.bundle,
+                                   frame_shape=tuple(work.pipeline.input_size), transforms=work.pipeline,
+                                   dimension_order=request.dimension_order, description=requested)
+        _warnings.watch(work.bundle, sink)
+        future = None
+        try:
+            future = await asyncio.wait_for(loop.run_in_executor(self._submit_threads, submit),
+                                            max(deadline - loop.time(), 0.001))
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)),
+                                          max(deadline - loop.time(), 0.001))
+        except (asyncio.TimeoutError, TimeoutError):
+            if future is not None:
+                future.cancel()
+            raise ServiceBusyError(f"busy: the decoders did not finish this request within {timeout:.1f} s "
+                                   f"({self.in_flight} requests in flight)") from None
+        except asyncio.CancelledError:
+            if future is not None:
+                future.cancel()  # the client went away
+            raise
+        except Exception as error:
+            renamed = _method_error(error, request)
+            if renamed is error:
+                raise
+            raise renamed from renamed.__cause__
+        finally:
+            _warnings.unwatch(work.bundle)
 
-    async def _deliver(self, session: Session, state: DeviceState, transport: str, batch: Any,
-                       deadline: float) -> dict[str, Any]:
-        """Where the client finds the frames: a leased slot, or (inline) the bytes themselves."""
+    async def _deliver(self, session: Session, state: DeviceState, transport: str, slab: Any, allocator: Any,
+                       batch: Any, lease: Lease | None, deadline: float, context: CallContext) -> dict[str, Any]:
+        """Where the client finds the frames: the reserved slot, or (inline) the bytes themselves."""
         loop = asyncio.get_running_loop()
         data = batch.data
         reply: dict[str, Any] = {"ok": True, "shape": list(data.shape), "transport": transport,
                                  "pts": batch.pts_seconds.numpy().tobytes(),
                                  "durations": batch.duration_seconds.numpy().tobytes(),
                                  "timestamp_shape": list(batch.pts_seconds.shape)}
-        if transport == "inline":
-            dense, strides = await loop.run_in_executor(self._work_threads, _dense_on_host, data)
-            reply.update(strides=strides, data=dense)
-            return reply
         nbytes = data.numel()
-        if nbytes == 0:
-            reply.update(strides=list(data.stride()), lease=None)
-            return reply
-        slab, allocator = state.slab(transport)
-        lease = await self.book.lease(session, slab, allocator, nbytes, max(deadline - loop.time(), 0.001))
+        if lease is not None and nbytes > lease.nbytes:  # a time range's frame count was the header's estimate
+            self.book.abandon(lease)
+            lease = None
+        if lease is None and nbytes:
+            lease = await self.book.reserve(session, slab, allocator, nbytes, max(deadline - loop.time(), 0.0))
         try:
+            if transport == "inline":
+                dense, strides = await loop.run_in_executor(self._work_threads, _dense_on_host, data)
+                reply.update(strides=strides, data=dense)
+                if lease is not None:  # the reply's bytes count until it has gone
+                    self._free_when_sent(context.call, lease)
+                return reply
+            if nbytes == 0:
+                reply.update(strides=list(data.stride()), lease=None)
+                return reply
+            assert lease is not None
             strides, event = await loop.run_in_executor(self._work_threads, _fill, slab, lease, data)
         except BaseException:
-            self.book.abandon(lease)
+            if lease is not None:
+                self.book.abandon(lease)
             raise
         if event is not None:
             lease.event_index = event[0]
             reply["event"] = {"index": event[0], "handle": event[1]}
         if not self.book.grant(lease):
             raise ServiceError("the session ended while its request was decoded")
+        if context.call is not None:
+            context.call.add_done_callback(functools.partial(self._undelivered, loop, session, lease.id))
         reply.update(strides=strides, lease=lease.id, offset=lease.offset, nbytes=nbytes,
                      slab=slab.describe() if slab.kind == "shm" else {"kind": "cuda"})
         return reply
+
+    def _free_when_sent(self, call: Any, lease: Lease) -> None:
+        if call is None:
+            self.book.abandon(lease)
+            return
+        loop = asyncio.get_running_loop()
+        call.add_done_callback(lambda _: loop.call_soon_threadsafe(self.book.abandon, lease))
 
     def _undelivered(self, loop: asyncio.AbstractEventLoop, session: Session, lease_id: int, call: Any) -> None:
         if call.cancelled():
             loop.call_soon_threadsafe(self.book.release, session, [lease_id])
 
+    # -- memory ---------------------------------------------------------------------------------
+
+    def maybe_trim(self) -> None:
+        """Give freed heap memory back once idle after a burst (`_memory.TrimPolicy`)."""
+        if not self.trim.due(self.in_flight):
+            return
+        self.trim.begin()
+        try:
+            future = self._work_threads.submit(trim_heap)
+        except RuntimeError:  # shutting down
+            self.trim.end()
+            return
+        future.add_done_callback(lambda _: self.trim.end())
+
     # -- Stats ----------------------------------------------------------------------------------
 
-    async def stats(self, message: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def stats(self, message: dict[str, Any], context: CallContext) -> dict[str, Any]:
         return {"ok": True, **self.snapshot()}
 
     def snapshot(self) -> dict[str, Any]:
         """Counters for `Stats` and `/metrics` (safe to call from another thread)."""
-        import dataclasses
-
         now = time.monotonic()
         recent = list(self._recent)
         while self._recent and now - self._recent[0][0] > _RATE_WINDOW_SECONDS:
@@ -382,6 +547,7 @@ class DecodeService:
             pool["pending"] = pool["submitted"] - pool["completed"] - pool["failed"] - pool["cancelled"]
             devices[name] = {"pool": pool, "slabs": state.slab_stats()}
         sessions = list(self.book.sessions.values())
+        resident = _resident()
         return {
             "uptime_seconds": now - self.started,
             "clients": len(sessions),
@@ -395,7 +561,13 @@ class DecodeService:
             "frames_per_second": rate,
             "leases": sum(len(s.leases) for s in sessions),
             "leased_bytes": sum(s["leased_bytes"] for d in devices.values() for s in d["slabs"].values()),
+            "inline_bytes": self.inline.used_bytes,
+            "client_memory_bytes": self.book.client_bytes,
+            "largest_client_bytes": max((s.held_bytes for s in sessions), default=0),
             "memory_budget_bytes": self.config.memory_budget,
+            "heap_trims": self.trim.trims,
+            "resident_bytes": resident.get("rss", 0),
+            "heap_bytes": resident.get("anon", 0),
             "devices": devices,
         }
 
@@ -420,9 +592,127 @@ class DecodeService:
             state.close(clients_may_map=bool(book and book.sessions))
         if getattr(self, "probe", None) is not None:
             self.probe.close()
-        for executor in (getattr(self, "_submit_threads", None), getattr(self, "_work_threads", None)):
+        for name in ("_plan_threads", "_submit_threads", "_work_threads"):
+            executor = getattr(self, name, None)
             if executor is not None:
                 executor.shutdown(wait=False, cancel_futures=True)
+
+
+# -- work on service threads ------------------------------------------------------------------------
+
+
+def _request_from(message: dict[str, Any]) -> Any:
+    """The message as the `DecodeRequest` it stands for (argument errors as `DecodePool.submit` raises them)."""
+    from framefeed.pool import DecodeRequest
+
+    fields = {name: message[name] for name in ("indices", "seconds", "start", "stop", "step", "seek_mode",
+                                               "dimension_order", "stream_index") if name in message}
+    if fields.get("step") is None:
+        fields.pop("step", None)
+    transforms = transforms_from_wire(message["transforms"]) if message.get("transforms") else ()
+    return DecodeRequest(message["source"], transforms=transforms, **fields)
+
+
+@contextlib.contextmanager
+def _as_public(request: Any, *, opening: bool) -> Iterator[None]:
+    """Errors inside become what the pool raises for them (`public_error`:
+    the `VideoDecoder` constructor's while `opening`, else its method's),
+    the original chained as the cause."""
+    from framefeed.pool import DecodeRequest
+    from framefeed.pool._engine import public_error
+
+    try:
+        yield
+    except Exception as error:
+        public = public_error(error, request if request is not None else DecodeRequest(None), opening)
+        if public is error:
+            raise
+        raise public from error
+
+
+def _open_allowed(roots: AllowedRoots, path: str, request: Any) -> OpenedFile:
+    """`roots.open(path)`; a file that is missing or a folder fails as `VideoDecoder(path)` fails."""
+    try:
+        return roots.open(path)
+    except (FileNotFoundError, IsADirectoryError):
+        with _as_public(request, opening=True):
+            raise
+
+
+def _open_video(opened: OpenedFile, seek_mode: str, stream_index: int | None) -> Any:
+    """The stream behind the descriptor, named by the client's path: raises
+    what `VideoDecoder(path)` raises for it."""
+    from framefeed.engine.demux.demuxer import Demuxer
+    from framefeed.engine.opening import open_demuxed
+    from framefeed.engine.source import VideoSource
+    from framefeed.pool._adapter import OpenedVideo
+
+    source = VideoSource("path", repr(opened.requested), opened.source, opened.size)
+    with _as_public(None, opening=True):
+        demuxer = Demuxer(source, stream_index)
+        try:
+            return OpenedVideo(open_demuxed(demuxer, seek_mode, 1))
+        except BaseException:
+            demuxer.close()
+            raise
+
+
+def _open_and_plan(opened: OpenedFile, request: Any, sink: list) -> tuple[Any, Any]:
+    """(the opened video, its `Work`): what a pool's demux thread does before admission."""
+    from framefeed.pool._adapter import plan_work, resolve_pipeline
+
+    with _warnings.capture(sink):
+        video = _open_video(opened, request.seek_mode, request.stream_index)
+        try:
+            with _as_public(request, opening=True):
+                pipeline = resolve_pipeline(video, request)
+            with _as_public(request, opening=False):
+                work = plan_work(video, request, pipeline)
+        except BaseException:
+            video.close()
+            raise
+    return video, work
+
+
+def _output_bytes(work: Any) -> int:
+    """Bytes of the planned request's frames after transforms (uint8 RGB): exact,
+    but for an approximate-mode whole file the header's estimate."""
+    return int(work.count) * int(work.frame_bytes)
+
+
+def _ship(work: Any, video: Any, request: Any, sink: list) -> None:
+    from framefeed.pool._adapter import ship
+
+    with _warnings.capture(sink), _as_public(request, opening=False):
+        ship(work, video)
+
+
+def _method_error(error: Exception, request: Any) -> Exception:
+    """A pool failure as the error of the `VideoDecoder` method the request
+    stands for (a plan submitted ready-made is named `get_all_frames` by the pool)."""
+    from framefeed.pool._engine import public_error
+
+    cause = error.__cause__
+    if isinstance(cause, Exception) and str(error).startswith("VideoDecoder.get_all_frames") \
+            and request.kind != "all":
+        return public_error(cause, request, opening=False)
+    return error
+
+
+def _read_metadata(opened: OpenedFile, seek_mode: str, stream_index: int | None, sink: list) -> dict[str, Any]:
+    with _warnings.capture(sink):
+        video = _open_video(opened, seek_mode, stream_index)
+        try:
+            return metadata_to_wire(video.metadata)
+        finally:
+            video.close()
+
+
+def _resident() -> dict[str, int]:
+    try:
+        return memory_of("self")
+    except OSError:  # no /proc
+        return {}
 
 
 def _nested(counts: collections.Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:
@@ -437,13 +727,6 @@ def _canonical(name: str) -> Any:
         return torch.device(name)
     except (RuntimeError, TypeError):
         return name
-
-
-def _read_metadata(source: str, seek_mode: str, stream_index: int | None) -> dict[str, Any]:
-    from framefeed.decoders import VideoDecoder
-
-    with VideoDecoder(source, seek_mode=seek_mode, stream_index=stream_index, device="cpu") as decoder:
-        return metadata_to_wire(decoder.metadata)
 
 
 def _dense(data: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
@@ -465,7 +748,7 @@ def _dense_on_host(data: torch.Tensor) -> tuple[bytes, list[int]]:
 def _fill(slab: Any, lease: Lease, data: torch.Tensor) -> tuple[list[int], tuple[int, bytes] | None]:
     """Copy `data` into the lease's slot: (strides to view it, the CUDA IPC event or None)."""
     dense, strides = _dense(data)
-    slot = slab.view(lease.offset, lease.nbytes)
+    slot = slab.view(lease.offset, dense.numel())  # the slot may be larger (a time range's estimate)
     if slab.kind == "cuda":
         if not dense.is_cuda:  # a CPU fallback batch in a CUDA pool is uploaded already; be safe
             dense = dense.to(slab.device)
@@ -473,36 +756,3 @@ def _fill(slab: Any, lease: Lease, data: torch.Tensor) -> tuple[list[int], tuple
     slot.view(dense.shape).copy_(dense)
     return strides, None
 
-
-def _submit(pool: Any, opened: OpenedFile, kwargs: dict[str, Any], abandoned: threading.Event) -> Any:
-    """Hand the request to the pool (may block while its queue is full).
-
-    The descriptor is closed by whoever holds it last: here when the request
-    is never submitted, else when the pool's future completes. Never before
-    the pool opened `/proc/self/fd/N`: a descriptor number reused meanwhile
-    would point it at a file nobody checked.
-    """
-    if abandoned.is_set():
-        opened.close()
-        raise asyncio.CancelledError()
-    try:
-        future = pool.submit(opened.source, **kwargs)
-    except BaseException:
-        opened.close()
-        raise
-    future.add_done_callback(lambda _: opened.close())
-    if abandoned.is_set():
-        future.cancel()
-    return future
-
-
-def _described(error: Exception, opened: OpenedFile) -> Exception:
-    """`error` with the server's descriptor path replaced by the client's path."""
-    text = str(error)
-    described = opened.describe(text)
-    if described == text:
-        return error
-    try:
-        return type(error)(described)
-    except Exception:
-        return error

@@ -10,17 +10,34 @@ without copying; the slot returns to the server when that tensor's storage
 is freed (a finalizer on the per-slot numpy array the storage holds) or on
 `batch.release()`.
 
-Names are `framefeed-serve-<pid>-<random>`; a server removes the slabs of
-dead servers of the same user at startup (a SIGKILLed server cannot unlink
-its own). `ShmProbe` lets a client check that it sees the server's
-`/dev/shm` (same host, same IPC namespace) before choosing this transport.
+Ownership: a server holds an exclusive `flock` on each of its slab files
+for as long as it runs; the kernel drops it when the server exits, however
+it exits. At startup a server removes this user's slabs that nobody holds
+locked (left by servers that were SIGKILLed). A lock, unlike a PID test,
+means the same in every PID namespace: a server in a container never takes
+a live host server's slab for a dead one. A slab appears in `/dev/shm`
+already locked and sized (made unnamed with O_TMPFILE, then linked in).
+
+Clients map a slab privately from a read-only descriptor (copy-on-write):
+they read the server's frames without a copy, may even write into their
+own batches, but never change the slab that other clients' frames lie in.
+When a slot returns, the client drops whatever private copies its writes
+made of those pages (`discard`), so the slot's next frames show through.
+Names are `framefeed-serve-<pid>-<tag>-<random>`. The pid decides nothing
+on its own: it only keeps an unlocked slab whose pid runs in this PID
+namespace (a server of an older framefeed, which took no lock). `ShmProbe` lets a client check that it sees
+the server's `/dev/shm` (same host, same IPC namespace) before choosing
+this transport.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import mmap
 import os
 import secrets
+import stat
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -32,10 +49,19 @@ SHM_DIR = "/dev/shm"
 PREFIX = "framefeed-serve-"
 
 
-def _create(name: str, size: int) -> mmap.mmap:
+def _create(name: str, size: int) -> tuple[int, mmap.mmap]:
+    """A locked, fully reserved slab file named `name`: (its descriptor,
+    which holds the lock while open, and its mapping)."""
     path = os.path.join(SHM_DIR, name)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    linked = False
     try:
+        fd = os.open(SHM_DIR, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except (OSError, AttributeError):  # no O_TMPFILE here: create it named and lock it at once (a
+        # cleanup that wins the lock in between makes this start fail loudly, never a live slab vanish)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        linked = True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         try:
             os.posix_fallocate(fd, 0, size)
         except OSError as error:
@@ -45,12 +71,19 @@ def _create(name: str, size: int) -> mmap.mmap:
                 f"{_size_text(free)} free): give a smaller --memory-budget, or in a container "
                 "run with --ipc=host or a larger --shm-size"
             ) from None
-        return mmap.mmap(fd, size)
+        if not linked:  # appears under its name locked and sized
+            folder = os.open(SHM_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:  # a dir_fd makes os.link call linkat(..., AT_SYMLINK_FOLLOW), which follows /proc's link
+                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=folder, follow_symlinks=True)
+            finally:
+                os.close(folder)
+            linked = True
+        return fd, mmap.mmap(fd, size)
     except BaseException:
-        os.unlink(path)
-        raise
-    finally:
+        if linked:
+            _unlink(name)
         os.close(fd)
+        raise
 
 
 def _free_bytes() -> int:
@@ -76,33 +109,57 @@ def _unlink(name: str) -> None:
 
 
 def remove_stale_segments() -> list[str]:
-    """Unlink this user's slabs left by servers that no longer run; their names."""
+    """Unlink this user's slabs that no live server holds locked; their names."""
     removed = []
     try:
         names = os.listdir(SHM_DIR)
     except OSError:
         return removed
     for name in names:
-        if not name.startswith(PREFIX):
-            continue
-        pid_text = name[len(PREFIX):].split("-", 1)[0]
-        if not pid_text.isdigit() or _alive(int(pid_text)):
-            continue
-        try:
-            if os.stat(os.path.join(SHM_DIR, name), follow_symlinks=False).st_uid == os.getuid():
-                _unlink(name)
-                removed.append(name)
-        except OSError:
-            continue
+        if name.startswith(PREFIX) and _remove_if_stale(name):
+            removed.append(name)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def _remove_if_stale(name: str) -> bool:
+    path = os.path.join(SHM_DIR, name)
     try:
-        os.kill(pid, 0)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # EWOULDBLOCK: a live server holds it
+            return False
+        if _named_pid_alive(name):
+            # Unlocked, yet its server's pid runs here: a server of an older framefeed that
+            # took no lock. Only ever a reason to keep a slab, never to remove one.
+            return False
+        try:
+            now = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return False
+        if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
+            return False  # replaced meanwhile: not the file we found unlocked
+        _unlink(name)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _named_pid_alive(name: str) -> bool:
+    pid_text = name[len(PREFIX):].split("-", 1)[0]
+    if not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except OSError:
         return True
     return True
 
@@ -123,7 +180,7 @@ class HostSlab:
     def __init__(self, size: int, tag: str) -> None:
         self.size = size
         self.name = new_name(tag)
-        self._map = _create(self.name, size)
+        self._fd, self._map = _create(self.name, size)
         self.tensor = torch.frombuffer(self._map, dtype=torch.uint8)
 
     def describe(self) -> dict[str, Any]:
@@ -133,8 +190,12 @@ class HostSlab:
         return self.tensor[offset:offset + nbytes]
 
     def close(self) -> None:
-        """Remove the file; mappings (ours, the clients') stay valid until dropped."""
+        """Remove the file and give up its lock; mappings (ours, the clients')
+        stay valid until dropped."""
         _unlink(self.name)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class ShmProbe:
@@ -144,7 +205,7 @@ class ShmProbe:
     def __init__(self) -> None:
         self.name = new_name("probe")
         self.token = secrets.token_bytes(16)
-        mapping = _create(self.name, mmap.PAGESIZE)
+        self._fd, mapping = _create(self.name, mmap.PAGESIZE)
         mapping[:len(self.token)] = self.token
         mapping.close()
 
@@ -153,6 +214,9 @@ class ShmProbe:
 
     def close(self) -> None:
         _unlink(self.name)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def _valid_name(name: Any) -> bool:
@@ -172,19 +236,24 @@ def probe_matches(probe: Any) -> bool:
 
 
 class HostSlabView:
-    """Client side: a server's slab mapped into this process.
+    """Client side: a server's slab mapped privately into this process (see
+    the module docstring).
 
     Raises (constructor):
         OSError: the slab cannot be opened or mapped.
+        PermissionError: the file is not a regular file of `owner` (when given).
         ValueError: not a server slab name.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, owner: int | None = None) -> None:
         if not _valid_name(name):
             raise ValueError(f"not a framefeed slab name: {name!r}")
-        fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(os.path.join(SHM_DIR, name), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
-            self._map = mmap.mmap(fd, os.fstat(fd).st_size)
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or (owner is not None and info.st_uid not in (owner, 0)):
+                raise PermissionError(f"{SHM_DIR}/{name} is not a slab of the server's uid {owner}")
+            self._map = mmap.mmap(fd, info.st_size, access=mmap.ACCESS_COPY)
         finally:
             os.close(fd)
         self.name = name
@@ -193,7 +262,8 @@ class HostSlabView:
     def lease_tensor(self, offset: int, nbytes: int, shape: list[int], strides: list[int],
                      on_free: Callable[[], None]) -> tuple[torch.Tensor, weakref.finalize]:
         """The slot as a uint8 tensor of `shape`/`strides`, and the finalizer
-        that runs `on_free` once no tensor uses the slot (call it to release early).
+        that, once no tensor uses the slot (or when called, to release
+        early), drops this process's private copies of its pages and runs `on_free`.
 
         Raises:
             ValueError: the slot lies outside the slab.
@@ -203,5 +273,21 @@ class HostSlabView:
         # One array per slot: the tensor's storage keeps it alive, so its
         # finalizer runs when the last view of the frames is gone.
         array = np.frombuffer(self._map, dtype=np.uint8, count=nbytes, offset=offset)
-        finalizer = weakref.finalize(array, on_free)
+        finalizer = weakref.finalize(array, self._returned, offset, nbytes, on_free)
         return torch.from_numpy(array).as_strided(shape, strides), finalizer
+
+    def _returned(self, offset: int, nbytes: int, on_free: Callable[[], None]) -> None:
+        try:
+            self.discard(offset, nbytes)
+        finally:
+            on_free()
+
+    def discard(self, offset: int, nbytes: int) -> None:
+        """Drop private copies of the pages of `[offset, offset + nbytes)`
+        (made by writes into a batch): they show the slab again."""
+        page = mmap.PAGESIZE
+        start = offset - offset % page
+        end = min(-(-(offset + nbytes) // page) * page, self.size)
+        if end > start:
+            with contextlib.suppress(ValueError, OSError):  # the mapping is closed: nothing to drop
+                self._map.madvise(mmap.MADV_DONTNEED, start, end - start)

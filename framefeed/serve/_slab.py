@@ -87,3 +87,43 @@ class SlabAllocator:
 
     def largest_free(self) -> int:
         return max(self._free_lengths.values(), default=0)
+
+
+class ByteBudget:
+    """Bytes counted against a cap, with `SlabAllocator`'s interface but no
+    memory behind it: frames sent inside replies (`transport="inline"`)
+    are reserved here until their reply has gone, so they count against the
+    memory budget like frames in a slab."""
+
+    def __init__(self, size: int) -> None:
+        if size <= 0:
+            raise ValueError(f"budget size ({size}) must be > 0")
+        self.size = size
+        self.used_bytes = 0
+        self._used: dict[int, int] = {}
+        self._next = 0
+
+    def rounded(self, nbytes: int) -> int:
+        return max(int(nbytes), 1)
+
+    def fits_at_all(self, nbytes: int) -> bool:
+        return self.rounded(nbytes) <= self.size
+
+    def allocate(self, nbytes: int) -> int | None:
+        length = self.rounded(nbytes)
+        if self.used_bytes + length > self.size:
+            return None
+        self._next += 1
+        self._used[self._next] = length
+        self.used_bytes += length
+        return self._next
+
+    def free(self, key: int) -> None:
+        self.used_bytes -= self._used.pop(key)
+
+    @property
+    def slots(self) -> int:
+        return len(self._used)
+
+    def largest_free(self) -> int:
+        return self.size - self.used_bytes

@@ -36,8 +36,9 @@ class ServerProcess:
     """
 
     def __init__(self, args: Sequence[str], *, start_timeout: float = 120.0, env: dict[str, str] | None = None,
-                 python: str | None = None, nice: int = 0) -> None:
-        command = [python or sys.executable, "-m", "framefeed.cli", "serve", *args]
+                 python: str | None = None, nice: int = 0, wrapper: Sequence[str] = ()) -> None:
+        """`wrapper`: a command the server runs under (e.g. `unshare --pid --fork`)."""
+        command = [*wrapper, python or sys.executable, "-m", "framefeed.cli", "serve", *args]
         preexec = (lambda: os.nice(nice)) if nice else None
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                         env=env, preexec_fn=preexec)
@@ -65,6 +66,8 @@ class ServerProcess:
                                f"{self.process.poll()}): {line!r}\n" + "\n".join(self.stderr_lines[-20:]))
         metrics = re.search(r"metrics: (\S+?)\)", line)
         self._metrics_url = metrics.group(1) if metrics else None
+        token = re.search(r"token: (\S+?)[;)]", line)
+        self.token_file = token.group(1) if token else None
         self.line = line.strip()
         return match.group(1)
 

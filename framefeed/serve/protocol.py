@@ -5,22 +5,35 @@ and reply bodies are msgpack maps (no protobuf, no pickle: the server only
 ever reads maps of strings, numbers, lists and bytes, and never executes
 what a client sends). Methods:
 
-- `Hello`     {protocol, pid} -> {session, devices, heartbeat_seconds, ...}
+- `Challenge` {} -> {nonce}: TCP only, the first half of `Hello`
+- `Hello`     {protocol, pid, nonce, client_nonce, proof} -> {session,
+  server_proof, devices, heartbeat_seconds, ...}: TCP only. On a Unix
+  socket the client says hello on the server's authentication socket
+  instead (`<socket>.auth`, framed msgpack, see `_auth`), where the kernel
+  tells the server who it is (SO_PEERCRED).
 - `Heartbeat` {session, release: [lease ids]} -> {}: keeps the session's
   leases alive and returns the given ones
 - `Open`      {session, device, source, seek_mode, stream_index} -> {metadata}
 - `Decode`    {session, device, source, <what>, seek_mode, dimension_order,
   stream_index, transport} -> a lease: where the frames lie, their shape and
   strides, pts, durations, how they were decoded
-- `Stats`     {} -> the server's counters
+- `Stats`     {session} -> the server's counters
 - `Goodbye`   {session} -> {}: the session ends, its leases return
 
-A reply is `{"ok": True, ...}` or `{"ok": False, "error": {"type", "message"}}`
-for a request the server understood but could not serve (the client raises
-the matching exception). A body that is not such a map, or has unknown or
-mistyped fields, is refused with gRPC status INVALID_ARGUMENT; a body larger
-than the server's limit with RESOURCE_EXHAUSTED (gRPC enforces it). Neither
-affects the connection.
+Every method but `Challenge` and `Hello` names a session, and the session
+token (random, 128 bits, known only to the client that said hello) is the
+credential: a call without a live session is refused with gRPC status
+UNAUTHENTICATED before any work.
+
+A reply is `{"ok": True, ...}` or `{"ok": False, "error": {...}}` for a
+request the server understood but could not serve; the client raises the
+exception `VideoDecoder` or `DecodePool` would raise in-process (same type,
+same message), with the server-side causes chained as `RemoteCause`s.
+Warnings raised while serving a request travel in its reply (`warnings`)
+and are raised again in the client. A body that is not such a map, or has
+unknown or mistyped fields, is refused with gRPC status INVALID_ARGUMENT; a
+body larger than the server's limit with RESOURCE_EXHAUSTED (gRPC enforces
+it). Neither affects the connection.
 
 Errors the client raises beyond the decoder's own (`ServiceError` and kin)
 are defined here so both sides name them the same.
@@ -28,21 +41,26 @@ are defined here so both sides name them the same.
 
 from __future__ import annotations
 
+import builtins
 import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 SERVICE = "framefeed.Decode"
-METHODS = ("Hello", "Heartbeat", "Open", "Decode", "Stats", "Goodbye")
+METHODS = ("Challenge", "Hello", "Heartbeat", "Open", "Decode", "Stats", "Goodbye")
 
 # Limits a well-formed request stays far below (the server also caps the body size).
 MAX_PATH_CHARS = 4096
 MAX_TARGETS = 1 << 20
 DEFAULT_MAX_REQUEST_BYTES = 4 << 20
+MAX_MESSAGE_CHARS = 8192  # an error or warning text sent to a client
+MAX_CAUSES = 8
+MAX_WARNINGS = 32
 
 TRANSPORTS = ("cuda", "shm", "inline")
 
@@ -70,7 +88,15 @@ class ProtocolError(ValueError):
     """A malformed message (server side: answered with INVALID_ARGUMENT)."""
 
 
+class RemoteCause(Exception):
+    """What led, inside the server, to the exception a client call raised:
+    the server-side exception's type and message, as text (its traceback
+    stays in the server). Chained as that exception's `__cause__`."""
+
+
 def _error_types() -> dict[str, type[BaseException]]:
+    """The exception types a reply may name, beyond the builtin ones."""
+    from framefeed.engine.packets import MissingPacketsError
     from framefeed.errors import (
         CudaUnavailableError,
         DecodingError,
@@ -78,31 +104,137 @@ def _error_types() -> dict[str, type[BaseException]]:
         VideoFileNotFoundError,
         VideoOpenError,
     )
+    from framefeed.pool import PoolClosedError
 
     types: list[type[BaseException]] = [
-        IndexError, ValueError, TypeError, FileNotFoundError, PermissionError, RuntimeError,
         FrameTimeOutOfRangeError, VideoOpenError, VideoFileNotFoundError, DecodingError, CudaUnavailableError,
-        ServiceError, ServiceBusyError,
+        MissingPacketsError, PoolClosedError, ServiceError, ServiceBusyError, ServiceConnectionError, ProtocolError,
     ]
     return {t.__name__: t for t in types}
 
 
-def error_reply(error: BaseException) -> dict[str, Any]:
-    """The reply for a request that failed with `error`, named by the most
-    specific type in its class hierarchy that the client knows (a pool's
-    `PoolClosedError` travels as a RuntimeError)."""
-    known = _error_types()
-    name = next((cls.__name__ for cls in type(error).__mro__ if known.get(cls.__name__) is cls), "ServiceError")
-    return {"ok": False, "error": {"type": name, "message": str(error)}}
+def _known_type(name: str) -> type[BaseException] | None:
+    known = _error_types().get(name)
+    if known is not None:
+        return known
+    builtin = getattr(builtins, name, None)
+    if isinstance(builtin, type) and issubclass(builtin, Exception) and not issubclass(builtin, Warning):
+        return builtin
+    return None
 
 
-def raise_error(reply: Mapping[str, Any]) -> None:
-    """Raise what an error reply describes: the exception type the decoder or
-    the service would raise, `ServiceError` for a name it does not know."""
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS - 3] + "..."
+
+
+def _qualified(error: BaseException) -> str:
+    kind = type(error)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _renamed(text: str, renames: Sequence[tuple[str, str]]) -> str:
+    for internal, shown in renames:  # "/proc/self/fd/7" but not "/proc/self/fd/71"
+        text = re.sub(re.escape(repr(internal)) + "|" + re.escape(internal) + r"(?!\d)",
+                      lambda match, shown=shown: repr(shown) if match.group(0)[0] in "'\"" else shown, text)
+    return text
+
+
+def describe_error(error: BaseException, renames: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """`error` as plain data: named by the most specific type in its class
+    hierarchy the client knows (a builtin or framefeed's own), its message,
+    an OSError's (errno, strerror, filename) so the client rebuilds it
+    exactly, and the chain of its causes as (type, message) text. Each
+    `(internal, shown)` of `renames` names a path the server opened
+    (`/proc/self/fd/N`) by the path the client gave."""
+    name = next((cls.__name__ for cls in type(error).__mro__ if _known_type(cls.__name__) is cls), "ServiceError")
+    wire: dict[str, Any] = {"type": name, "message": _clip(_renamed(str(error), renames))}
+    if isinstance(error, OSError) and error.errno is not None and isinstance(error.strerror, str):
+        filename = error.filename if isinstance(error.filename, str) else None
+        wire["os"] = [int(error.errno), _clip(error.strerror), filename]
+    causes = []
+    cause = _next_cause(error)
+    while cause is not None and len(causes) < MAX_CAUSES:
+        causes.append({"type": _qualified(cause), "message": _clip(_renamed(str(cause), renames))})
+        cause = _next_cause(cause)
+    if causes:
+        wire["causes"] = causes
+    return wire
+
+
+def _next_cause(error: BaseException) -> BaseException | None:
+    if error.__cause__ is not None:
+        return error.__cause__
+    return None if error.__suppress_context__ else error.__context__
+
+
+def error_reply(error: BaseException, renames: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """The reply for a request that failed with `error` (see `describe_error`)."""
+    return {"ok": False, "error": describe_error(error, renames)}
+
+
+def error_from_reply(reply: Mapping[str, Any]) -> BaseException:
+    """The exception an error reply describes: the type the decoder or the
+    service raised, with its message (an OSError rebuilt from its errno,
+    strerror and filename), its server-side causes chained as
+    `RemoteCause`s; `ServiceError` for a type this side does not know."""
     error = reply.get("error")
     error = error if isinstance(error, dict) else {}
     name, message = str(error.get("type", "ServiceError")), str(error.get("message", "unknown error"))
-    raise _error_types().get(name, ServiceError)(message)
+    kind = _known_type(name) or ServiceError
+    made: BaseException | None = None
+    details = error.get("os")
+    if issubclass(kind, OSError) and isinstance(details, list) and len(details) == 3:
+        errno_, strerror, filename = details
+        try:
+            made = kind(int(errno_), str(strerror), filename) if filename is not None else kind(int(errno_), str(strerror))
+        except Exception:
+            made = None
+        if made is not None and str(made) != message:
+            made = None
+    if made is None:
+        try:
+            made = kind(message)
+        except Exception:
+            made = ServiceError(f"{name}: {message}")
+    chained: BaseException = made
+    causes = error.get("causes")
+    for cause in causes if isinstance(causes, list) else []:
+        if not isinstance(cause, dict):
+            break
+        remote = RemoteCause(f"{cause.get('type', '?')}: {cause.get('message', '')}")
+        chained.__cause__ = remote
+        chained = remote
+    return made
+
+
+def raise_error(reply: Mapping[str, Any]) -> None:
+    """Raise what an error reply describes (`error_from_reply`)."""
+    raise error_from_reply(reply)
+
+
+def warnings_to_wire(caught: list[tuple[type[Warning], str]]) -> list[dict[str, str]]:
+    """Warnings as plain data, at most `MAX_WARNINGS`, duplicates dropped."""
+    wire: list[dict[str, str]] = []
+    for category, message in caught:
+        item = {"category": category.__name__, "message": _clip(message)}
+        if item not in wire:
+            wire.append(item)
+        if len(wire) >= MAX_WARNINGS:
+            break
+    return wire
+
+
+def warnings_from_wire(wire: Any) -> list[tuple[type[Warning], str]]:
+    """(category, message) pairs; a category this side does not know is a UserWarning."""
+    result = []
+    for item in wire if isinstance(wire, list) else []:
+        if not isinstance(item, dict):
+            continue
+        category = getattr(builtins, str(item.get("category", "")), None)
+        if not (isinstance(category, type) and issubclass(category, Warning)):
+            category = UserWarning
+        result.append((category, str(item.get("message", ""))))
+    return result[:MAX_WARNINGS]
 
 
 # -- encoding -------------------------------------------------------------------------------
@@ -142,8 +274,15 @@ def _is_number(value: Any) -> bool:
     return (_is_int(value) or isinstance(value, float)) and not (isinstance(value, float) and math.isnan(value))
 
 
+def _is_nonce(value: Any) -> bool:
+    return isinstance(value, bytes) and 16 <= len(value) <= 64
+
+
 _CHECKS: dict[str, tuple[str, Any]] = {
     "protocol": ("an int", _is_int),
+    "nonce": ("16 to 64 bytes", _is_nonce),
+    "client_nonce": ("16 to 64 bytes", _is_nonce),
+    "proof": ("16 to 64 bytes", _is_nonce),
     "pid": ("an int", _is_int),
     "session": ("a str", lambda v: isinstance(v, str) and len(v) <= 64),
     "device": ("a str", lambda v: isinstance(v, str) and len(v) <= 32),
@@ -176,14 +315,15 @@ def _is_transform(value: Any) -> bool:
 
 # Fields each method takes, and which of them it requires.
 FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "Hello": (frozenset({"protocol", "pid"}), frozenset({"protocol"})),
+    "Challenge": (frozenset(), frozenset()),
+    "Hello": (frozenset({"protocol", "pid", "nonce", "client_nonce", "proof"}), frozenset({"protocol"})),
     "Heartbeat": (frozenset({"session", "release"}), frozenset({"session"})),
     "Open": (frozenset({"session", "device", "source", "seek_mode", "stream_index"}),
              frozenset({"session", "source"})),
     "Decode": (frozenset({"session", "device", "source", "indices", "seconds", "start", "stop", "step",
                           "seek_mode", "dimension_order", "stream_index", "transforms", "transport", "timeout"}),
                frozenset({"session", "source", "transport"})),
-    "Stats": (frozenset(), frozenset()),
+    "Stats": (frozenset({"session"}), frozenset({"session"})),
     "Goodbye": (frozenset({"session"}), frozenset({"session"})),
 }
 
@@ -310,4 +450,15 @@ def parse_address(text: str | os.PathLike[str]) -> Address:
 
 def default_socket_path() -> str:
     """`$FRAMEFEED_SOCKET`, else `/tmp/framefeed-<uid>/serve.sock` (its folder is owner-only)."""
-    return os.environ.get("FRAMEFEED_SOCKET") or os.path.join(f"/tmp/framefeed-{os.getuid()}", "serve.sock")
+    return os.environ.get("FRAMEFEED_SOCKET") or os.path.join(f"/tmp/framefeed-{os.geteuid()}", "serve.sock")
+
+
+def default_token_file() -> str:
+    """`$FRAMEFEED_TOKEN_FILE`, else `serve.token` beside the default socket
+    (`/tmp/framefeed-<uid>/serve.token`): the TCP secret of this user's server."""
+    return os.environ.get("FRAMEFEED_TOKEN_FILE") or os.path.join(f"/tmp/framefeed-{os.geteuid()}", "serve.token")
+
+
+def auth_socket_path(socket_path: str) -> str:
+    """The authentication socket beside a server's gRPC socket."""
+    return socket_path + ".auth"
