@@ -184,3 +184,45 @@ def test_deliberate_chains_of_damaged_input_stay_clean():
     suppressed = DecodingError("x")
     suppressed.__context__, suppressed.__suppress_context__ = KeyError("k"), True  # raise ... from None
     assert fuzz_runner._classify_error(library, suppressed) == "clean_error"
+
+
+# -- the rules on returned frames (issue: size changes, contradictory header timing) ---------
+
+
+def _report(frame_size, calls):
+    return {"frame_size": frame_size, "calls": calls}
+
+
+def test_a_frame_of_another_size_returned_in_a_slot_of_the_streams_is_wrong(tmp_path):
+    from framefeed.samples import encode_size_changes
+
+    spliced = encode_size_changes(tmp_path / "sizes.webm", "libvpx-vp9", [(64, 48, 3), (96, 64, 3)],
+                                  {"deadline": "realtime", "cpu-used": "8", "g": "3"})
+    # The fourth frame (0.12 s) decodes at 96x64; a 64x48 stream returning it is wrong.
+    wrong = fuzz_runner._wrong_frames(_report([48, 64], [{"call": "get_frame_at", "arg": 3, "ok": True,
+                                                          "pts": [0.12]}]), str(spliced))
+    assert "decodes at 96x64" in wrong
+    fine = fuzz_runner._wrong_frames(_report([48, 64], [{"call": "get_frame_at", "arg": 1, "ok": True,
+                                                         "pts": [0.04]}]), str(spliced))
+    assert fine == ""
+
+
+def test_the_same_frame_for_the_first_and_last_index_is_wrong():
+    path = str(corpus.BY_NAME["h264_bframes_long_gop.mp4"].path)
+    calls = [{"call": "get_frame_at", "arg": 0, "ok": True, "pts": [0.0]},
+             {"call": "get_frame_at", "arg": 199, "ok": True, "pts": [0.0]}]
+    assert "both returned the frame at 0.000000 s" in fuzz_runner._wrong_frames(_report([240, 320], calls), path)
+    calls[1]["pts"] = [7.96]
+    assert fuzz_runner._wrong_frames(_report([240, 320], calls), path) == ""
+
+
+def test_the_new_mutation_kinds_apply_where_they_can_and_reach_the_ci_subset():
+    from framefeed.testing.fuzz_inputs import APPLIES_TO, applies
+
+    cases = generate_cases(CI_CASES, seed=2024, include_campaign_seeds=False)
+    for kind in ("edit_list", "timescale", "ebml_value", "size_splice"):
+        chosen = [c for c in cases if c.mutation == kind]
+        assert len(chosen) >= 8, kind
+        assert all(applies(kind, c.seed) for c in chosen)
+    assert {c.seed.rsplit(".", 1)[1] for c in cases if c.mutation == "ebml_value"} <= {"mkv", "webm"}
+    assert set(APPLIES_TO["edit_list"]) == {".mp4", ".mov"}

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from framefeed.testing.fuzz_inputs import FuzzCase
-from framefeed.testing.fuzz_runner import OUTCOMES, RunRequest, Zygote
+from framefeed.testing.fuzz_runner import FAILING_OUTCOMES, OUTCOMES, RunRequest, Zygote
 
 SOURCES = ("path", "bytes")
 SEEK_MODES = ("exact", "approximate")
 # Outcomes that fail the harness (for framefeed).
-FAILURES = ("undocumented", "memory", "crash", "hang")
+FAILURES = FAILING_OUTCOMES
 
 
 @dataclass

@@ -18,6 +18,12 @@ costs milliseconds, not an interpreter start), under an address-space cap
   internal error (a KeyError, IndexError, AttributeError, RuntimeError, ...
   that `framefeed.errors.public_api` turned into a documented type): the
   caller sees a clean error, but a bug is underneath (see `wrapped_internal`);
+- `wrong_frame`: a call returned a frame the file contradicts, judged by
+  PyAV's own sequential decode of the input: a picture PyAV decodes at
+  another size than the stream's (a frame-size change must raise, never fill
+  a slot of the stream's size), or the same frame for the first and the last
+  index of a stream PyAV decodes at least three distinct frames of (a header
+  whose timing contradicts its packets; see `_wrong_frames`);
 - `undocumented`: any other exception type;
 - `memory`: resident memory grown past the run's budget, or a Python-level
   MemoryError anywhere in the exception chain (FFmpeg refusing an allocation
@@ -45,9 +51,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-OUTCOMES = ("ok", "clean_error", "wrapped_internal", "undocumented", "memory", "crash", "hang")
+OUTCOMES = ("ok", "clean_error", "wrapped_internal", "wrong_frame", "undocumented", "memory", "crash", "hang")
 # The outcomes that fail the harness (the CI subset, the campaign's exit status).
-FAILING_OUTCOMES = ("wrapped_internal", "undocumented", "memory", "crash", "hang")
+FAILING_OUTCOMES = ("wrapped_internal", "wrong_frame", "undocumented", "memory", "crash", "hang")
 # Worst first: a run's outcome is the worst over its open and its calls.
 _SEVERITY = {name: rank for rank, name in enumerate(reversed(OUTCOMES))}
 # What damaged input legitimately raises underneath a documented error (besides
@@ -139,7 +145,8 @@ def _plan_calls(num_frames: int, begin: float | None, end: float | None, rng_see
 
 
 def _make_call(library: _Library, decoder: Any, name: str, arg: Any) -> tuple[list[float], list[float]]:
-    """Run one call; returns the pts (seconds) and mean pixel value of each frame."""
+    """Run one call; returns the pts (seconds) and mean pixel value of each frame
+    (the frames' `(height, width)` are recorded by `_exercise`)."""
     import torch
 
     if name == "getitem":
@@ -267,6 +274,8 @@ def _exercise(library: _Library, request: RunRequest) -> dict[str, Any]:
         report["ffmpeg_refused_memory"] = _ffmpeg_refused_memory(error)
         decoder = None
     if decoder is not None:
+        turned = round((getattr(meta, "rotation", None) or 0) / 90) % 2 == 1  # PyAV's pictures are not turned
+        report["frame_size"] = [meta.width, meta.height] if turned else [meta.height, meta.width]
         for name, arg in _plan_calls(num_frames, begin, end, request.rng_seed):
             started = time.perf_counter()
             call: dict[str, Any] = {"call": name, "arg": arg}
@@ -281,9 +290,56 @@ def _exercise(library: _Library, request: RunRequest) -> dict[str, Any]:
             call["seconds"] = round(time.perf_counter() - started, 4)
             report["calls"].append(call)
     report["rss_growth_mb"] = round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start_rss) / 1024, 1)
+    wrong = _wrong_frames(report, source) if decoder is not None else ""
+    if wrong:
+        worst("wrong_frame", wrong)
     if report["rss_growth_mb"] > request.rss_budget_mb:
         worst("memory", f"resident memory grew {report['rss_growth_mb']} MB (budget {request.rss_budget_mb} MB)")
     return report
+
+
+def _pyav_pictures(source: Any) -> dict[float, tuple[int, int]] | None:
+    """What PyAV's plain sequential decode of the input shows: `(height,
+    width)` of the picture at each pts in seconds (rounded to 1 us); None when
+    PyAV cannot decode it (nothing to judge against)."""
+    import io
+
+    import av
+
+    pictures: dict[float, tuple[int, int]] = {}
+    try:
+        with av.open(io.BytesIO(source) if isinstance(source, bytes) else source) as container:
+            for frame in container.decode(video=0):
+                if frame.pts is not None and frame.time_base is not None:
+                    pictures.setdefault(round(float(frame.pts * frame.time_base), 6), (frame.height, frame.width))
+    except Exception:  # damaged beyond PyAV too: no verdict
+        return pictures or None
+    return pictures or None
+
+
+def _wrong_frames(report: dict[str, Any], source: Any) -> str:
+    """The two rules a returned frame must keep (see `wrong_frame` in the
+    module docstring); "" when they hold or cannot be judged."""
+    returned = [(call["call"], pts) for call in report["calls"] if call.get("ok") for pts in call["pts"]
+                if pts is not None]
+    if not returned:
+        return ""
+    pictures = _pyav_pictures(source)
+    if pictures is None:
+        return ""
+    height, width = report["frame_size"]
+    for name, pts in returned:
+        size = pictures.get(round(pts, 6))
+        if size is not None and size != (height, width):
+            return (f"{name} returned the frame at {pts:.6f} s as {width}x{height}, the stream's size, "
+                    f"but it decodes at {size[1]}x{size[0]}")
+    ends = {call["arg"]: call["pts"][0] for call in report["calls"]
+            if call.get("ok") and call["call"] == "get_frame_at" and call["pts"][0] is not None}
+    distinct = len(pictures)
+    if len(ends) == 2 and distinct >= 3 and len({round(p, 6) for p in ends.values()}) == 1:
+        return (f"the first and the last index both returned the frame at {next(iter(ends.values())):.6f} s "
+                f"of a stream PyAV decodes {distinct} distinct frames of")
+    return ""
 
 
 # -- the zygote: imports once, forks per run -------------------------------------------------
