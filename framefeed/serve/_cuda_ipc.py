@@ -161,12 +161,13 @@ class DeviceSlabView:
         cached[1].wait(stream)
 
     def lease_tensor(self, offset: int, nbytes: int, shape: list[int], strides: list[int],
-                     on_free: Callable[[], None]) -> tuple[torch.Tensor, weakref.finalize]:
+                     on_free: Callable[[], None], dtype: torch.dtype = torch.uint8,
+                     ) -> tuple[torch.Tensor, weakref.finalize]:
         if not (0 <= offset and nbytes >= 0 and offset + nbytes <= self.size):
             raise ValueError(f"slot [{offset}, {offset + nbytes}) outside the slab of {self.size} bytes")
         memory = _DeviceMemory(self._pointer + offset, nbytes)
         finalizer = weakref.finalize(memory, on_free)
-        return torch.as_tensor(memory, device=self.device).as_strided(shape, strides), finalizer
+        return torch.as_tensor(memory, device=self.device).view(dtype).as_strided(shape, strides), finalizer
 
 
 def client_device_for(uuid: str | None) -> torch.device | None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from framefeed import _arguments as args
 from framefeed.serve._leases import Lease, LeaseBook, Session
 from framefeed.serve._paths import AllowedRoots, OpenedFile
 from framefeed.serve._shm import HostSlab, ShmProbe
@@ -35,6 +36,7 @@ from framefeed.serve.protocol import (
 )
 
 _REQUEST_FIELDS = ("indices", "seconds", "start", "stop", "step", "seek_mode", "dimension_order", "stream_index")
+_FRAME_DTYPES = {torch.uint8: "uint8", torch.float32: "float32"}
 _RATE_WINDOW_SECONDS = 10.0
 _UNCHECKED_FRAMES = 32  # requests listing at most this many frames are sized after decoding
 
@@ -248,6 +250,8 @@ class DecodeService:
         kwargs = {name: message[name] for name in _REQUEST_FIELDS if name in message}
         if message.get("transforms"):
             kwargs["transforms"] = transforms_from_wire(message["transforms"])
+        if "output_dtype" in message:
+            kwargs["output_dtype"] = args.output_dtype_from_name(message["output_dtype"])
         try:
             await self._check_size(state, opened, kwargs, transport)
         except BaseException:
@@ -290,7 +294,7 @@ class DecodeService:
                              "decoder_reused": info.decoder_reused, "frames_decoded": info.frames_decoded}
         frames = int(batch.pts_seconds.numel())
         self.frames_returned += frames
-        self.bytes_returned += batch.data.numel()
+        self.bytes_returned += batch.data.numel() * batch.data.element_size()
         self._recent.append((time.monotonic(), frames))
         return reply
 
@@ -312,7 +316,8 @@ class DecodeService:
         height, width = int(metadata.get("height") or 0), int(metadata.get("width") or 0)
         if kwargs.get("transforms"):  # each transform sets the size; the last one is the output's
             height, width = (int(v) for v in kwargs["transforms"][-1].size)
-        nbytes = count * height * width * 3
+        dtype = args.resolve_output_dtype(kwargs.get("output_dtype", torch.uint8), metadata.get("pixel_format"))
+        nbytes = count * height * width * 3 * dtype.itemsize
         fits = nbytes <= self.config.memory_budget if transport == "inline" \
             else state.slab(transport)[1].fits_at_all(nbytes)
         if not fits:
@@ -326,7 +331,8 @@ class DecodeService:
         """Where the client finds the frames: a leased slot, or (inline) the bytes themselves."""
         loop = asyncio.get_running_loop()
         data = batch.data
-        reply: dict[str, Any] = {"ok": True, "shape": list(data.shape), "transport": transport,
+        reply: dict[str, Any] = {"ok": True, "shape": list(data.shape), "dtype": _FRAME_DTYPES[data.dtype],
+                                 "transport": transport,
                                  "pts": batch.pts_seconds.numpy().tobytes(),
                                  "durations": batch.duration_seconds.numpy().tobytes(),
                                  "timestamp_shape": list(batch.pts_seconds.shape)}
@@ -334,7 +340,7 @@ class DecodeService:
             dense, strides = await loop.run_in_executor(self._work_threads, _dense_on_host, data)
             reply.update(strides=strides, data=dense)
             return reply
-        nbytes = data.numel()
+        nbytes = data.numel() * data.element_size()
         if nbytes == 0:
             reply.update(strides=list(data.stride()), lease=None)
             return reply
@@ -460,7 +466,7 @@ def _dense_on_host(data: torch.Tensor) -> tuple[bytes, list[int]]:
 def _fill(slab: Any, lease: Lease, data: torch.Tensor) -> tuple[list[int], tuple[int, bytes] | None]:
     """Copy `data` into the lease's slot: (strides to view it, the CUDA IPC event or None)."""
     dense, strides = _dense(data)
-    slot = slab.view(lease.offset, lease.nbytes)
+    slot = slab.view(lease.offset, lease.nbytes).view(dense.dtype)  # slots are 4096-byte aligned
     if slab.kind == "cuda":
         if not dense.is_cuda:  # a CPU fallback batch in a CUDA pool is uploaded already; be safe
             dense = dense.to(slab.device)

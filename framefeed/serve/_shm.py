@@ -191,9 +191,11 @@ class HostSlabView:
         self.size = len(self._map)
 
     def lease_tensor(self, offset: int, nbytes: int, shape: list[int], strides: list[int],
-                     on_free: Callable[[], None]) -> tuple[torch.Tensor, weakref.finalize]:
-        """The slot as a uint8 tensor of `shape`/`strides`, and the finalizer
-        that runs `on_free` once no tensor uses the slot (call it to release early).
+                     on_free: Callable[[], None], dtype: torch.dtype = torch.uint8,
+                     ) -> tuple[torch.Tensor, weakref.finalize]:
+        """The slot as a tensor of `dtype` (uint8 or float32) and `shape`/`strides`
+        (in elements), and the finalizer that runs `on_free` once no tensor
+        uses the slot (call it to release early).
 
         Raises:
             ValueError: the slot lies outside the slab.
@@ -204,4 +206,4 @@ class HostSlabView:
         # finalizer runs when the last view of the frames is gone.
         array = np.frombuffer(self._map, dtype=np.uint8, count=nbytes, offset=offset)
         finalizer = weakref.finalize(array, on_free)
-        return torch.from_numpy(array).as_strided(shape, strides), finalizer
+        return torch.from_numpy(array).view(dtype).as_strided(shape, strides), finalizer
