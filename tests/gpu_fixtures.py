@@ -222,10 +222,11 @@ class ReferenceConverter:
     def write(self, planes: tuple[Any, Any, Any], dst: Any) -> None:
         import torch
 
-        from framefeed.engine.backends.gpu_decode.colour import reference_rgb
+        from framefeed.engine.backends.gpu_decode.colour import reference_rgb, reference_rgb_float
         from framefeed.engine.backends.gpu_decode.resampling import reference_resampled
 
-        rgb = torch.rot90(reference_rgb(*planes, self._spec), self._turns, dims=(0, 1))
+        convert = reference_rgb_float if dst.dtype == torch.float32 else reference_rgb
+        rgb = torch.rot90(convert(*planes, self._spec), self._turns, dims=(0, 1))
         if self._resampling is not None:
             rgb = reference_resampled(rgb.contiguous(), self._resampling)
         dst.copy_(rgb)

@@ -65,8 +65,9 @@ class SurfaceConverter(Protocol):
         """An owned copy of those planes that survives later Decode calls."""
 
     def write(self, planes: Any, dst: torch.Tensor) -> None:
-        """Convert into `dst`, an `(H, W, 3)` uint8 view (after rotation and
-        the converter's transforms, if it was given any)."""
+        """Convert into `dst`, an `(H, W, 3)` uint8 or float32 (values in
+        [0, 1]) view (after rotation and the converter's transforms, if it
+        was given any)."""
 
 
 class NvdecFrame:
@@ -208,8 +209,8 @@ class NvdecBackend:
         return kept
 
     def write_rgb(self, frame: NvdecFrame, dst: torch.Tensor) -> None:
-        """Convert `frame` into `dst`, an `(H, W, 3)` uint8 view on the output
-        device (transformed by `applied_transforms` when set)."""
+        """Convert `frame` into `dst`, an `(H, W, 3)` uint8 or float32 view on
+        the output device (transformed by `applied_transforms` when set)."""
         planes = frame.owned if frame.owned is not None else self._planes(frame)
         self._converter.write(planes, dst)
 
@@ -362,8 +363,8 @@ class CudaSurfaceConverter:
     def write(self, planes: SurfacePlanes | OwnedSurface, dst: torch.Tensor) -> None:
         if isinstance(planes, OwnedSurface):
             planes = planes.planes
-        if dst.device != self._device or dst.dtype != torch.uint8:
-            raise ValueError(f"destination must be uint8 on {self._device}, got {dst.dtype} on {dst.device}")
+        if dst.device != self._device or dst.dtype not in (torch.uint8, torch.float32):
+            raise ValueError(f"destination must be uint8 or float32 on {self._device}, got {dst.dtype} on {dst.device}")
         layout = (tuple(dst.shape), tuple(dst.stride()))
         walk = self._walks.get(layout)
         if walk is None:
@@ -378,7 +379,7 @@ class CudaSurfaceConverter:
         producer = self._after_producer(planes)
         launch_yuv_to_rgb(planes, dst.data_ptr(), walk, self._coefficients, self._sample_shift,
                           self._spec.chroma_shift_x, self._spec.chroma_shift_y, self._device.index,
-                          self._cupy_stream, self._tables)
+                          self._cupy_stream, self._tables, float_output=dst.dtype == torch.float32)
         self._before_producer_reuse(producer)
         if consumer != self._stream:
             consumer.wait_stream(self._stream)
