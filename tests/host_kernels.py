@@ -120,6 +120,8 @@ def run_on_host(library: ctypes.CDLL, planes: Any, dst: Any, walk: Any, coeffici
     """Launch the kernel the GPU would run for these planes into `dst` (a CPU
     uint8 tensor view, or float32 for the float-output kernels); with `tables`
     (`kernels.ResampleTables` over CPU tensors), the resampled kernel."""
+    import torch
+
     from framefeed.engine.backends.gpu_decode.kernels import (
         generic_path_arguments,
         kernel_arguments,
@@ -127,8 +129,6 @@ def run_on_host(library: ctypes.CDLL, planes: Any, dst: Any, walk: Any, coeffici
         launch_grid,
         resampled_arguments,
     )
-
-    import torch
 
     float_output = dst.dtype == torch.float32
     generic = coefficients.table is not None and not float_output
