@@ -52,6 +52,26 @@ class DecodingError(RuntimeError):
     """
 
 
+class FrameSizeChangedError(DecodingError):
+    """A decoded frame's size differs from the stream's: its frame size changed
+    mid-stream (a splice, an adaptive-bitrate switch). framefeed decodes a
+    stream at the one size its metadata reports and writes nothing for such a
+    frame; the message names the frame and both sizes.
+
+    Attributes:
+        frame_size: (width, height) of the decoded frame, after rotation.
+        stream_size: (width, height) the stream's frames have.
+    """
+
+    def __init__(self, message: str, frame_size: tuple[int, int], stream_size: tuple[int, int]) -> None:
+        super().__init__(message)
+        self.frame_size = frame_size
+        self.stream_size = stream_size
+
+    def __reduce__(self) -> tuple:  # crosses process boundaries (pool, loader workers)
+        return type(self), (str(self), self.frame_size, self.stream_size)
+
+
 class CudaUnavailableError(RuntimeError):
     """A CUDA device was requested but cannot be used."""
 

@@ -150,6 +150,15 @@ def test_cpu_float32_equals_ffmpegs_16_bit_rgb_over_65535(name, corpus_files):
         assert len(np.unique(ours[..., 1])) > 300
 
 
+def test_4_2_2_float32_is_the_uint8_frames_within_3_levels(corpus_files):
+    """torchcodec 0.17 on Debian's FFmpeg 5.1 returns 8-bit 4:2:2 in float32 up to
+    255/255 away from its own uint8 frames (that swscale's 16-bit 4:2:2 output is
+    wrong); framefeed's FFmpeg converts it right."""
+    ours = VideoDecoder(path("h264_422.mp4"), output_dtype=torch.float32).get_all_frames().data
+    eight_bit = VideoDecoder(path("h264_422.mp4")).get_all_frames().data.to(torch.float32) / 255
+    assert float((ours - eight_bit).abs().max()) <= 3 / 255
+
+
 def test_float32_frames_follow_the_decoder_transforms(corpus_files):
     """Transforms apply to float frames as to uint8 ones: crops are the full
     float frame's windows; a resize is torch's antialiased bilinear, in float32."""
@@ -369,3 +378,83 @@ def test_nvdec_float32_with_fused_transforms_matches_the_cpu(kind, corpus_files)
     difference = (ours - cpu).abs()
     assert float(difference.max()) <= 3 / 255 and float(difference.mean()) <= 1 / 255
     assert not math.isnan(float(ours.sum()))
+
+
+# -- swscale's destination contract, for the 16-bit conversion -------------------------------------------
+
+
+def _ffmpeg_rgb48_of_raw(pictures: list[tuple[int, int, str, bytes]]) -> list[np.ndarray]:
+    """The ffmpeg CLI's `-pix_fmt rgb48le` conversion of raw pictures, one process, / 65535."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        command = [FFMPEG, "-v", "error", "-nostdin", "-y"]
+        for i, (width, height, pix_fmt, raw) in enumerate(pictures):
+            (work / f"{i}.raw").write_bytes(raw)
+            command += ["-f", "rawvideo", "-pix_fmt", pix_fmt, "-s", f"{width}x{height}", "-i", str(work / f"{i}.raw")]
+        for i in range(len(pictures)):
+            command += ["-map", f"{i}:v", "-pix_fmt", "rgb48le", "-f", "rawvideo", str(work / f"{i}.rgb")]
+        subprocess.run(command, check=True, capture_output=True, timeout=600)
+        return [np.fromfile(work / f"{i}.rgb", dtype="<u2").reshape(height, width, 3).astype(np.float32)
+                / np.float32(65535) for i, (width, height, _, _) in enumerate(pictures)]
+
+
+@pytest.mark.skipif(FFMPEG is None, reason="no ffmpeg executable on PATH")
+def test_the_16_bit_conversion_stays_inside_guarded_buffers_and_equals_ffmpeg():
+    """Every width 1-40 (each residue of swscale's 16-pixel blocks) and 426 and
+    854, heights 16 and 17, in 8-bit 4:2:0 (both ranges), 4:2:2 and 4:4:4,
+    10-bit 4:2:0 and gray, rotated or not: swscale's 16-bit picture ends at a
+    guard page (its last line's padding, no slack after it), so does the
+    caller's float32 destination; every pixel equals ffmpeg's rgb48le / 65535,
+    except where the ffmpeg command line (FFmpeg 5.1, which torchcodec 0.17 runs
+    on here) is wrong: 8-bit 4:2:2 (off by up to 255/255), and the last column
+    of odd-width 8-bit 4:2:0 and 4:2:2 pictures of even height, which swscale's
+    special converter skips (FFmpeg 8) and framefeed converts on its own: that
+    column is within 3/255 of the uint8 conversion's."""
+    from buffer_contract_support import synthetic_frame
+
+    from framefeed.engine.backends.cpu_fallback import float_output
+    from framefeed.engine.backends.cpu_fallback.rgb import RgbConverter
+    from framefeed.testing.guard_pages import guarded_tensor, run_in_child
+
+    cases = [(width, height, pix_fmt) for pix_fmt in ("yuv420p", "yuvj420p", "yuv422p", "yuv444p", "yuv420p10le",
+                                                      "gray")
+             for width, height in [*((w, h) for w in range(1, 41) for h in (16, 17)), (426, 16), (853, 16)]
+             if not (pix_fmt == "yuv420p10le" and width % 2)]  # swscale refuses odd 10-bit 4:2:0 widths
+    frames = [synthetic_frame(width, height, pix_fmt, seed=width) for width, height, pix_fmt in cases]
+    expected = _ffmpeg_rgb48_of_raw([(w, h, f, raw) for (w, h, f), (_, raw) in zip(cases, frames, strict=True)])
+
+    def guarded_padded(height: int, width: int) -> torch.Tensor:
+        line = -(-(width * 3 + 64) // 64) * 64  # `padded_rgb_picture`'s lines, without its trailing slack
+        lines = guarded_tensor((height * line,), torch.uint8, "end").view(height, line)
+        return lines[:, : width * 3].view(height, width, 3)
+
+    def sweep() -> list[str]:
+        float_output.padded_rgb_picture = guarded_padded  # in the child only
+        failures = []
+        for (width, height, pix_fmt), (frame, _), reference in zip(cases, frames, expected, strict=True):
+            for turns in (0, 1):
+                shape = (height, width, 3) if turns == 0 else (width, height, 3)
+                dst = guarded_tensor(shape, torch.float32, "end" if width % 2 else "start")
+                float_output.FloatRgbWriter(turns).write(frame, dst)
+                ours = np.rot90(dst.numpy(), -turns, axes=(0, 1))
+                case = f"{pix_fmt} {width}x{height} turns {turns}"
+                columns = width
+                if float_output._drops_last_column(frame):  # its last column: swscale's uint8 converter's
+                    columns = width - 1
+                    eight_bit = torch.empty((height, width, 3), dtype=torch.uint8)
+                    RgbConverter().write(frame, eight_bit)
+                    worst = np.abs(ours[:, -1] - eight_bit[:, -1].numpy() / np.float32(255)).max() * 255
+                    if worst > 3.01:
+                        failures.append(f"{case}: last column {worst:.2f}/255 from the uint8 conversion")
+                if pix_fmt == "yuv422p":
+                    continue
+                if not np.array_equal(ours[:, :columns], reference[:, :columns]):
+                    worst = np.abs(ours[:, :columns] - reference[:, :columns]).max() * 65535
+                    failures.append(f"{case}: max |diff| {worst:.0f} / 65535")
+        return failures
+
+    failures = run_in_child(sweep, timeout_s=300)
+    assert not failures, failures[:6]

@@ -14,6 +14,7 @@ from torch import Tensor
 from framefeed.data._sampling import PlannedClips
 from framefeed.engine.backends.registry import BackendContext, open_backend
 from framefeed.engine.executor import OutputBuffer, execute_plan
+from framefeed.engine.frame_memory import empty_frames
 from framefeed.engine.opening import OpenedStream
 
 CPU = torch.device("cpu")
@@ -23,7 +24,7 @@ def frame_buffer(count: int, height: int, width: int, shared: bool, dtype: torch
     """An uninitialised `(count, height, width, 3)` tensor of `dtype` (uint8 or
     float32), in shared memory when `shared` (allocated there: `share_memory_()` would copy)."""
     if not shared:
-        return torch.empty((count, height, width, 3), dtype=dtype)
+        return empty_frames((count, height, width, 3), dtype=dtype)
     storage = torch.UntypedStorage._new_shared(count * height * width * 3 * dtype.itemsize)
     return torch.empty(0, dtype=dtype).set_(storage).view(count, height, width, 3)
 

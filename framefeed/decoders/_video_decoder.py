@@ -28,6 +28,7 @@ from framefeed.engine.demux.custom_frame_mappings import FrameMappings, resolve_
 from framefeed.engine.demux.demuxer import Demuxer
 from framefeed.engine.demux.metadata import VideoStreamMetadata
 from framefeed.engine.executor import DecodeSession, OutputBuffer
+from framefeed.engine.frame_memory import empty_frames
 from framefeed.engine.host_frames import take_frame_tensor
 from framefeed.engine.opening import open_demuxed
 from framefeed.engine.packets import CodecParameters
@@ -355,7 +356,7 @@ class VideoDecoder:
         """One frame straight into its own tensor: the path of `decoder[i]`."""
         device, dtype = self._backend.output_device, self._output_dtype
         if self._backend.channels_first_output and self._dimension_order == "NCHW":
-            data = torch.empty((3, self._height, self._width), dtype=dtype, device=device)
+            data = empty_frames((3, self._height, self._width), device, dtype)
             pts_seconds, duration = self._session.decode_one(target, data.permute(1, 2, 0))
         else:
             shape = (self._height, self._width, 3)
@@ -366,7 +367,7 @@ class VideoDecoder:
                 hwc = take_frame_tensor((*shape[:2], 3 * itemsize)).view(dtype) if itemsize > 1 \
                     else take_frame_tensor(shape)
             else:
-                hwc = torch.empty(shape, dtype=dtype, device=device)
+                hwc = empty_frames(shape, device, dtype)
             pts_seconds, duration = self._session.decode_one(target, hwc)
             data = hwc.permute(2, 0, 1) if self._dimension_order == "NCHW" else hwc
         if data.device != self._device:

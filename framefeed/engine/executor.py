@@ -51,6 +51,7 @@ import torch
 
 from framefeed._warnings import warn_user
 from framefeed.engine.demux.disposable import DisposableTest
+from framefeed.engine.frame_memory import empty_frames
 from framefeed.engine.packets import (
     NO_TIMESTAMP,
     MissingPacketsError,
@@ -124,7 +125,7 @@ class OutputBuffer:
         """`count` slots of `dtype` pixels: torch.uint8 (0-255) or torch.float32 (0-1)."""
         shape = (count, 3, height, width) if channels_first else (count, height, width, 3)
         return cls(
-            torch.empty(shape, dtype=dtype, device=device),
+            empty_frames(shape, device, dtype),
             np.zeros(count, dtype=np.float64),
             np.zeros(count, dtype=np.float64),
             channels_first,

@@ -32,6 +32,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 
+from framefeed.engine.frame_memory import cpu_allocator_overridden, empty_frames
+
 RETAINED_BYTES_LIMIT = 128 * 1024 * 1024
 """Free frame memory kept for reuse across all sizes, in bytes."""
 
@@ -57,8 +59,8 @@ class _FramePool:
 
     def take(self, shape: tuple[int, ...]) -> torch.Tensor:
         nbytes = math.prod(shape)
-        if nbytes == 0:
-            return torch.empty(shape, dtype=torch.uint8)
+        if nbytes == 0 or cpu_allocator_overridden():
+            return empty_frames(shape)
         with self._lock:
             free = self._free.get(nbytes)
             if free:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from framefeed.engine.frame_memory import empty_frames
 from framefeed.transforms import CropStep, TransformPipeline
 
 
@@ -98,8 +99,8 @@ class TorchTransformer:
         full = self._full.get(dst.dtype)
         if full is None:
             height, width = self._pipeline.input_size
-            full = self._full[dst.dtype] = torch.empty((height, width, 3), dtype=dst.dtype,
-                                                       device=self._backend.output_device)
+            full = self._full[dst.dtype] = empty_frames((height, width, 3), self._backend.output_device,
+                                                        dst.dtype)
         self._backend.write_rgb(frame, full)
         dst.copy_(apply_steps(full, self._pipeline))
 

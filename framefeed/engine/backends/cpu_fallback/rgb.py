@@ -3,9 +3,27 @@
 Pixels equal `ffmpeg -pix_fmt rgb24` (swscale, bicubic flags), using the
 frame's colour matrix (unspecified -> BT.601) and range. We call the libswscale
 that PyAV itself loaded, through ctypes, so swscale writes straight into the
-destination tensor: PyAV's `reformat` would allocate a new frame per call and
-cost one more copy of every output frame. If that library cannot be located
-(an unusual PyAV build), we fall back to `VideoFrame.to_ndarray` plus a copy.
+destination tensor where it can: PyAV's `reformat` would allocate a new frame
+per call and cost one more copy of every output frame. If that library cannot
+be located (an unusual PyAV build), we fall back to `VideoFrame.to_ndarray`
+plus a copy.
+
+swscale's destination contract, honoured here and nowhere else: swscale
+expects destination lines laid out as FFmpeg lays out its own frames
+(`av_frame_get_buffer`, libavfilter's frame pools): every line aligned and
+padded. It relies on the padding. Its x86 `yuv2rgb` converters (yuv420p,
+yuvj420p, yuv422p, ... to packed RGB) store whole 16-pixel blocks, up to 45
+bytes past a line's last pixel; and where a line's stride leaves no room for
+the block holding its last pixels, they leave those pixels (the last
+`width % 8`) unwritten. A tightly sized `(H, W, 3)` tensor therefore gets
+bytes written past its end (heap corruption, or a fault at a page boundary)
+or columns never written (every 854x480 video).
+So swscale writes into the caller's tensor only where its lines are filled
+exactly (`writes_exactly`: a width that is a multiple of 16 pixels, packed
+rows, 16-byte aligned); every other destination gets a padded picture this
+converter keeps (`padded_rgb_picture`) and one copy. The common sizes (640,
+1280, 1920, 3840 wide) take the direct path. `tests/test_buffer_contract.py`
+sweeps widths, heights and pixel formats with outputs bounded by guard pages.
 """
 
 from __future__ import annotations
@@ -21,8 +39,14 @@ import numpy as np
 import torch
 
 from framefeed.engine.backends.colour_range import is_full_range
+from framefeed.errors import FrameSizeChangedError
 
 _SWS_BICUBIC = 4
+# The destination contract (see the module docstring), in bytes and pixels.
+_LINE_ALIGN = 64  # FFmpeg's largest line alignment (AVX-512 builds)
+_LINE_PADDING = 64  # after each line's last pixel: more than swscale's 45-byte overrun
+_EXACT_WIDTH_MULTIPLE = 16  # widths whose lines swscale's 16-pixel block stores fill exactly
+_EXACT_ALIGN = 16
 _P4 = ctypes.c_void_p * 4
 _I4 = ctypes.c_int * 4
 
@@ -77,6 +101,34 @@ def _libs() -> _Libs | None:
     return None
 
 
+def writes_exactly(dst: torch.Tensor) -> bool:
+    """Whether swscale, converting a picture of `dst`'s size to RGB24, writes
+    exactly `dst`'s pixels when given `dst` itself: an `(H, W, 3)` uint8 CPU
+    tensor whose width is a multiple of 16 pixels, with packed pixels and
+    16-byte aligned rows."""
+    width = dst.shape[1]
+    return (
+        dst.device.type == "cpu"
+        and dst.dtype == torch.uint8
+        and width % _EXACT_WIDTH_MULTIPLE == 0
+        and dst.stride(2) == 1
+        and dst.stride(1) == 3
+        and dst.stride(0) % _EXACT_ALIGN == 0
+        and dst.data_ptr() % _EXACT_ALIGN == 0
+    )
+
+
+def padded_rgb_picture(height: int, width: int) -> torch.Tensor:
+    """An `(height, width, 3)` uint8 view laid out as swscale expects its
+    destinations: lines 64-byte aligned, each followed by at least 64 bytes of
+    padding inside the same storage."""
+    line = -(-(width * 3 + _LINE_PADDING) // _LINE_ALIGN) * _LINE_ALIGN
+    storage = torch.empty(height * line + _LINE_ALIGN, dtype=torch.uint8)
+    start = -storage.data_ptr() % _LINE_ALIGN
+    lines = storage[start : start + height * line].view(height, line)
+    return lines[:, : width * 3].view(height, width, 3)
+
+
 class RgbConverter:
     """Converts decoded `av.VideoFrame`s to RGB24 into `(H, W, 3)` uint8 views.
 
@@ -90,7 +142,7 @@ class RgbConverter:
         self._libs = None if force_pyav else _libs()
         self._ctx: int | None = None
         self._ctx_key: tuple | None = None
-        self._scratch: torch.Tensor | None = None
+        self._padded: torch.Tensor | None = None  # swscale's destination when the caller's is not exact
         self._pix_fmts: dict[str, int] = {}
         self._arrays = (_P4(), _I4(), _P4(), _I4())
 
@@ -101,24 +153,46 @@ class RgbConverter:
 
     def write(self, frame: Any, dst: torch.Tensor) -> None:
         """Convert `frame` into `dst`, a CPU uint8 tensor of shape `(H, W, 3)`
-        (after rotation) whose pixels are contiguous within each row."""
-        if self.turns == 0 and self._libs is not None and dst.stride(1) == 3 and dst.stride(2) == 1:
-            self._scale_into(frame, dst)
-            return
-        if self._libs is not None:
-            height, width = frame.height, frame.width
-            if self._scratch is None or tuple(self._scratch.shape) != (height, width, 3):
-                self._scratch = torch.empty((height, width, 3), dtype=torch.uint8)
-            self._scale_into(frame, self._scratch)
-            upright = self._scratch
-        else:
+        (after rotation), any strides. Nothing outside `dst` is written.
+
+        Raises:
+            FrameSizeChangedError: the frame (after rotation) is not `H x W`;
+                `dst` is left untouched.
+        """
+        self._check_size(frame, dst)
+        if self._libs is None:
             array = frame.to_ndarray(format="rgb24", interpolation="BICUBIC")
             upright = torch.from_numpy(np.ascontiguousarray(array))
+        elif self.turns == 0 and writes_exactly(dst):
+            self._scale_into(frame, dst)
+            return
+        else:
+            upright = self._padded_picture(frame.height, frame.width)
+            self._scale_into(frame, upright)
         if self.turns:
             upright = torch.rot90(upright, self.turns, dims=(0, 1))
         dst.copy_(upright)
 
+    def _check_size(self, frame: Any, dst: torch.Tensor) -> None:
+        width, height = frame.width, frame.height
+        if self.turns % 2:
+            width, height = height, width
+        if dst.shape[0] != height or dst.shape[1] != width:
+            raise FrameSizeChangedError(
+                f"the frame with pts {frame.pts} decoded at {width}x{height}, but this stream's frames are "
+                f"{dst.shape[1]}x{dst.shape[0]}: its frame size changes mid-stream, which framefeed does not "
+                "decode (nothing was written for this frame)",
+                (width, height), (int(dst.shape[1]), int(dst.shape[0])),
+            )
+
+    def _padded_picture(self, height: int, width: int) -> torch.Tensor:
+        if self._padded is None or tuple(self._padded.shape[:2]) != (height, width):
+            self._padded = padded_rgb_picture(height, width)
+        return self._padded
+
     def _scale_into(self, frame: Any, dst: torch.Tensor) -> None:
+        """The one sws_scale call: `dst` is exact (`writes_exactly`) or padded
+        (`padded_rgb_picture`), never a tight buffer swscale would overrun."""
         libs = self._libs
         assert libs is not None
         width, height = frame.width, frame.height
