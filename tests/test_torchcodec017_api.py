@@ -53,3 +53,21 @@ def test_set_cuda_backend_refuses_other_names_with_torchcodecs_phrase(name):
                                          r"'nvdec' and 'ffmpeg'\."):
         with set_cuda_backend(name):
             pass
+
+
+def test_key_frame_indices_are_the_frames_of_keyframe_packets(corpus_files):
+    """torchcodec's private `_get_key_frame_indices` (its tests and some users call it):
+    display indices of keyframes, from an independent demux; discarded packets are no frames."""
+    import av
+    import torch
+
+    for name in ("h264_bframes_long_gop.mp4", "discard_edit_list.mp4", "vp9.webm"):
+        path = corpus.BY_NAME[name].path
+        with av.open(str(path)) as container:
+            packets = [p for p in container.demux(video=0) if p.size and p.pts is not None and not p.is_discard]
+        order = sorted(packets, key=lambda p: p.pts)
+        expected = [i for i, packet in enumerate(order) if packet.is_keyframe]
+        indices = VideoDecoder(path)._get_key_frame_indices()
+        assert indices.dtype == torch.int64 and indices.tolist() == expected, name
+    with pytest.raises(RuntimeError, match="Must scan all streams"):
+        VideoDecoder(corpus.BY_NAME["vp9.webm"].path, seek_mode="approximate")._get_key_frame_indices()

@@ -196,6 +196,22 @@ class VideoDecoder:
         for index in range(self._num_frames):
             yield self[index]
 
+    def _get_key_frame_indices(self) -> Tensor:
+        """Indices of the frames decoded from keyframe packets, an int64 tensor in
+        display order (torchcodec's private helper of the same name, which its
+        users and tests call). Frames of discarded packets are not frames, so a
+        discarded keyframe is not listed.
+
+        Raises:
+            RuntimeError: approximate mode (it has no frame index), with torchcodec's phrase.
+        """
+        if not self._timeline.exact:
+            raise RuntimeError(
+                "Must scan all streams to update metadata before calling getKeyFrameIndices: the frame index "
+                "exists in seek_mode='exact' only"
+            )
+        return torch.from_numpy(np.flatnonzero(self._timeline.index.is_keyframe).astype(np.int64))
+
     # -- index-based access -------------------------------------------------------
 
     @public_api(DecodingError)
