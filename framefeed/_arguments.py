@@ -121,7 +121,8 @@ def frame_indices(values: Any, num_frames: int) -> list[int]:
             value = value.item()
         if isinstance(value, float) or isinstance(value, np.floating):
             raise ArgumentTypeError(
-                f"indices must be integers: expected scalar type Long but found Float ({value!r} in the list); "
+                f"indices must be integers: expected scalar type Long but found Float ({value!r} in the list; "
+                "torchcodec 0.17: expected scalar type torch::headeronly::ScalarType::Long but found Float); "
                 "pass ints, or a tensor"
             )
         positions.append(frame_index(value, num_frames))
@@ -261,9 +262,11 @@ def check_device_type(device: Any) -> None:
     elif isinstance(device, str):
         kind = device.split(":", 1)[0].strip()
     else:
+        # torchcodec 0.13's phrase, then 0.17's (which reads the value as a device name).
         raise ArgumentTypeError(
             f"Expected a value of type 'str' for argument 'device' but instead found type "
-            f"'{type(device).__name__}': device must be None, a str or a torch.device, got {device!r}"
+            f"'{type(device).__name__}' (Unknown device type: {device}): device must be None, a str or a "
+            f"torch.device, got {device!r}"
         )
     if kind is not None and kind not in ("cpu", "cuda"):
         raise UnsupportedDeviceError(

@@ -56,6 +56,65 @@ def ffmpeg_rgb48(name: str, frames: int) -> np.ndarray:
     return samples.astype(np.float32) / np.float32(65535)
 
 
+def _torchcodec_with_output_dtype():
+    """torchcodec when it imports and has `output_dtype` (0.14 and later: outside CI,
+    `benchmarks/torchcodec017_compare.py` runs this file in such an environment)."""
+    import inspect
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import torchcodec.decoders
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        return None
+    parameters = inspect.signature(torchcodec.decoders.VideoDecoder.__init__).parameters
+    return torchcodec if "output_dtype" in parameters else None
+
+
+TORCHCODEC = _torchcodec_with_output_dtype()
+needs_torchcodec_output_dtype = pytest.mark.skipif(TORCHCODEC is None,
+                                                   reason="needs torchcodec >= 0.14 (output_dtype)")
+
+# Where torchcodec 0.17 is wrong on its usual FFmpeg (Debian's 5.1): swscale's 16-bit
+# output of 8-bit 4:2:2 there is off by up to 255/255 from its own uint8 frames.
+TORCHCODEC_WRONG = {"h264_422.mp4"}
+COMPARED = [TEN_BIT, "h264_10bit.mp4", TEN_BIT_444, EIGHT_BIT, "full_range_bt709.mp4", ROTATED, "odd_321x241.webm",
+            "limited_bt709.mkv", "vp9.webm", "hevc_444.mp4", "h264_422.mp4"]
+
+
+@needs_torchcodec_output_dtype
+@pytest.mark.parametrize("mode", ["exact", "approximate"])
+@pytest.mark.parametrize("requested", [torch.uint8, torch.float32, "auto"], ids=["uint8", "float32", "auto"])
+@pytest.mark.parametrize("name", COMPARED)
+def test_frames_equal_torchcodecs_for_every_output_dtype(name, requested, mode, corpus_files):
+    """The call on both libraries: same dtype, same values, bit for bit (where
+    torchcodec is right: see TORCHCODEC_WRONG)."""
+    indices = [0, 5, 2, 5]
+    ours = VideoDecoder(path(name), output_dtype=requested, seek_mode=mode).get_frames_at(indices)
+    theirs = TORCHCODEC.decoders.VideoDecoder(path(name), output_dtype=requested, seek_mode=mode).get_frames_at(
+        indices)
+    assert ours.data.dtype == theirs.data.dtype and ours.data.shape == theirs.data.shape
+    assert torch.equal(ours.pts_seconds, theirs.pts_seconds)
+    if name in TORCHCODEC_WRONG and theirs.data.dtype == torch.float32:
+        eight_bit = VideoDecoder(path(name)).get_frames_at(indices).data.to(torch.float32) / 255
+        assert float((ours.data - eight_bit).abs().max()) <= 3 / 255  # framefeed: right
+        assert float((theirs.data - eight_bit).abs().max()) > 0.5  # torchcodec: still wrong
+        return
+    assert torch.equal(ours.data, theirs.data), float((ours.data.float() - theirs.data.float()).abs().max())
+
+
+@needs_torchcodec_output_dtype
+@pytest.mark.parametrize("value", [torch.float16, "float32", None])
+def test_bad_output_dtypes_raise_what_torchcodec_raises(value, corpus_files):
+    raised = []
+    for decoders in (TORCHCODEC.decoders, __import__("framefeed").decoders):
+        with pytest.raises(ValueError) as error:
+            decoders.VideoDecoder(path(EIGHT_BIT), output_dtype=value)
+        raised.append(str(error.value))
+    assert raised[0] == raised[1]
+
+
 # -- the argument ---------------------------------------------------------------------------------
 
 
