@@ -6,7 +6,7 @@
 # registry access: wheels are the only way to bring PyAV and PyNvVideoCodec.
 FRAMEFEED_SITE="${FRAMEFEED_SITE:-/tmp/framefeed-site}"
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  timeout 25 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$FRAMEFEED_SITE" .whl/*.whl || return 1
 else
   echo "note: no .whl/ wheels carried; using what the machine has installed"

@@ -178,19 +178,19 @@ def main(argv: list[str] | None = None) -> int:
     environment = gpu_throughput.check_environment()
     files = gpu_throughput.input_files(args)
     rows: list[dict] = []
+    output = Path(args.output) if args.output else (
+        BENCHMARKS / "results" / f"gpu_resize_{environment['date'][:10]}.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
     for label, path in files.items():
         rows += measure_file(label, path, args.threads, args.runs, args.timeout)
         for row in rows[-len(MODES):]:
             print(f"{label:12s} {row['mode']:20s} {row['median_fps'] or row['status']}", flush=True)
-    add_ratios(rows)
+        add_ratios(rows)
+        report = {"benchmark": "gpu_resize", "environment": environment, "size": SIZE, "batch": BATCH,
+                  "runs": args.runs, "results": rows,
+                  "files": {label: {"name": path.name, "bytes": path.stat().st_size} for label, path in files.items()}}
+        output.write_text(json.dumps(report, indent=2) + "\n")  # after every file: a run cut short keeps it
     print_table(environment, rows)
-    report = {"benchmark": "gpu_resize", "environment": environment, "size": SIZE, "batch": BATCH,
-              "runs": args.runs, "results": rows,
-              "files": {label: {"name": path.name, "bytes": path.stat().st_size} for label, path in files.items()}}
-    output = Path(args.output) if args.output else (
-        BENCHMARKS / "results" / f"gpu_resize_{environment['date'][:10]}.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten {output}")
     return 0
 

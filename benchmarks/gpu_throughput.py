@@ -12,15 +12,20 @@ has 7 NVDEC engines);
 - framefeed `VideoDecoder(device="cpu")`: RGB frames, one process per core,
   one FFmpeg thread each.
 
-Every figure is the median of `--runs` runs after one warm-up run, with
+Every figure is the median of `--runs` runs after one warm-up run; a run
+keeps every decoder decoding the file again until `--min-seconds` (1 s) have
+passed, so NVML samples several periods even for one thread. Each run has
 NVML's decoder utilisation (mean % over each timed run, then over the runs;
 "-" without nvidia-ml-py) and, where they differ, the frames the decoders
 decoded against the frames they returned. Each decoder runs in a process of
 its own (`framefeed.bench.isolation`): a decoder that crashes or hangs (the
 ThreadedDecoder segfaulted at 7 threads on 2026-11-28) becomes a row saying
 so ("crashed: signal 11", "timed out") and the run goes on. The table is
-printed and written as JSON (date, GPU, driver, versions) under
-`benchmarks/results/` or `--output`.
+printed, and the JSON (date, GPU, driver, versions) under
+`benchmarks/results/` or `--output` is rewritten after every row, so a run
+cut short keeps what it measured. framefeed's decoders each get a consumer
+stream of their own thread (`torch.cuda.Stream()`), as a training loop per
+thread would, so no two threads meet on the legacy default stream.
 
 Usage (on a GPU machine, from the repository root):
     PYTHONPATH=. python benchmarks/gpu_throughput.py [--h264 FILE] [--hevc FILE] [--threads 1,7,14,21]
@@ -184,8 +189,10 @@ def framefeed_cuda(path: str) -> tuple[int, int]:
     count = len(decoder)
     for start in range(0, count, BATCH):
         decoder.get_frames_in_range(start, min(start + BATCH, count))
-    torch.cuda.current_stream(0).synchronize()
-    return count, _frames_decoded(decoder, count)
+    torch.cuda.current_stream(0).synchronize()  # this thread's consumer stream (run_threads)
+    decoded = _frames_decoded(decoder, count)
+    decoder.close()
+    return count, decoded
 
 
 def _frames_decoded(decoder: Any, default: int) -> int:
@@ -232,16 +239,38 @@ def pynvc_threaded(path: str) -> tuple[int, int]:
     return count, count
 
 
-def run_threads(method: Any, path: str, threads: int) -> tuple[int, int]:
-    """(returned, decoded) summed over `threads` concurrent decoders, one per thread."""
+def run_threads(method: Any, path: str, threads: int, min_seconds: float = 0.0) -> tuple[int, int]:
+    """(returned, decoded) summed over `threads` concurrent decoders, one per
+    thread, each decoding the file again until `min_seconds` have passed.
+    framefeed's decoders get a consumer stream of their thread's own."""
+    import time
+
     counts: list[tuple[int, int]] = [(0, 0)] * threads
     errors: list[BaseException] = []
     barrier = threading.Barrier(threads)
 
     def work(slot: int) -> None:
         try:
+            stream = None
+            if method is framefeed_cuda:
+                import torch
+
+                stream = torch.cuda.Stream(0)
             barrier.wait()
-            counts[slot] = method(path)
+            until = time.perf_counter() + min_seconds
+            returned = decoded = 0
+            while True:
+                if stream is not None:
+                    import torch
+
+                    with torch.cuda.stream(stream):
+                        done = method(path)
+                else:
+                    done = method(path)
+                returned, decoded = returned + done[0], decoded + done[1]
+                if time.perf_counter() >= until:
+                    break
+            counts[slot] = (returned, decoded)
         except BaseException as error:  # reported after join
             errors.append(error)
 
@@ -269,7 +298,7 @@ def _contender_class(name: str, library: str, method: Any) -> type:
     """A `Contender` whose `throughput` runs `method` in params["threads"] threads."""
 
     def throughput(self: Any, path: str, params: dict) -> int:
-        returned, decoded = run_threads(method, path, int(params["threads"]))
+        returned, decoded = run_threads(method, path, int(params["threads"]), float(params.get("min_seconds", 0)))
         self.counts = {"returned": returned, "decoded": decoded}
         return returned
 
@@ -341,7 +370,7 @@ CPU_METHOD = Method("framefeed cpu (RGB)", MODULE, "FramefeedCpuProcesses", "cpu
 
 
 def measure_method(method: Method, label: str, path: Path, counts: list[int], runs: int,
-                   timeout: float) -> list[dict]:
+                   timeout: float, min_seconds: float = 0.0, on_row: Any = None) -> list[dict]:
     """One row per count for `method` on `path`: warm-up, then `runs` timed runs
     in the method's worker process. A crash or hang ends that row only (the
     next count gets a fresh process); a contender that hung is not run again."""
@@ -364,7 +393,7 @@ def measure_method(method: Method, label: str, path: Path, counts: list[int], ru
                 continue
             utilisation: list[float] = []
             for run_index in range(runs + 1):  # the first run is the warm-up
-                outcome = process.run("throughput", str(path), {method.unit: count})
+                outcome = process.run("throughput", str(path), {method.unit: count, "min_seconds": min_seconds})
                 if not outcome.ok:
                     row.update(status=outcome.status, error=outcome.error, signal=outcome.signal)
                     hung = outcome.status == "timed out"
@@ -379,6 +408,8 @@ def measure_method(method: Method, label: str, path: Path, counts: list[int], ru
             if row["status"] == "ok":
                 row["median_fps"] = round(statistics.median(row["runs_fps"]), 1)
                 row["nvdec_percent"] = round(sum(utilisation) / len(utilisation), 1) if utilisation else None
+            if on_row is not None:
+                on_row(row)
     return rows
 
 
@@ -440,6 +471,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS,
                         help="seconds one run of one decoder set may take before its process is killed")
     parser.add_argument("--output", help="JSON path (default: benchmarks/results/gpu_throughput_<date>.json)")
+    parser.add_argument("--min-seconds", type=float, default=1.0,
+                        help="each run lasts at least this long (decoders loop over the file; default 1)")
+    parser.add_argument("--methods", default="framefeed,simple,threaded",
+                        help="GPU rows: framefeed, simple, threaded (PyNvVideoCodec's ThreadedDecoder)")
+    parser.add_argument("--prepare-only", action="store_true", help="encode the inputs and stop")
     args = parser.parse_args(argv)
     try:
         args.thread_counts = [int(n) for n in args.threads.split(",") if n.strip()]
@@ -459,30 +495,42 @@ def worker_environment() -> None:
             sys.path.insert(0, path)
 
 
+METHOD_KEYS = {"framefeed": "FramefeedCuda", "simple": "PyNvSimple", "threaded": "PyNvThreaded"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     worker_environment()
+    if args.prepare_only:
+        input_files(args)
+        return 0
     environment = check_environment()
     files = input_files(args)
+    chosen = {METHOD_KEYS[key.strip()] for key in args.methods.split(",") if key.strip() in METHOD_KEYS}
     results: list[dict] = []
-    for label, path in files.items():
-        for method in GPU_METHODS:
-            for row in measure_method(method, label, path, args.thread_counts, args.runs, args.timeout):
-                results.append(row)
-                print(f"{label:12s} {method.label:40s} {row['threads']:3d} threads: {cell(row)}", flush=True)
-        if args.cpu_processes:
-            for row in measure_method(CPU_METHOD, label, path, [args.cpu_processes], args.runs, args.timeout):
-                results.append(row)
-                print(f"{label:12s} {CPU_METHOD.label:40s} {row['processes']:3d} procs:   {cell(row)}", flush=True)
-
-    print_table(environment, results, args.thread_counts)
-    report = {"benchmark": "gpu_throughput", "environment": environment, "batch": BATCH, "runs": args.runs,
-              "files": {label: {"name": path.name, "bytes": path.stat().st_size} for label, path in files.items()},
-              "results": results}
     output = Path(args.output) if args.output else (
         BENCHMARKS / "results" / f"gpu_throughput_{environment['date'][:10]}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
+
+    def write(row: dict) -> None:  # after every row: a run cut short keeps what it measured
+        results.append(row)
+        report = {"benchmark": "gpu_throughput", "environment": environment, "batch": BATCH, "runs": args.runs,
+                  "min_seconds": args.min_seconds,
+                  "files": {label: {"name": path.name, "bytes": path.stat().st_size} for label, path in files.items()},
+                  "results": results}
+        output.write_text(json.dumps(report, indent=2) + "\n")
+        count = f"{row['threads']:3d} threads" if "threads" in row else f"{row['processes']:3d} procs  "
+        print(f"{row['file']:12s} {row['method']:40s} {count}: {cell(row)}", flush=True)
+
+    for label, path in files.items():
+        for method in GPU_METHODS:
+            if method.qualname in chosen:
+                measure_method(method, label, path, args.thread_counts, args.runs, args.timeout, args.min_seconds,
+                               write)
+        if args.cpu_processes:
+            measure_method(CPU_METHOD, label, path, [args.cpu_processes], args.runs, args.timeout, args.min_seconds,
+                           write)
+    print_table(environment, results, args.thread_counts)
     print(f"\nwritten {output}")
     return 0
 

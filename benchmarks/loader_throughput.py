@@ -130,11 +130,11 @@ def clip_dataset(paths: list[str], settings: Settings):
 
 
 def loader_epoch(paths: list[str], settings: Settings, workers: int, seed: int, device: str = "cpu",
-                 pool=None) -> int:
+                 pool=None, context: str | None = None) -> int:
     from framefeed.data import ClipLoader
 
     loader = ClipLoader(clip_dataset(paths, settings), settings.batch_size, device=device, num_workers=workers,
-                        shuffle=True, seed=seed, pool=pool)
+                        shuffle=True, seed=seed, pool=pool, multiprocessing_context=context)
     clips = 0
     for batch in loader:
         clips += batch.data.shape[0]
@@ -326,11 +326,13 @@ def gpu_mode(args: argparse.Namespace) -> None:
     cpu_name = f"ClipLoader(device='cpu'), {args.cpu_workers} workers"
     # The pool's requests are the loader's frames, planned before any timing.
     requests = {run: pool_requests(paths, settings, run) for run in range(args.warmup + args.runs)}
+    # This process holds CUDA and the pool's threads: no worker may be forked from it (issue 22, item 7),
+    # the CPU loader's neither; ClipLoader(device="cuda") defaults to forkserver and refuses fork.
     with DecodePool("cuda:0") as pool:
         measurements = measure({
             loader_name: lambda run: loader_epoch(paths, settings, args.gpu_workers, run, device="cuda:0", pool=pool),
             pool_name: lambda run: pool_epoch(pool, requests[run], settings),
-            cpu_name: lambda run: loader_epoch(paths, settings, args.cpu_workers, run),
+            cpu_name: lambda run: loader_epoch(paths, settings, args.cpu_workers, run, context="forkserver"),
         }, args.runs, args.warmup)
         print(pool.stats(), file=sys.stderr)
     targets = [("ClipLoader(cuda) / DecodePool alone, clips/s", loader_name, pool_name, 0.9),
@@ -349,7 +351,11 @@ def main() -> None:
     parser.add_argument("--item-runs", type=int, default=5, help="CPU mode: in-process passes for CPU time per item")
     parser.add_argument("--gpu-workers", type=int, default=8, help="GPU mode: workers of ClipLoader(device='cuda')")
     parser.add_argument("--cpu-workers", type=int, default=14, help="GPU mode: workers of ClipLoader(device='cpu')")
+    parser.add_argument("--prepare-only", action="store_true", help="encode the inputs and stop")
     args = parser.parse_args()
+    if args.prepare_only:
+        make_videos(GPU_SETTINGS if args.mode == "gpu" else CPU_SETTINGS)
+        return
     (gpu_mode if args.mode == "gpu" else cpu_mode)(args)
 
 

@@ -631,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", default="whole,clips", help="gpu: workloads")
     parser.add_argument("--cell-timeout", type=int, default=300, help="gpu: seconds per contender subprocess")
     parser.add_argument("--cell", help=argparse.SUPPRESS)
+    parser.add_argument("--prepare-only", action="store_true", help="encode the inputs and stop")
     args = parser.parse_args(argv)
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
@@ -643,6 +644,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.prepare_only:
+        for codec in (args.codecs.split(",") if gpu else ["h264"]):
+            input_files(codec, args.files, args.frames, args.distinct, args.keyint)
+        return 0
     return gpu_main(args) if gpu else cpu_main(args)
 
 

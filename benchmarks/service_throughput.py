@@ -313,11 +313,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak", type=int, default=10_000, help="GPU mode: requests in the memory soak (0: none)")
     parser.add_argument("--client", metavar="ADDRESS", help=argparse.SUPPRESS)
     parser.add_argument("--transport", default="shm", help=argparse.SUPPRESS)
+    parser.add_argument("--prepare-only", action="store_true", help="encode the inputs and stop")
     args = parser.parse_args(argv)
+    if args.prepare_only:
+        size = (1920, 1080) if args.mode == "gpu" else tuple(int(v) for v in args.size.split("x"))
+        input_files(args.files, size[0], size[1], args.frames)
+        return 0
     if args.client:
         client_main(args.client, args.transport)
         return 0
     gpu = args.mode == "gpu"
+    if gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("service_throughput --mode gpu: torch sees no CUDA GPU; run it on the GPU machine", file=sys.stderr)
+            return 2
     args.clips = args.clips or (400 if gpu else 96)
     args.clip_frames = args.clip_frames or (16 if gpu else 8)
     args.memory_budget = args.memory_budget or ("8GiB" if gpu else "512MiB")

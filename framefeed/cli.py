@@ -1,6 +1,7 @@
 """The `framefeed` command: `info` (stream metadata), `bench` (speed
-against the installed peers) and `serve` (the decode service). Bad
-arguments exit with code 2 and one line."""
+against the installed peers), `serve` (the decode service) and `doctor`
+(`framefeed.doctor`: what a new machine offers). Bad arguments exit with
+code 2 and one line."""
 
 from __future__ import annotations
 
@@ -64,6 +65,9 @@ def _parser() -> _Parser:
                        "~/.cache/framefeed)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_serve_parser(commands)
+    # Listed here; its options are framefeed.doctor's own (main() hands the arguments over).
+    commands.add_parser("doctor", help="check this machine: GPU, driver, NVDEC, versions, CPU-vs-NVDEC parity, "
+                        "throughput (framefeed doctor --help)", add_help=False)
     return parser
 
 
@@ -126,7 +130,12 @@ def _non_negative_int(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["doctor"]:
+        from framefeed.doctor import main as doctor
+
+        return doctor(arguments[1:])
+    args = _parser().parse_args(arguments)
     if args.command == "info":
         return _info(args)
     if args.command == "serve":

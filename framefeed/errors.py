@@ -5,7 +5,8 @@ where torchcodec raises a different type than the contract asks for, the
 exception inherits from both so either `except` clause works.
 
 Only these leave the public API: `VideoOpenError` (and `VideoFileNotFoundError`),
-`DecodingError`, `FrameTimeOutOfRangeError`, `CudaUnavailableError`, and the
+`DecodingError` (and `FrameSizeChangedError`), `FrameTimeOutOfRangeError`,
+`CudaUnavailableError`, and the
 argument errors `TypeError`, `ValueError` and `IndexError`. `public_api`
 enforces it at the boundary.
 """

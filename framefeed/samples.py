@@ -159,3 +159,40 @@ def sample_video(cache_dir: str | os.PathLike | None = None) -> Path:
     if not path.exists():
         encode_video(path, VideoSpec(width=640, height=360, num_frames=100, fps=25, codec_options=x264_options(50)))
     return path
+
+
+def encode_size_changes(path: str | os.PathLike, codec: str, parts: Sequence[tuple[int, int, int]],
+                        codec_options: dict[str, str] | None = None, fps: int = 25) -> Path:
+    """One video stream whose frame size changes: `parts` is `(width, height,
+    frames)` per stretch, each encoded by its own encoder and muxed into the
+    same stream (what splicing two files, or an adaptive-bitrate switch, gives).
+    The container's header describes the first stretch (MPEG-TS: whatever
+    FFmpeg's probe sees). Frame i has pts i at `1 / fps`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    time_base = Fraction(1, fps)
+    options = dict(codec_options or {})
+    with _scheduling_kept(), av.open(str(partial), "w", format=_format_for(path)) as container:
+        stream = None
+        pts = 0
+        for width, height, count in parts:
+            encoder = av.CodecContext.create(codec, "w")
+            encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+            encoder.time_base, encoder.framerate, encoder.options = time_base, fps, options
+            if stream is None:
+                stream = container.add_stream(codec, rate=fps, options=options)
+                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+                stream.codec_context.time_base = time_base
+            for rgb in synthetic_frames(width, height, count, seed=width):
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+                frame.pts, frame.time_base = pts, time_base
+                pts += 1
+                for packet in encoder.encode(frame):
+                    packet.stream = stream
+                    container.mux(packet)
+            for packet in encoder.encode():
+                packet.stream = stream
+                container.mux(packet)
+    os.replace(partial, path)
+    return path

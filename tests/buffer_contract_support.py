@@ -57,9 +57,17 @@ def ffmpeg_rgb24_of_raw(pictures: list[tuple[int, int, str, bytes]]) -> list[np.
                 for i, (width, height, _, _) in enumerate(pictures)]
 
 
-def ffmpeg_rgb24_of_file(path: Path, width: int, height: int) -> np.ndarray:
-    """Every frame of a video file as the ffmpeg CLI converts it to rgb24, `(N, H, W, 3)`."""
-    command = [FFMPEG, "-v", "error", "-nostdin", "-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough",
-               "-pix_fmt", "rgb24", "-f", "rawvideo", "-"]
-    raw = subprocess.run(command, capture_output=True, check=True, timeout=300).stdout
-    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+def ffmpeg_rgb24_of_files(videos: list[tuple[Path, int, int]]) -> list[np.ndarray]:
+    """Every frame of each `(path, width, height)` video as the ffmpeg CLI converts
+    it to rgb24, `(N, H, W, 3)` per video, all in one ffmpeg process."""
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        command = [FFMPEG, "-v", "error", "-nostdin", "-y"]
+        for path, _, _ in videos:
+            command += ["-i", str(path)]
+        for i in range(len(videos)):
+            command += ["-map", f"{i}:v:0", "-fps_mode", "passthrough", "-pix_fmt", "rgb24", "-f", "rawvideo",
+                        str(work / f"{i}.rgb")]
+        subprocess.run(command, check=True, capture_output=True, timeout=600)
+        return [np.fromfile(work / f"{i}.rgb", dtype=np.uint8).reshape(-1, height, width, 3)
+                for i, (_, width, height) in enumerate(videos)]

@@ -141,7 +141,7 @@ def test_a_frame_of_another_size_is_refused_and_nothing_is_written():
     frame, _ = synthetic_frame(64, 32, "yuv420p", seed=1)
     frame.pts = 7
     dst = guarded_tensor((16, 32, 3))
-    with pytest.raises(FrameSizeChangedError, match=r"pts 7 decoded at 64x32, but this stream's frames are 32x16") \
+    with pytest.raises(FrameSizeChangedError, match=r"decoded at 64x32, but this stream's frames are 32x16.*pts 7") \
             as raised:
         RgbConverter().write(frame, dst)
     assert raised.value.frame_size == (64, 32) and raised.value.stream_size == (32, 16)

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 from gpu_fixtures import (
-    EmulatedNvdec,
     FakePacketData,
-    ReferenceConverter,
     demuxed_packets,
+    hand_built_nvdec,
+    host_converter,
 )
 
 from corpus import BY_NAME
@@ -242,15 +242,15 @@ def test_parameter_sets_make_a_recovery_point_seek_decodable(corpus):
 
 
 def emulated_backend(path, turns=0):
-    """An NvdecBackend on `EmulatedNvdec` with the torch reference converter."""
+    """An NvdecBackend on `EmulatedNvdec` with framefeed's converter on the host stand-ins."""
     container = av.open(str(path))
     stream = stream_of(container)
     traits = stream_traits(stream)
     assert stream_reason(traits) == ""
-    nvdec = EmulatedNvdec(stream.codec.name)
+    converter = host_converter(traits, turns)
+    nvdec = hand_built_nvdec(stream.codec.name, converter)
     backend = NvdecBackend(decoder=nvdec, make_packet=FakePacketData, preparer=PacketPreparer(stream),
-                           converter=ReferenceConverter(traits.colour, turns),
-                           output_device=torch.device("cpu"))
+                           converter=converter, output_device=torch.device("cpu"))
     return container, stream, nvdec, backend
 
 
@@ -299,7 +299,12 @@ def test_backend_starts_feeding_at_a_keyframe_after_a_flush(corpus):
     container.close()
 
 
-def test_backend_marks_discard_packets_and_drops_their_frames(corpus):
+def test_backend_drops_the_frames_of_discard_packets_without_marking_them(corpus):
+    """Issue 22, item 5: `PacketData.discardable` exists in PyNvVideoCodec
+    2.2.4 but what its `Decode` does with it is not established (the 2.0.2
+    sources ignore it; a 2.2.4 docstring says the picture is suppressed), so
+    the backend leaves it False and drops discard frames itself by pts:
+    FFmpeg's output either way."""
     path = corpus["discard_edit_list.mp4"]
     container, stream, nvdec, backend = emulated_backend(path)
     packets = [p for p in container.demux(stream) if p.size]
@@ -310,7 +315,8 @@ def test_backend_marks_discard_packets_and_drops_their_frames(corpus):
         produced += [f.pts for f in backend.send(packet)]
     produced += [f.pts for f in backend.drain()]
     marked = {entry[1] for entry in nvdec.log if entry is not None and entry[3]}
-    assert marked == discarded
+    assert marked == set()
+    assert discarded <= {entry[1] for entry in nvdec.log if entry is not None}  # decoded (references), not shown
     with av.open(str(path)) as reference:  # FFmpeg decodes them but outputs nothing for them
         expected = [f.pts for f in reference.decode(video=0)]
     assert produced == expected

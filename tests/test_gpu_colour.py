@@ -9,8 +9,6 @@ NV12/P010, and pin the kernel's destination walk to `torch.rot90`.
 
 from __future__ import annotations
 
-import dataclasses
-
 import av
 import numpy as np
 import pytest
@@ -494,7 +492,7 @@ def test_planes_of_a_decoded_picture_come_from_its_luma_view(surface_format, sam
     planes = planes_of_decoded_frame(_Picture([_PlaneView(luma), _PlaneView(bogus_chroma)]), surface_format,
                                      width, height)
     expected = planes_of_tensor(storage, surface_format, width, height)
-    assert planes == dataclasses.replace(expected, ready_stream=2)
+    assert planes == expected  # the view's "stream": 2 says nothing about where the pixels are ready
     with pytest.raises(DecodingError, match="for a 66x48 stream"):
         planes_of_decoded_frame(_Picture([_PlaneView(luma)]), surface_format, width + 2, height)
 
@@ -515,42 +513,51 @@ class _FakeDevice:
         _FakeDevice.current = self.previous
 
 
-def _fake_cupy(with_from_external: bool):
-    """A namespace shaped like `cupy` whose streams record how they were made."""
+def test_the_kernel_runs_on_the_decoders_own_stream_and_no_cupy_wrapper_destroys_it(monkeypatch):
+    """Issue 22, item 6. CuPy's `Stream.from_external` returns a
+    `cupy.cuda.Stream`, whose `__del__` destroys the handle it holds
+    (`cupy/cuda/stream.pyx`): collecting such a wrapper of another library's
+    stream destroys that stream. The launch passes CuPy the decoder's
+    `OwnedStream` handle as a bare `ptr` (what `Function.__call__`'s
+    `_get_stream` reads) on the stream's device, and makes no CuPy stream."""
+    import gc
+    import sys
     import types
 
-    made = []
+    from gpu_fixtures import RecordingCudaCalls
 
-    class Stream:
-        pass
+    from framefeed.engine.backends.gpu_decode import kernels
+    from framefeed.engine.backends.gpu_decode.backend import CudaSurfaceConverter
+    from framefeed.engine.backends.gpu_decode.colour import colour_spec_for
+    from framefeed.engine.backends.gpu_decode.streams import OwnedStream
 
-    if with_from_external:
-        def from_external(obj):
-            made.append(("from_external", obj.__cuda_stream__(), _FakeDevice.current))
-            return "stream"
-        Stream.from_external = staticmethod(from_external)
+    destroyed, launched = [], []
 
-    def external_stream(handle, device_id):
-        made.append(("ExternalStream", handle, device_id))
-        return "legacy stream"
+    class Stream:  # as cupy.cuda.Stream: destroys its handle when collected
+        def __init__(self, ptr):
+            self.ptr = ptr
 
-    cuda = types.SimpleNamespace(Device=_FakeDevice, Stream=Stream, ExternalStream=external_stream)
-    return types.SimpleNamespace(cuda=cuda), made
+        def __del__(self):
+            destroyed.append(self.ptr)
 
+        @classmethod
+        def from_external(cls, obj):
+            return cls(obj.__cuda_stream__()[1])
 
-def test_cupy_stream_uses_from_external_with_the_stream_protocol():
-    """CuPy >= 14: the decoder's stream is wrapped through the CUDA stream
-    protocol, on its device, and the deprecated ExternalStream is never called."""
-    from framefeed.engine.backends.gpu_decode.kernels import cupy_stream_for
+    def deprecated(*args, **kwargs):
+        raise AssertionError("cupy.cuda.ExternalStream is deprecated in CuPy 14")
 
-    cupy, made = _fake_cupy(with_from_external=True)
-    assert cupy_stream_for(cupy, 0xBEEF, 3) == "stream"
-    assert made == [("from_external", (0, 0xBEEF), 3)]
-
-
-def test_cupy_stream_falls_back_to_external_stream_on_older_cupy():
-    from framefeed.engine.backends.gpu_decode.kernels import cupy_stream_for
-
-    cupy, made = _fake_cupy(with_from_external=False)
-    assert cupy_stream_for(cupy, 0xBEEF, 1) == "legacy stream"
-    assert made == [("ExternalStream", 0xBEEF, 1)]
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(Device=_FakeDevice, Stream=Stream,
+                                                            ExternalStream=deprecated))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(kernels, "_kernel", lambda index, name: lambda grid, block, args, **options: launched.append(
+        (_FakeDevice.current, options["stream"].ptr, type(options["stream"]).__name__)))
+    stream = OwnedStream(RecordingCudaCalls(), 3)
+    spec = colour_spec_for("yuv420p", 2, 0)[0]
+    converter = CudaSurfaceConverter(torch.device("cpu"), stream, "NV12", 64, 48, spec, 0,
+                                     launch=kernels.CupyKernelLaunch())
+    surface = torch.zeros(surface_rows("NV12", 48), 64, dtype=torch.uint8)
+    converter.write(planes_of_tensor(surface, "NV12", 64, 48), torch.empty(48, 64, 3, dtype=torch.uint8))
+    del converter
+    gc.collect()
+    assert launched == [(3, stream.handle, "_RawStream")] and destroyed == []

@@ -380,3 +380,56 @@ def test_our_nv12_equals_ffmpeg_nvdec(corpus, name, capsys):
             drift = [f"{index}:{kind} {int(np.abs(mine - reference).max())}/{np.abs(mine - reference).mean():.2f}"
                      for index, (mine, (kind, reference)) in enumerate(zip(ours, software, strict=True))]
             print(f"\n[mpeg2] NVDEC vs FFmpeg software NV12, max/mean |diff| per picture: {' '.join(drift)}")
+
+
+# -- issue 22: streams, surfaces and reuse on the real binding ------------------------------------
+
+
+def test_each_decoder_runs_on_a_non_blocking_stream_of_its_own(corpus):
+    """Two VideoDecoders: two streams, neither a default stream, neither one
+    of torch's pooled streams, both non-blocking; a picture's
+    `__cuda_array_interface__` says stream 2 whatever stream decoded it
+    (which is why framefeed does not read it)."""
+    import cupy
+
+    first = VideoDecoder(str(corpus["h264_bframes_long_gop.mp4"]), device="cuda")
+    second = VideoDecoder(str(corpus["hevc_cra.mp4"]), device="cuda")
+    handles = [decoder._backend.producer.handle for decoder in (first, second)]
+    pooled = {torch.cuda.Stream(DEVICE).cuda_stream for _ in range(64)}  # torch's 32 per priority, twice round
+    assert len(set(handles)) == 2 and not set(handles) & ({0, 1, 2} | pooled)
+    with cupy.cuda.Device(0):
+        assert all(cupy.cuda.runtime.streamGetFlags(h) & cupy.cuda.runtime.streamNonBlocking for h in handles)
+    backend = first._backend
+    with av.open(str(corpus["h264_bframes_long_gop.mp4"])) as container:
+        stream = container.streams.video[0]
+        pictures = []
+        for packet in container.demux(stream):
+            if packet.size:
+                pictures = backend.send(packet)
+                if pictures:
+                    break
+    assert pictures[0].picture.cuda()[0].__cuda_array_interface__["stream"] == 2
+
+
+def test_a_reused_decoder_takes_every_coded_size_of_its_bucket(tmp_path):
+    """1920x1080 HEVC coded as 1080 rows, then as 1088 (x265 min-cu-size 16),
+    on one decoder: created with the bucket 1920x1088 as maximum,
+    reconfigured with setReconfigParams; frames as the CPU decodes them."""
+    from framefeed.samples import VideoSpec, encode_video, x265_options
+
+    paths = []
+    for min_cu in (8, 16):
+        options = dict(x265_options(8))
+        options["x265-params"] += f":min-cu-size={min_cu}"
+        paths.append(encode_video(tmp_path / f"hevc_{min_cu}.mp4", VideoSpec(
+            codec="libx265", width=1920, height=1080, num_frames=8, codec_options=options)))
+    cache = gpu_decode.default_decoders(0).decoder_cache  # what VideoDecoder(device="cuda") uses
+    created = cache.created
+    for path in [*paths, paths[0]]:
+        cuda, cpu = open_pair(path)
+        assert not cuda.cpu_fallback
+        worst = int((cuda.get_frames_at(list(range(8))).data.cpu().int()
+                     - cpu.get_frames_at(list(range(8))).data.int()).abs().max())
+        assert worst <= 2, (path, worst)
+        cuda.close()
+    assert cache.created - created <= 1  # one decoder (or an idle one of the bucket) served all three

@@ -17,12 +17,12 @@ import pytest
 import torch
 from gpu_fixtures import (
     HOPPER_CAPS,
-    EmulatedNvdec,
+    UNSUPPORTED,
     FakePacketData,
-    FakePyNvVideoCodec,
-    ReferenceConverter,
     caps,
     emulated_nvdec_decoders,
+    hand_built_nvdec,
+    host_converter,
 )
 
 from corpus import FILES, reference_frames
@@ -54,7 +54,6 @@ def corpus(corpus_files):
     return corpus_files
 
 
-UNSUPPORTED = FakePyNvVideoCodec.UNSUPPORTED
 # Ada (L4, L40) adds AV1.
 ADA_CAPS = {**HOPPER_CAPS, **{("av1", "420", depth): caps(128, 128, 8192, 8192, 262144) for depth in (8, 10)}}
 
@@ -268,12 +267,16 @@ def test_cache_evicts_the_least_recently_released_beyond_capacity():
     entries = [cache.acquire(key(width=64 * (i + 1))) for i in range(3)]
     for entry in entries:
         cache.release(entry)
-    assert evicted == [entries[0]] and entries[0].decoder is None
+    assert evicted == [entries[0]]  # handed over for destruction (the reaper's job, off this thread)
     assert cache.idle_count() == 2
     assert cache.acquire(key(width=128)) is entries[1]
     assert cache.acquire(key(width=64)) is not entries[0]  # gone: a new one
     cache.clear()
-    assert cache.idle_count() == 0 and entries[2].decoder is None
+    assert cache.idle_count() == 0 and evicted == [entries[0], entries[2]]
+    plain = DecoderCache(Factory(), capacity=0)  # without on_evict the last reference is dropped inline
+    dropped = plain.acquire(key())
+    plain.release(dropped)
+    assert dropped.decoder is None
 
 
 def test_cache_capacity_from_environment(monkeypatch):
@@ -292,15 +295,16 @@ def test_backend_gives_its_decoder_back_when_collected(corpus):
     """A loop over many short videos: each VideoDecoder's backend returns its
     decoder to the cache when it goes away, and the next one reuses it."""
     path = corpus["limited_bt709.mkv"]  # 20 frames of H.264
-    cache = DecoderCache(lambda k: PooledDecoder(k, EmulatedNvdec("h264"), None), capacity=2)
+    with av.open(str(path)) as container:
+        converter = host_converter(stream_traits(container.streams.video[0]))
+    cache = DecoderCache(lambda k: PooledDecoder(k, hand_built_nvdec("h264", converter), None), capacity=2)
 
     def open_one():
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            traits = stream_traits(stream)
             pooled = cache.acquire(key())
             backend = NvdecBackend(decoder=pooled.decoder, make_packet=FakePacketData,
-                                   preparer=PacketPreparer(stream), converter=ReferenceConverter(traits.colour, 0),
+                                   preparer=PacketPreparer(stream), converter=converter,
                                    output_device=torch.device("cpu"), flush_first=pooled.reused,
                                    on_close=lambda: cache.release(pooled))
             for packet in container.demux(stream):
@@ -355,8 +359,11 @@ def test_open_nvdec_backend_wires_pynvvideocodec(corpus, fake_gpu):
         assert reason == "" and isinstance(backend, NvdecBackend)
         assert nvc.caps_queries == [(0, "HEVC", "420", 10)]
         (created,) = nvc.created
-        assert created == {"gpuid": 0, "codec": "HEVC", "cudacontext": 777, "cudastream": 4242,
-                           "usedevicememory": True, "outputColorType": "NATIVE"}
+        stream = created.pop("cudastream")
+        assert stream not in (0, 1, 2) and stream == backend.producer.handle  # the decoder's own stream
+        # 320x240 HEVC: created for its size bucket (multiples of 64), so every coded size of it fits
+        assert created == {"gpuid": 0, "codec": "HEVC", "cudacontext": 777, "usedevicememory": True,
+                           "maxwidth": 320, "maxheight": 256, "outputColorType": "NATIVE"}
         frames = []
         for packet in demuxer.packets():
             frames += [backend.retain(f) for f in backend.send(packet)]

@@ -85,3 +85,20 @@ def test_the_table_marks_failures_and_frame_differences(gpu_throughput, capsys):
     out = capsys.readouterr().out
     assert "518 71%*" in out and "crashed: signal 11" in out
     assert "decoded 260 frames, returned 240" in out and "! 1080p H.264 m at 7: crashed: signal 11" in out
+
+
+def test_every_decoder_keeps_decoding_until_the_cell_has_lasted_its_minimum(gpu_throughput):
+    """Cells of at least --min-seconds (1 s), so NVML samples several of its
+    periods even where one pass over the file takes a fraction of it."""
+    import time
+
+    def one_pass(path):
+        time.sleep(0.01)
+        return 3, 4
+
+    began = time.perf_counter()
+    returned, decoded = gpu_throughput.run_threads(one_pass, "clip.mp4", 3, min_seconds=0.3)
+    assert time.perf_counter() - began >= 0.3
+    assert returned % 3 == 0 and returned > 3 * 3 and decoded * 3 == returned * 4  # several passes each
+    assert gpu_throughput.run_threads(one_pass, "clip.mp4", 2) == (6, 8)  # no minimum: one pass each
+    assert gpu_throughput.parse_args([]).min_seconds == 1.0

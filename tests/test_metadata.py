@@ -4,6 +4,7 @@ and PyAV's view of each file."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from fractions import Fraction
 
 import av
@@ -46,10 +47,21 @@ def test_exact_metadata_describes_the_content(entry):
     assert meta.rotation == entry.rotation
 
 
+def _ticking(stream) -> bool:
+    """FFmpeg reports the time base's tick as the rate: the header gives none."""
+    return stream.base_rate == 1 / stream.time_base and stream.base_rate > 240
+
+
 @pytest.mark.parametrize("entry", corpus.FILES, ids=IDS)
 def test_approximate_metadata_comes_from_the_header_only(entry):
     exact = VideoDecoder(entry.path).metadata
-    approx = VideoDecoder(entry.path, seek_mode="approximate").metadata
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        approx = VideoDecoder(entry.path, seek_mode="approximate").metadata
+    with av.open(str(entry.path)) as container:
+        if _ticking(container.streams[entry.video_stream_index]):
+            return  # no rate in the header: see the next test
+    assert not [w for w in caught if "packets' timing" in str(w.message)]
     for name in HEADER_FIELDS:
         assert getattr(approx, name) == getattr(exact, name), name
     assert approx.num_frames_from_content is None
@@ -70,6 +82,24 @@ def test_approximate_metadata_comes_from_the_header_only(entry):
         assert approx.num_frames == header_frames
     assert approx.begin_stream_seconds == (approx.begin_stream_seconds_from_header or 0.0)
     assert approx.average_fps == approx.average_fps_from_header
+
+
+@pytest.mark.parametrize("entry", [f for f in corpus.FILES if f.name == "vfr.mkv"], ids=["vfr.mkv"])
+def test_a_header_without_a_frame_rate_gives_way_to_the_packets_timing(entry):
+    """Matroska's 1 ms ticks on a variable-rate stream: FFmpeg reports 1000 fps,
+    which would claim 4,040 frames for 90. Approximate mode takes the packets'
+    median frame interval instead, and says so."""
+    with av.open(str(entry.path)) as container:
+        stream = container.streams.video[0]
+        assert _ticking(stream)
+        stamps = sorted(p.pts for p, _ in zip(container.demux(stream), range(32), strict=False) if p.pts is not None)
+        rate = 1 / (float(np.median(np.diff(stamps))) * float(stream.time_base))
+        span = container.duration / 1e6
+    with pytest.warns(UserWarning, match=r"1000 fps over 4040 frames.*packets' timing \(25 fps"):
+        approx = VideoDecoder(entry.path, seek_mode="approximate").metadata
+    assert approx.average_fps == pytest.approx(rate)
+    assert approx.num_frames == round(span * rate)
+    assert approx.average_fps_from_header == 1000.0  # the header's own field is kept as it was
 
 
 def test_colour_and_pixel_fields():

@@ -498,16 +498,25 @@ def test_sampler_errors_fail_that_source_only():
 def emulated_gpu(monkeypatch):
     """An NVDEC runtime for an 'H200' (7 engines) whose PyNvVideoCodec is
     `gpu_fixtures.FakePyNvVideoCodec` (decoders are `EmulatedNvdec`), whose
-    colour conversion is the torch reference and whose batches land in host
+    CUDA runtime is the recording stand-in (`runtime.calls`), whose colour
+    conversion is the torch reference and whose batches land in host
     memory, on a machine where torch sees one GPU. Pools get it as
     `DecodePool("cuda:0", nvdec_runtime=...)`. `runtime.nvc.created` lists
-    the decoders created, `runtime.retired` those destroyed."""
+    the decoders created, `runtime.retired` those handed to the reaper."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    from framefeed.engine.backends.gpu_decode.reaper import reaper
+
     retired = []
-    runtime = dataclasses.replace(emulated_runtime(), retire=retired.append)
+
+    def retire(entry):  # recorded, then destroyed as on a GPU: by the reaper thread
+        retired.append(entry)
+        reaper().retire(entry)
+
+    runtime = dataclasses.replace(emulated_runtime(), retire=retire)
     runtime.retired = retired
-    return runtime
+    yield runtime
+    assert runtime.calls.violations == []  # the pool kept the stream ordering rules
 
 
 NVDEC_NAMES = ["h264_bframes_long_gop.mp4", "h264_open_gop.mp4", "hevc_cra.mp4", "vp9.webm", "h264_bframes.mkv",

@@ -308,6 +308,25 @@ def test_bad_arguments_fail_before_reading(tree):
         read_clips(str(tree / "videos"), output_dtype=torch.float16)
 
 
+def test_a_restarted_read_starts_after_the_videos_consumed_without_reading_them(local_ray, tree):
+    """`start=2` with a garbage file first: it is never opened (no error),
+    and the rest keep their `video_index` and their clips of `epoch`."""
+    sources = [str(tree / "bad" / "garbage.mp4"), *videos(tree)[:3]]
+    args = dict(sampler="random_indices", num_clips=2, num_frames_per_clip=3, seed=4)
+    rows = read_clips(sources, epoch=3, start=2, **args).take_all()
+    dataset = ClipDataset(sources, **args)
+    dataset.set_epoch(3)
+    got = by_key(rows)
+    assert sorted(got) == [(2, 0), (2, 1), (3, 0), (3, 1)]
+    for (video, clip), row in got.items():
+        item = dataset[video]
+        assert row["pts_seconds"].tolist() == item.pts_seconds[clip].tolist()
+        assert np.array_equal(row["frames"], item.data[clip].numpy())
+    assert read_clips(sources, epoch=3, start=4, **args).take_all() == []  # all consumed
+    with pytest.raises(ValueError, match=r"start \(5\) must be in \[0, 4\]"):
+        read_clips(sources, start=5, **args)
+
+
 # -- the read/decode boundary ----------------------------------------------------------------------------------------
 
 

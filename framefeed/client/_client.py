@@ -67,6 +67,14 @@ class ServiceBatch(PoolBatch):
         if finalizer is not None:
             finalizer()
 
+    def record_stream(self, stream: Any) -> None:
+        """Like `torch.Tensor.record_stream`: `data` (CUDA IPC) is also used on
+        `stream`, so the slot returns to the server only after the work queued
+        there by then is done (the stream current at submit always counts)."""
+        streams = getattr(self, "_streams", None)
+        if streams is not None and stream not in streams:
+            streams.append(stream)
+
 
 def _rpc_error(error: Any, what: str, timeout: float | None) -> Exception:
     """A grpc.RpcError as the exception the client raises."""
@@ -146,6 +154,7 @@ class ServiceClient:
         # that releases each (alive while some tensor still views the slot).
         self._leases: dict[int, Any] = {}
         self._calls_in_flight: set[int] = set()  # Decode calls not yet answered
+        self._stream_events: dict[Any, Any] = {}  # the release thread's, per stream
         self._broken: Exception | None = None
         self._releaser = threading.Thread(target=self._release_loop, daemon=True, name="framefeed-client-leases")
         self._releaser.start()
@@ -348,8 +357,12 @@ class ServiceClient:
             self._leases[lease] = None
             if reply["transport"] == "cuda":
                 event = reply["event"]
-                link.cuda_view.wait_event(int(event["index"]), event["handle"], stream)
-                on_free = functools.partial(self._release_cuda, lease, link.local, stream)
+                # On the host, here: complete for every stream, not only the one current at submit.
+                link.cuda_view.wait_event(int(event["index"]), event["handle"])
+                streams = [stream]
+                # The finalizer only queues: the release thread records the streams' events (no CUDA call
+                # in a finalizer, none at interpreter exit).
+                on_free = functools.partial(self._releases.put, (lease, streams))
                 data, finalizer = link.cuda_view.lease_tensor(reply["offset"], reply["nbytes"], shape, strides,
                                                               on_free, dtype)
             else:
@@ -365,6 +378,8 @@ class ServiceClient:
                 durations.unflatten(0, clip_shape)
         batch = ServiceBatch(data, pts, durations, _info(reply.get("info")))
         batch._finalizer = finalizer  # type: ignore[attr-defined]
+        if reply["transport"] == "cuda" and reply.get("lease") is not None:
+            batch._streams = streams  # type: ignore[attr-defined]
         return batch
 
     def _host_view(self, name: str) -> Any:
@@ -376,12 +391,16 @@ class ServiceClient:
                 view = self._host_views[name] = HostSlabView(name)
             return view
 
-    def _release_cuda(self, lease: int, device: torch.device, stream: Any) -> None:
-        """A CUDA slot's last tensor is gone: release it once the work queued
-        on its stream (which may still read it) is done."""
-        event = torch.cuda.Event()
-        event.record(stream)
-        self._releases.put((lease, event))
+    def _after_streams(self, streams: list[Any]) -> None:
+        """On the release thread: wait until the work queued so far on every
+        stream a CUDA batch was used on (which may still read its slot) is
+        done. One event per stream, made once and reused."""
+        for stream in streams:
+            event = self._stream_events.get(stream)
+            if event is None:
+                event = self._stream_events[stream] = torch.cuda.Event()
+            event.record(stream)
+            event.synchronize()
 
     def _release_reply(self, reply: dict[str, Any]) -> None:
         if reply.get("lease") is not None:
@@ -486,12 +505,13 @@ class ServiceClient:
                     items.append(self._releases.get_nowait())
             except queue.Empty:
                 pass
-            for lease, event in items:
-                if event is not None:
-                    event.synchronize()  # the consumer's kernels are done with the slot
+            for lease, streams in items:
+                if streams:
+                    self._after_streams(streams)  # the consumer's kernels are done with the slot
                 if lease >= 0:  # -1: close() waking this thread
                     unsent.append(lease)
             if self._closed and not self._calls_in_flight and not (set(self._leases) - set(unsent)):
+                self._close_mapping()  # no tensor views the slab any more
                 self._goodbye()  # returns whatever is left
                 self._channel.close()
                 return
@@ -507,6 +527,14 @@ class ServiceClient:
             for lease in unsent:
                 self._leases.pop(lease, None)
             unsent = []
+
+    def _close_mapping(self) -> None:
+        view = getattr(getattr(self, "_link", None), "cuda_view", None)
+        if view is not None:
+            try:
+                view.close()
+            except Exception:  # the driver is going away: nothing left to unmap
+                pass
 
     def _goodbye(self) -> None:
         try:

@@ -15,12 +15,17 @@ With `device="cpu"` the DataLoader workers decode. With a CUDA device the
 workers only plan each item and read its compressed packets (CPU work, small
 picklable values, no CUDA in any worker) and a `DecodePool` in the main
 process decodes them on NVDEC while the training step runs.
+
+`ClipLoader.state_dict()` / `load_state_dict()` checkpoint and resume an
+epoch mid-way; `merge_states` turns every rank's state into one that
+resumes the epoch on another number of ranks.
 """
 
 from framefeed.data._batch import ClipBatch
 from framefeed.data._dataset import ClipDataset
 from framefeed.data._items import ClipLoadError, DecodedClips, ItemKey, ShippedClips, SkippedItem
 from framefeed.data._loader import ClipLoader
+from framefeed.data._resume import merge_states
 from framefeed.data._sampling import PlannedClips, clips_of_all_frames
 
 __all__ = [
@@ -34,4 +39,5 @@ __all__ = [
     "ShippedClips",
     "SkippedItem",
     "clips_of_all_frames",
+    "merge_states",
 ]

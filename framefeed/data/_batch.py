@@ -70,11 +70,14 @@ class WorkerBatch:
         clips: a CPU target's decoded clips, stacked (None when no item gave any).
         shipped: a CUDA target's items: plans plus packets, in order.
         skipped: items whose source failed (`on_error="skip"`).
+        items: dataset items the batch was made from (what `ClipLoader`
+            counts to know its place in the epoch).
     """
 
     clips: ClipBatch | None = None
     shipped: list[ShippedClips] = field(default_factory=list)
     skipped: list[SkippedItem] = field(default_factory=list)
+    items: int = 0
 
 
 def collate_items(items: Sequence[DecodedClips | ShippedClips | SkippedItem]) -> WorkerBatch:
@@ -84,7 +87,7 @@ def collate_items(items: Sequence[DecodedClips | ShippedClips | SkippedItem]) ->
         ValueError: decoded clips of different frame sizes (resize them in
             the dataset's `transforms`, e.g. `Resize`), naming the sources and sizes.
     """
-    batch = WorkerBatch()
+    batch = WorkerBatch(items=len(items))
     decoded: list[ClipPart] = []
     for item in items:
         if isinstance(item, SkippedItem):

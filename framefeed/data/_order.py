@@ -8,7 +8,8 @@ with the keys, persistent workers included.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sized
+import itertools
+from collections.abc import Iterable, Iterator, Sized
 from typing import Any
 
 import torch
@@ -41,17 +42,25 @@ class EpochOrder(Sampler[int]):
 
 
 class KeyedBatches(Sampler[list[ItemKey]]):
-    """Batches of `ItemKey`s: indices from `sampler`, grouped by `batch_size`
-    (the last smaller batch dropped with `drop_last`), with `seed` and the
-    epoch `epoch_of()` gives when an iteration starts."""
+    """Batches of `ItemKey`s: indices from `sampler` (or, for a re-sharded
+    epoch, the list `begin` gives), the first `start` of them left out,
+    grouped by `batch_size` (the last smaller batch dropped with
+    `drop_last`), with `seed` and the epoch `begin` set."""
 
-    def __init__(self, sampler: Iterable[int], batch_size: int, drop_last: bool, seed: int,
-                 epoch_of: Callable[[], int]) -> None:
+    def __init__(self, sampler: Iterable[int], batch_size: int, drop_last: bool, seed: int) -> None:
         self.sampler = sampler
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.seed = seed
-        self._epoch_of = epoch_of
+        self._epoch = 0
+        self._order: list[int] | None = None
+        self._start = 0
+
+    def begin(self, epoch: int, order: list[int] | None = None, start: int = 0) -> None:
+        """What the next iteration walks: `epoch`'s keys, from `order` (None:
+        the sampler's), from its `start`-th index on (indices before it are
+        passed over, never fetched)."""
+        self._epoch, self._order, self._start = epoch, order, start
 
     def __len__(self) -> int:
         if not isinstance(self.sampler, Sized):
@@ -60,9 +69,13 @@ class KeyedBatches(Sampler[list[ItemKey]]):
         return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
 
     def __iter__(self) -> Iterator[list[ItemKey]]:
-        epoch = self._epoch_of()
+        # Read the plan now, not at the first next(): it belongs to the iteration that asked.
+        indices = iter(self._order if self._order is not None else self.sampler)
+        return self._batches(itertools.islice(indices, self._start, None), self._epoch)
+
+    def _batches(self, indices: Iterator[int], epoch: int) -> Iterator[list[ItemKey]]:
         batch: list[ItemKey] = []
-        for index in self.sampler:
+        for index in indices:
             batch.append(ItemKey(int(index), epoch, self.seed))
             if len(batch) == self.batch_size:
                 yield batch

@@ -22,6 +22,7 @@ from torch import Tensor
 from framefeed import _arguments as args
 from framefeed import _ops
 from framefeed.engine.backends import BackendContext, open_backend, resolve_device
+from framefeed.engine.backends.ordering import producer_of, producing
 from framefeed.engine.backends.registry import BackendSelection
 from framefeed.engine.backends.status import CpuFallbackStatus
 from framefeed.engine.demux.custom_frame_mappings import FrameMappings, resolve_seek_mode
@@ -343,7 +344,10 @@ class VideoDecoder:
             last = int(np.searchsorted(index.pts_seconds, stop, side="left"))  # frames with pts < stop
             return self._frames_at_positions(list(range(first, max(last, first + 1))))
         # Approximate mode: no index to count the frames, so decode to find them.
-        return self._batch(self._session.decode_time_range(start, stop, self._allocate))
+        with producing(producer_of(self._backend)) as production:
+            out = self._session.decode_time_range(start, stop, self._allocate)
+            production.hand_over(out.frames)
+        return self._batch(out)
 
     # -- internals -------------------------------------------------------------------
 
@@ -353,10 +357,14 @@ class VideoDecoder:
                                      dtype=self._output_dtype)
 
     def _decode(self, targets: list[Target], count: int) -> OutputBuffer:
-        """Decode `targets` into a new buffer of `count` slots (one batched call)."""
-        out = self._allocate(count)
-        if targets:
-            self._session.decode(targets, out)
+        """Decode `targets` into a new buffer of `count` slots (one batched call).
+        On NVDEC the buffer is allocated and written on the decoder's stream and
+        handed to the caller's (`gpu_decode.streams.producing`)."""
+        with producing(producer_of(self._backend)) as production:
+            out = self._allocate(count)
+            if targets:
+                self._session.decode(targets, out)
+            production.hand_over(out.frames)
         return out
 
     def _frames_at_positions(self, positions: list[int]) -> FrameBatch:
@@ -371,6 +379,17 @@ class VideoDecoder:
     def _decode_one(self, target: Target) -> tuple[Tensor, float, float]:
         """One frame straight into its own tensor: the path of `decoder[i]`."""
         device, dtype = self._backend.output_device, self._output_dtype
+        producer = producer_of(self._backend)
+        if producer is not None:  # NVDEC: on the decoder's stream, handed to the caller's
+            with producing(producer) as production:
+                if self._dimension_order == "NCHW":
+                    data = torch.empty((3, self._height, self._width), dtype=dtype, device=device)
+                    pts_seconds, duration = self._session.decode_one(target, data.permute(1, 2, 0))
+                else:
+                    data = torch.empty((self._height, self._width, 3), dtype=dtype, device=device)
+                    pts_seconds, duration = self._session.decode_one(target, data)
+                production.hand_over(data)
+            return data, pts_seconds, duration
         if self._backend.channels_first_output and self._dimension_order == "NCHW":
             data = empty_frames((3, self._height, self._width), device, dtype)
             pts_seconds, duration = self._session.decode_one(target, data.permute(1, 2, 0))

@@ -59,7 +59,7 @@ from framefeed.engine.packets import (
     packet_is_discard,
 )
 from framefeed.engine.plan import DecodePlan, StreamFacts, Target, plan_runs
-from framefeed.errors import DecodingError
+from framefeed.errors import DecodingError, FrameSizeChangedError
 
 STREAM_START = NO_TIMESTAMP
 # Seeks tried for one target before giving up (only seeks that landed late retry).
@@ -258,7 +258,7 @@ class DecodeSession:
             for target in run.targets:
                 frame, pts_seconds, duration = self._serve(target)
                 first, *others = target.slots
-                self.backend.write_rgb(frame, out.slot(first))
+                self._write(frame, out.slot(first), target)
                 for slot in others:
                     out.frames[slot].copy_(out.frames[first])
                 out.pts_seconds[target.slots] = pts_seconds
@@ -271,7 +271,7 @@ class DecodeSession:
         with self._call((target,)):
             self._position_for(target)
             frame, pts_seconds, duration = self._serve(target)
-            self.backend.write_rgb(frame, dst)
+            self._write(frame, dst, target)
             return pts_seconds, duration
 
     def decode_time_range(self, start: float, stop: float, allocate: Any) -> OutputBuffer:
@@ -298,10 +298,23 @@ class DecodeSession:
                 self._check_complete(f"the frames displayed before {stop:.6f} s")
             out = allocate(len(frames))
             for slot, (current, following) in enumerate(zip(frames, [*frames[1:], frame], strict=True)):
-                self.backend.write_rgb(current, out.slot(slot))
+                self._write(current, out.slot(slot), None)
                 out.pts_seconds[slot] = self.seconds(self.backend.pts_of(current))
                 out.duration_seconds[slot] = self._duration(current, following)
             return out
+
+    def _write(self, frame: Any, dst: torch.Tensor, target: Target | None) -> None:
+        """`frame` into `dst`; a frame of another size than the stream's is
+        refused by the backend (nothing written), and named here."""
+        try:
+            self.backend.write_rgb(frame, dst)
+        except FrameSizeChangedError as error:
+            pts = self.backend.pts_of(frame)
+            which = f"Frame {target.frame_index}" if target is not None and target.frame_index is not None \
+                else "The frame"
+            where = f" (pts {pts}, {self.seconds(pts):.6f} s)" if pts is not None else ""
+            raise FrameSizeChangedError(f"{which}{where} cannot be returned: {error}", error.frame_size,
+                                        error.stream_size) from None
 
     def close(self) -> None:
         """Refuse further calls (the decoder's container is being closed)."""

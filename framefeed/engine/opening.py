@@ -6,14 +6,17 @@ processes that only plan and demux (`framefeed.engine.bundling.ship_request`).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from framefeed._warnings import warn_user
 from framefeed.engine.backends.cpu_fallback.backend import configure_decoder_threads
 from framefeed.engine.demux.custom_frame_mappings import FrameMappings, index_from_mappings
 from framefeed.engine.demux.demuxer import STREAM_START, Demuxer
 from framefeed.engine.demux.disposable import DisposableTest, disposable_test_for
 from framefeed.engine.demux.frame_index import build_frame_index
+from framefeed.engine.demux.header_timing import check_header_timing
 from framefeed.engine.demux.metadata import VideoStreamMetadata, header_metadata, with_content
 from framefeed.engine.packets import CodecParameters
 from framefeed.engine.source import resolve_source
@@ -75,9 +78,32 @@ def open_demuxed(demuxer: Demuxer, seek_mode: str, num_threads: int,
                 "duration and frame rate; use seek_mode='exact'"
             )
         timeline = ApproximateTimeline.from_stream(metadata, demuxer.stream)
+        metadata, timeline = _checked_against_packets(demuxer, metadata, timeline)
     turns = round((rotation or 0.0) / 90.0) % 4
     params = CodecParameters.from_stream(demuxer.stream, turns)
     return OpenedStream(demuxer, metadata, timeline, params, disposable_test_for(params.codec, params.extradata))
+
+
+def _checked_against_packets(demuxer: Demuxer, metadata: VideoStreamMetadata,
+                             timeline: ApproximateTimeline) -> tuple[VideoStreamMetadata, ApproximateTimeline]:
+    """Approximate mode's header grid, or the packets' timing where the header
+    contradicts them (`header_timing`), with a warning."""
+    span = demuxer.container.duration / 1_000_000 if demuxer.container.duration else metadata.duration_seconds
+    timing = check_header_timing(demuxer, timeline.rate, timeline.begin, metadata.num_frames, timeline.variable_rate,
+                                 span)
+    if timing is None:
+        return metadata, timeline
+    begin = float(timing.start_pts * demuxer.time_base)
+    duration = timing.num_frames / float(timing.rate)
+    warn_user(
+        f"In seek_mode='approximate', {demuxer.description}: {timing.reason}. Frame indices follow the "
+        f"packets' timing ({float(timing.rate):.6g} fps from {begin:.6g} s, {timing.num_frames} frames); "
+        "use seek_mode='exact' for exact indices."
+    )
+    metadata = dataclasses.replace(metadata, num_frames=timing.num_frames, average_fps=float(timing.rate),
+                                   begin_stream_seconds=begin, duration_seconds=duration,
+                                   end_stream_seconds=begin + duration)
+    return metadata, timeline.with_rate(metadata, timing.rate, timing.start_pts, timing.constant_rate)
 
 
 def stream_rotation(demuxer: Demuxer) -> float | None:

@@ -84,13 +84,14 @@ class ApproximateTimeline:
             entries (MP4 sample tables, Matroska cues; empty when none).
         start_pts: the stream's start time in pts units (None: unknown; the
             header's begin seconds are used).
+        variable_rate: whether indices are estimates (None: decided from the rates).
     """
 
     exact = False
 
     def __init__(self, metadata: VideoStreamMetadata, time_base: Fraction, base_rate: Fraction | None,
                  average_rate: Fraction | None, keyframe_timestamps: np.ndarray,
-                 start_pts: int | None = None) -> None:
+                 start_pts: int | None = None, variable_rate: bool | None = None) -> None:
         self.metadata = metadata
         self.time_base = time_base
         self._base_rate, self._average_rate = base_rate, average_rate
@@ -102,6 +103,8 @@ class ApproximateTimeline:
         tick_rate = 1 / time_base if time_base else None
         ticking = bool(base and base == tick_rate and base > _PLAUSIBLE_MAX_FPS)
         self.variable_rate = bool(base and average and base != average) or ticking
+        if variable_rate is not None:
+            self.variable_rate = variable_rate
         rate = average if self.variable_rate else (base or average)
         # Index times are computed in exact rationals and rounded once (see index_to_seconds).
         self._rate = Fraction(rate) if rate else (Fraction(metadata.average_fps) if metadata.average_fps else None)
@@ -112,6 +115,19 @@ class ApproximateTimeline:
         self.facts = StreamFacts(time_base, metadata.average_fps or 0.0, self.promised_end_seconds)
         self._tb_num, self._tb_den = time_base.numerator, time_base.denominator
         self._warned = False
+
+    @property
+    def rate(self) -> Fraction | None:
+        """The frame rate of the grid (frames per second), None when unknown."""
+        return self._rate
+
+    def with_rate(self, metadata: VideoStreamMetadata, rate: Fraction, start_pts: int,
+                  constant_rate: bool) -> ApproximateTimeline:
+        """This timeline on another grid: `rate` frames per second from `start_pts`,
+        as `metadata` (updated to match) describes; indices are estimates
+        unless `constant_rate`."""
+        return ApproximateTimeline(metadata, self.time_base, rate, rate, self._keyframe_timestamps, start_pts,
+                                   variable_rate=not constant_rate)
 
     @classmethod
     def from_stream(cls, metadata: VideoStreamMetadata, stream: Any) -> ApproximateTimeline:

@@ -19,9 +19,14 @@ packets into a `PacketBundle` and close the file; N decode sessions each
 take a plan and its bundle, run the executor with a backend they own, and
 hand the batch to the future. Sessions never touch a container: demuxing
 and decoding overlap, and every value between the stages is plain data.
-On CUDA each session has its own CUDA stream (its outputs) and its own NVDEC
-decoder owner (`gpu_decode.NvdecDecoders`): a decoder is reused for the
-next video of the same codec, size and surface format. Work is GOP-exact as
+On CUDA each session has its own NVDEC decoder owner
+(`gpu_decode.NvdecDecoders`): a decoder is reused for the next video of the
+same codec, surface format, bit depth and size bucket. Each decoder runs on
+a CUDA stream of its own, and a request's batch is written there; the
+session's own stream (never the legacy default stream, never one of torch's
+shared pool) carries the uploads of streams decoded on the CPU. A batch is
+complete when its future resolves (the session waited for it on the host,
+GIL released) and is recorded for the stream current at `submit`. Work is GOP-exact as
 in `VideoDecoder`: a bundle holds only the keyframe intervals that hold
 targets, up to the last target, without pictures nothing references.
 `stats()` counts frames decoded against frames returned.

@@ -77,7 +77,9 @@ class Job:
 
 
 class Session:
-    """A decode session: one thread, its decoders, its CUDA stream."""
+    """A decode session: one thread, its decoders, and on CUDA a stream of its
+    own (an `OwnedStream`, not one of torch's shared pool) for the uploads of
+    streams decoded on the CPU; NVDEC requests run on their decoder's stream."""
 
     def __init__(self, index: int, engine: Engine, decoders_per_session: int) -> None:
         self.index = index
@@ -251,13 +253,15 @@ class Engine:
         request = job.request
         opened = None
         try:
-            with self.runtime.stream_scope(session.stream):
-                opened = session.decoders.open(work.params, work.pipeline)
+            opened = session.decoders.open(work.params, work.pipeline)
+            # The NVDEC decoder's own stream, else the session's: never the legacy default stream.
+            producer = getattr(opened.backend, "producer", None) or session.stream
+            with self.runtime.stream_scope(producer):
                 data, pts, durations = execute(work, opened.backend, request.dimension_order)
                 count = len(pts)
                 if data.device != self.runtime.result_device:  # a CPU fallback in a CUDA pool: upload
                     data = data.to(self.runtime.result_device, non_blocking=True)
-                self.runtime.hand_over(session.stream, data, job.consumer)
+            self.runtime.hand_over(producer, data, job.consumer)
             decoded = int(getattr(opened.backend, "frames_decoded", 0))
             info = DecodeInfo(work.description, session.index, opened.status, opened.reused, decoded)
             pts_t, durations_t = torch.from_numpy(pts), torch.from_numpy(durations)
@@ -389,6 +393,8 @@ class Engine:
             session.thread.join()
         for session in self.sessions:
             session.decoders.close()
+        for session in self.sessions:
+            self.runtime.close_stream(session.stream)
         self.runtime.release_memory()
 
     def _cancel_queued(self) -> None:

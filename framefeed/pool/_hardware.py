@@ -87,6 +87,9 @@ class HostRuntime:
     def new_stream(self) -> Any:
         return None
 
+    def close_stream(self, stream: Any) -> None:
+        """Destroy a session's stream once the session has stopped."""
+
     def stream_scope(self, stream: Any) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext()
 
@@ -110,37 +113,60 @@ class HostRuntime:
         return None
 
 
-class CudaRuntime(HostRuntime):
-    """Sessions on a CUDA device: each decodes on its own stream.
+class StreamedRuntime(HostRuntime):
+    """Sessions that decode on CUDA streams framefeed owns (`gpu_decode.streams`).
 
-    A batch is written on the session's stream; before it is handed over the
-    session waits for that stream (its own thread waits, nobody else), and
-    the batch is recorded on the stream that was current when the request
-    was submitted, so the caching allocator never gives its memory to a
-    later request while the consumer's kernels may still read it.
+    A request runs on its producer's stream: the NVDEC decoder's own, or for
+    a stream decoded on the CPU (a fallback) the session's own stream, where
+    the upload is queued. No pool work is queued on the legacy default
+    stream or on a stream of torch's shared pool. Before the batch is handed
+    over the session thread waits for the producer's event on the host
+    (GIL released), so the batch is complete whatever stream reads it; and
+    it is recorded for the stream that was current when the request was
+    submitted, so the caching allocator does not give its memory to a later
+    request while the consumer's kernels may still read it.
     """
 
-    def __init__(self, device: torch.device) -> None:
-        super().__init__(device)
+    def __init__(self, device: torch.device, calls: Any, result_device: torch.device | None = None) -> None:
+        super().__init__(result_device or device)
         self.device = device
-        self._nvml: Any = None
-        self._nvml_handle: Any = None
-        self._nvml_lock = threading.Lock()
+        self.calls = calls
 
     def new_stream(self) -> Any:
-        return torch.cuda.Stream(self.device)
+        from framefeed.engine.backends.gpu_decode.streams import OwnedStream
+
+        return OwnedStream(self.calls, self.device.index or 0)
+
+    def close_stream(self, stream: Any) -> None:
+        if stream is not None:
+            stream.finish()
+            stream.close()
 
     def stream_scope(self, stream: Any) -> contextlib.AbstractContextManager[Any]:
-        return torch.cuda.stream(stream)
+        return stream.scope() if stream is not None else contextlib.nullcontext()
 
     def consumer_stream(self) -> Any:
-        return torch.cuda.current_stream(self.device)
+        return self.calls.current_stream(self.device.index or 0)
 
     def hand_over(self, stream: Any, data: torch.Tensor, consumer: Any) -> None:
         if stream is not None:
-            stream.synchronize()
-        if data.is_cuda and consumer is not None:
-            data.record_stream(consumer)
+            stream.finish()
+        if consumer is not None and data.numel():
+            self.calls.record_stream(data, consumer)
+
+
+class CudaRuntime(StreamedRuntime):
+    """`StreamedRuntime` on a real CUDA device (its memory, NVML)."""
+
+    def __init__(self, device: torch.device, calls: Any = None) -> None:
+        if calls is None:
+            from framefeed.engine.backends.gpu_decode.streams import cuda_calls
+
+            calls = cuda_calls()  # CuPy's; torch's where CuPy is missing (then nothing decodes on NVDEC)
+        super().__init__(device, calls)
+        self._nvml: Any = None
+        self._nvml_handle: Any = None
+        self._nvml_lock = threading.Lock()
 
     def release_memory(self) -> None:
         torch.cuda.empty_cache()
@@ -186,11 +212,14 @@ def _open_nvml(device: torch.device) -> tuple[Any, Any]:
 
 def runtime_for(device: torch.device, nvdec_runtime: Any = None) -> HostRuntime:
     """How sessions use `device`. An NVDEC runtime that decodes into host
-    memory (the emulated one of the tests) makes a host runtime."""
+    memory (the emulated one of the tests) makes a host runtime, on its
+    recording CUDA calls when it has them."""
     if device.type != "cuda":
         return HostRuntime()
     if nvdec_runtime is not None:
         output = nvdec_runtime.output_device(device.index or 0)
         if output.type != "cuda":
-            return HostRuntime(output)
+            calls = getattr(nvdec_runtime, "calls", None)
+            return StreamedRuntime(device, calls, output) if calls is not None else HostRuntime(output)
+        return CudaRuntime(device, getattr(nvdec_runtime, "calls", None))
     return CudaRuntime(device)

@@ -75,11 +75,14 @@ class ReadConfig:
 
 
 class ClipPacketsDatasource(Datasource):
-    """Packet rows for `files` (see the module docstring)."""
+    """Packet rows for `files[start:]` (see the module docstring): the files
+    before `start` are neither opened nor read, and the others keep their
+    listing positions (`video_index`, and the seed of their clips)."""
 
-    def __init__(self, files: list[VideoFile], config: ReadConfig) -> None:
+    def __init__(self, files: list[VideoFile], config: ReadConfig, start: int = 0) -> None:
         super().__init__()
-        self._files = files
+        self._files = files[start:]
+        self._start = start
         self._config = config
 
     def get_name(self) -> str:
@@ -99,7 +102,8 @@ class ClipPacketsDatasource(Datasource):
             estimate = sum(max(f.size, 0) for f in files) if self._config.sampler == "all" else None
             metadata = BlockMetadata(num_rows=None, size_bytes=estimate, exec_stats=None,
                                      input_files=[f.name for f in files])
-            read = functools.partial(read_packet_blocks, list(range(first, stop)), files, self._config)
+            positions = list(range(self._start + first, self._start + stop))
+            read = functools.partial(read_packet_blocks, positions, files, self._config)
             tasks.append(ReadTask(read, metadata, schema=PACKET_SCHEMA, per_task_row_limit=per_task_row_limit))
         return tasks
 

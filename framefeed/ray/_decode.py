@@ -16,7 +16,8 @@ Each plan carries its decoder transforms, resolved by the read stage
 - `decode="cuda"`: `NvdecClipDecoder`, a Ray actor class holding a
   `DecodePool` on the GPU Ray assigned it; the pipeline goes to
   `DecodePool.submit_plan` (fused into NVDEC's colour kernel), and the clips
-  are copied to host memory for Ray's object store.
+  are copied to pinned host memory for Ray's object store, each calling
+  thread on a stream of its own (`HostCopies`).
 
 The stage functions take and return plain `pyarrow.Table` / numpy batches;
 only `record_skip` talks to Ray (the skip ledger).
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,12 +137,12 @@ def decode_on_cpu(planned: PlannedClips, dimension_order: str, num_threads: int 
             torch.from_numpy(out.duration_seconds).unflatten(0, shape))
 
 
-def clip_batch(config: DecodeConfig, video_index: int, first_clip: int, data: torch.Tensor,
+def clip_batch(config: DecodeConfig, video_index: int, first_clip: int, data: torch.Tensor | np.ndarray,
                pts_seconds: torch.Tensor, duration_seconds: torch.Tensor) -> dict[str, np.ndarray]:
-    """Clip rows for one decoded group, as a numpy batch."""
+    """Clip rows for one decoded group, as a numpy batch (`data` on the host)."""
     count = int(data.shape[0])
     batch = {
-        "frames": data.cpu().numpy(),
+        "frames": data if isinstance(data, np.ndarray) else data.cpu().numpy(),
         "pts_seconds": pts_seconds.numpy(),
         "duration_seconds": duration_seconds.numpy(),
         "video_index": np.full(count, video_index, dtype=np.int64),
@@ -175,6 +177,72 @@ def decode_packet_batch(table: Any, config: DecodeConfig) -> Iterator[dict[str, 
         yield clip_batch(config, video_index, first_clip, *decoded)
 
 
+class HostCopies:
+    """Device-to-host copies of clip batches for a GPU actor's calling threads.
+
+    A Ray actor runs its calls on several threads (`_read.CALLS_PER_ACTOR`).
+    `Tensor.cpu()` on each would copy into pageable memory, a staged and
+    synchronous copy queued on the legacy default stream that all threads
+    share, so the threads' copies serialise with each other and with every
+    kernel on that stream. Instead each thread copies on a stream of its own
+    (an `OwnedStream`, created once per thread) into pinned memory (torch's
+    caching host allocator) and waits for that stream alone on the host, GIL
+    released. A pool batch is complete when its future resolves, so the copy
+    waits for nothing else.
+
+    Args:
+        calls: the CUDA runtime calls (`gpu_decode.streams.CudaCalls`); None:
+            the real ones, on first use.
+        device_index: the actor's CUDA device.
+        pinned: copy into page-locked memory (False only for host stand-ins).
+    """
+
+    def __init__(self, calls: Any = None, device_index: int = 0, pinned: bool = True) -> None:
+        self._calls = calls
+        self._index = device_index
+        self._pinned = pinned
+        self._local = threading.local()
+        self._streams: list[Any] = []
+        self._lock = threading.Lock()
+
+    def to_host(self, data: torch.Tensor) -> np.ndarray:
+        """`data` as a host numpy array (a device tensor copied as above)."""
+        if data.device.type == "cpu":
+            return data.numpy()
+        return self.copy(data).numpy()
+
+    def copy(self, data: torch.Tensor) -> torch.Tensor:
+        """A host copy of `data`, made on this thread's own stream."""
+        stream = self._stream()
+        calls = stream.calls
+        with stream.scope():
+            host = torch.empty(data.shape, dtype=data.dtype, pin_memory=self._pinned)
+            host.copy_(data, non_blocking=True)
+            calls.record_stream(data, calls.current_stream(self._index))  # the pool's memory outlives the copy
+        stream.finish()
+        return host
+
+    def _stream(self) -> Any:
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            from framefeed.engine.backends.gpu_decode.streams import OwnedStream, cuda_calls
+
+            if self._calls is None:
+                self._calls = cuda_calls()
+            stream = self._local.stream = OwnedStream(self._calls, self._index)
+            with self._lock:
+                self._streams.append(stream)
+        return stream
+
+    def close(self) -> None:
+        """Destroy the threads' streams (after the calls have ended)."""
+        with self._lock:
+            streams, self._streams = self._streams, []
+        for stream in streams:
+            stream.finish()
+            stream.close()
+
+
 class NvdecClipDecoder:
     """The CUDA decode stage: a Ray actor (`num_gpus_per_actor` of a GPU each)
     holding a `DecodePool` on its GPU. Calls run on several threads at once
@@ -189,6 +257,7 @@ class NvdecClipDecoder:
         options = dict(config.pool_options)
         # Ray sets CUDA_VISIBLE_DEVICES to the GPU(s) it assigned: cuda:0 is ours.
         self._pool = DecodePool(options.pop("device", "cuda:0"), **options)
+        self._host = HostCopies(device_index=self._pool.device.index or 0)
 
     def __call__(self, table: Any) -> Iterator[dict[str, np.ndarray]]:
         config = self._config
@@ -205,7 +274,7 @@ class NvdecClipDecoder:
                     raise read_error(name, video_index, error) from error
                 record_skip(config.ledger, name, error)
                 continue
-            yield clip_batch(config, video_index, first_clip, result.data, result.pts_seconds,
+            yield clip_batch(config, video_index, first_clip, self._host.to_host(result.data), result.pts_seconds,
                              result.duration_seconds)
 
     def _submit(self, planned: PlannedClips, name: str) -> Any:
@@ -220,6 +289,9 @@ class NvdecClipDecoder:
         if pool is not None:
             self._pool = None
             pool.close(cancel_pending=True)
+            host = getattr(self, "_host", None)
+            if host is not None:
+                host.close()
 
     def __del__(self) -> None:
         self.close()

@@ -46,6 +46,7 @@ def read_clips(
     labels: Sequence[Any] | None = None,
     seed: int | None = None,
     epoch: int = 0,
+    start: int = 0,
     seek_mode: Literal["exact", "approximate"] = "exact",
     dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
     transforms: Sequence[Any] | None = None,
@@ -82,6 +83,12 @@ def read_clips(
             dataset gives the same clips on every execution. None: fresh
             random clips on every execution (each epoch).
         epoch: see `seed`.
+        start: videos already consumed, in listing order: videos
+            `[0, start)` are left out without being opened or read, and the
+            others keep their `video_index` and their clips (with a `seed`,
+            a restarted job that passes the `epoch` and the count it had
+            consumed reads exactly the rest of that epoch). 0 to
+            `len(ds.sources)`.
         seek_mode, dimension_order, stream_index: as for `ClipDataset`.
         output_dtype: the frames' dtype, as for `VideoDecoder`: `torch.uint8`
             (or "uint8", the default), `torch.float32` (or "float32"; values in
@@ -137,6 +144,7 @@ def read_clips(
         TypeError, ValueError: bad arguments (checked here, before any read),
             among them a transform that is not a decoder transform.
         FileNotFoundError: an entry names nothing, or matches no video file.
+        ValueError: `start` outside `[0, number of videos]`.
         ClipLoadError (from iteration, wrapped by Ray's task error): a video
             that cannot be read, with `on_error="raise"`.
     """
@@ -158,9 +166,13 @@ def read_clips(
     extensions = None if file_extensions is None else tuple(file_extensions)
     compute = _task_pool(concurrency) if decode == "cpu" else _actor_pool(concurrency)
 
+    start = require_int("start", start)
     files = expand_sources(sources, filesystem, extensions)
+    if not 0 <= start <= len(files):
+        raise ValueError(f"start ({start}) must be in [0, {len(files)}]: the videos already consumed, of the "
+                         f"{len(files)} listed")
     entry_labels = _entry_labels(sources, labels)
-    ledger = SkipLedger.options(num_cpus=0).remote(len(files)) if on_error == "skip" else None  # type: ignore[attr-defined]
+    ledger = SkipLedger.options(num_cpus=0).remote(len(files) - start) if on_error == "skip" else None  # type: ignore[attr-defined]
 
     read_config = ReadConfig(sampler, dict(sampler_args), seek_mode, stream_index, seed, epoch,
                              max_frames_per_group, on_error, ledger, checked_transforms)
@@ -172,7 +184,7 @@ def read_clips(
         num_ffmpeg_threads=require_int("num_ffmpeg_threads", num_ffmpeg_threads), ledger=ledger,
         pool_options=dict(pool_options or {}), output_dtype=checked_dtype)
 
-    packets = ray.data.read_datasource(ClipPacketsDatasource(files, read_config),
+    packets = ray.data.read_datasource(ClipPacketsDatasource(files, read_config, start),
                                        override_num_blocks=override_num_blocks)
     # One packet row per call: each is a decode unit (a group of whole clips).
     if decode == "cpu":

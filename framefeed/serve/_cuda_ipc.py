@@ -7,23 +7,34 @@ plain `cudaMalloc` (CuPy's runtime binding, outside any memory pool),
 exports it once with `cudaIpcGetMemHandle`, and each client opens it once
 with `cudaIpcOpenMemHandle`. Requests then only name an offset in it.
 
-Ordering, without a copy through the host:
-- server -> client: the server copies a batch into its slot on a copy
-  stream and records an interprocess CUDA event there; the reply names the
-  event (opened once per client and index) and the client makes the stream
-  current at submit wait on it before anything reads the frames. An event
-  belongs to one lease until that lease returns, so it is never re-recorded
-  while a client may still be waiting on it.
-- client -> server: before a slot is released the client waits (on its
-  release thread, not the caller's) for an event recorded on that stream,
-  so the server never overwrites frames a kernel may still read.
+Ordering, without a copy through the host (issue 22, item 8):
+- server: a pool batch is complete when its future resolves (the session
+  waited for its producer's event), so the copy into the slot needs no
+  wait on any other stream; it runs on a copy stream the slab owns (an
+  `OwnedStream`, not one of torch's shared pool) and records an
+  interprocess CUDA event there. The reply names the event (opened once per
+  client and index). An event belongs to one lease until that lease
+  returns, so it is never re-recorded while a client may still wait on it.
+- client: before the future resolves, the gRPC callback thread waits for
+  that event on the host, so the frames are complete for *every* stream
+  of the client, not just the one current at submit.
+- client -> server: a slot is released from the client's release thread
+  after events recorded there on every stream the batch was used on (the
+  stream current at submit, plus any given to `ServiceBatch.record_stream`)
+  have completed. Finalizers only queue the release: no CUDA call runs in a
+  finalizer, and none at interpreter shutdown (`atexit=False`).
 
+Lifetimes: a client closes its mapping (`cudaIpcCloseMemHandle`) once it
+is closed and its last leased tensor is gone. The server never frees the
+slab while a client session that may map it is alive: it is freed at close
+only when no session is left, otherwise the process exit releases it.
 Leases return on release, when the client's tensors are freed, or when its
 heartbeat stops (the client died): the slab itself is never re-exported.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections.abc import Callable
@@ -104,10 +115,14 @@ class DeviceSlab:
                 raise MemoryError(f"cannot allocate a {size}-byte slab on {device}: {error}; "
                                   "give a smaller --memory-budget") from None
             self.handle = bytes(cupy.cuda.runtime.ipcGetMemHandle(self._pointer))
+        from framefeed.engine.backends.gpu_decode.streams import OwnedStream, cupy_cuda_calls
+
         self._memory = _DeviceMemory(self._pointer, size)
         self.tensor = torch.as_tensor(self._memory, device=device)
-        self.copy_stream = torch.cuda.Stream(device)
+        self._copy = OwnedStream(cupy_cuda_calls(), index)  # its own stream, not one of torch's shared pool
+        self.copy_stream = cupy_cuda_calls().torch_stream(index, self._copy.handle)
         self.events = EventPool(device)
+        self.closed = False
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "handle": self.handle, "size": self.size, "uuid": self.uuid}
@@ -116,20 +131,33 @@ class DeviceSlab:
         return self.tensor[offset:offset + nbytes]
 
     def fill(self, slot: torch.Tensor, dense: torch.Tensor) -> tuple[int, bytes]:
-        """Copy `dense` (on this device) into `slot` on the copy stream; the
-        lent event's (index, handle), recorded after the copy."""
+        """Copy `dense` (a pool batch on this device, complete: its session
+        waited for it) into `slot` on the copy stream; the lent event's
+        (index, handle), recorded after the copy."""
         index, event, handle = self.events.acquire()
         with torch.cuda.stream(self.copy_stream):
-            self.copy_stream.wait_stream(torch.cuda.current_stream(self.device))
             slot.view(dense.shape).copy_(dense, non_blocking=True)
             dense.record_stream(self.copy_stream)  # the pool's buffer stays until the copy is done
             event.record(self.copy_stream)
         return index, handle
 
-    def close(self) -> None:
+    def close(self, clients_may_map: bool = False) -> None:
+        """Stop using the slab. Its memory is freed only when no client may
+        still map it (`clients_may_map` False: no session is left); otherwise
+        it stays until this process exits, which releases it."""
         import cupy
 
-        torch.cuda.synchronize(self.device)
+        if self.closed:
+            return
+        self.closed = True
+        self._copy.finish()
+        self._copy.close()
+        if clients_may_map:
+            logging.getLogger("framefeed.serve").info(
+                "framefeed serve: the CUDA slab on %s stays allocated until exit: clients may still map it",
+                self.device)
+            return
+        self.tensor = None
         cupy.cuda.runtime.free(self._pointer)
 
 
@@ -147,26 +175,46 @@ class DeviceSlabView:
 
         self.device = device
         self.size = int(describe["size"])
-        index = device.index if device.index is not None else 0
-        with cupy.cuda.Device(index):
+        self._index = device.index if device.index is not None else 0
+        with cupy.cuda.Device(self._index):
             self._pointer = int(cupy.cuda.runtime.ipcOpenMemHandle(describe["handle"]))
         self._events: dict[int, tuple[bytes, Any]] = {}
+        self._lock = threading.Lock()
+        self.closed = False
 
-    def wait_event(self, index: int, handle: bytes, stream: Any) -> None:
-        """Make `stream` wait for the server's copy into the slot (event `index`)."""
-        cached = self._events.get(index)
-        if cached is None or cached[0] != handle:
-            cached = (handle, torch.cuda.Event.from_ipc_handle(self.device, handle))
-            self._events[index] = cached
-        cached[1].wait(stream)
+    def wait_event(self, index: int, handle: bytes) -> None:
+        """Wait on the host (GIL released) for the server's copy into the
+        slot (event `index`): the frames are then complete for every stream."""
+        with self._lock:
+            cached = self._events.get(index)
+            if cached is None or cached[0] != handle:
+                cached = (handle, torch.cuda.Event.from_ipc_handle(self.device, handle))
+                self._events[index] = cached
+        cached[1].synchronize()
+
+    def close(self) -> None:
+        """Unmap the slab (`cudaIpcCloseMemHandle`) and drop the opened events.
+        Call once no tensor views it any more. Idempotent."""
+        import cupy
+
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._events.clear()
+        with cupy.cuda.Device(self._index):
+            cupy.cuda.runtime.ipcCloseMemHandle(self._pointer)
 
     def lease_tensor(self, offset: int, nbytes: int, shape: list[int], strides: list[int],
                      on_free: Callable[[], None], dtype: torch.dtype = torch.uint8,
                      ) -> tuple[torch.Tensor, weakref.finalize]:
         if not (0 <= offset and nbytes >= 0 and offset + nbytes <= self.size):
             raise ValueError(f"slot [{offset}, {offset + nbytes}) outside the slab of {self.size} bytes")
+        if self.closed:
+            raise RuntimeError("this client's CUDA slab view is closed")
         memory = _DeviceMemory(self._pointer + offset, nbytes)
         finalizer = weakref.finalize(memory, on_free)
+        finalizer.atexit = False  # at interpreter exit the process unmaps everything: no CUDA call then
         return torch.as_tensor(memory, device=self.device).view(dtype).as_strided(shape, strides), finalizer
 
 

@@ -115,12 +115,15 @@ class DeviceState:
         return {kind: {"size": a.size, "leased_bytes": a.used_bytes, "leases": a.slots}
                 for kind, (_, a) in self._slabs.items()}
 
-    def close(self) -> None:
+    def close(self, clients_may_map: bool = False) -> None:
         pool = getattr(self, "pool", None)
         if pool is not None:
             pool.close(cancel_pending=True)
-        for slab, _ in self._slabs.values():
-            slab.close()
+        for kind, (slab, _) in self._slabs.items():
+            if kind == "cuda":
+                slab.close(clients_may_map)
+            else:
+                slab.close()
 
 
 class DecodeService:
@@ -416,9 +419,11 @@ class DecodeService:
         self.stopping = True
 
     def close(self) -> None:
-        """Close every pool (queued requests cancelled, running ones finish) and remove the slabs."""
+        """Close every pool (queued requests cancelled, running ones finish) and remove the slabs
+        (a CUDA slab is freed only if no client session is left that may map it)."""
+        book = getattr(self, "book", None)
         for state in getattr(self, "devices", {}).values():
-            state.close()
+            state.close(clients_may_map=bool(book and book.sessions))
         if getattr(self, "probe", None) is not None:
             self.probe.close()
         for executor in (getattr(self, "_submit_threads", None), getattr(self, "_work_threads", None)):

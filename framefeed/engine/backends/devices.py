@@ -12,7 +12,7 @@ import torch
 
 from framefeed.errors import CudaUnavailableError
 
-__all__ = ["resolve_device"]
+__all__ = ["resolve_device", "worker_start_method"]
 
 
 def resolve_device(device: Any) -> torch.device:
@@ -47,3 +47,36 @@ def resolve_device(device: Any) -> torch.device:
             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})"
         )
     return torch.device("cuda", index)
+
+
+def worker_start_method(device: torch.device, requested: Any) -> Any:
+    """The start method for DataLoader workers of a process that decodes on
+    `device` with a `DecodePool` of its own.
+
+    Such a process holds a CUDA context and the pool's threads (demux
+    threads inside FFmpeg, sessions inside NVDEC calls) from the first
+    epoch on. `fork` copies it with whatever locks those threads held, into
+    a child whose CUDA state is unusable (PyTorch's "CUDA in multiprocessing"
+    notes: use spawn or forkserver), so workers would hang or fail from the
+    second epoch. On CUDA the default is "forkserver" (workers fork from a
+    clean server process started before any of this), or "spawn" where
+    forkserver does not exist; the dataset and `worker_init_fn` must then be
+    picklable, as with spawn.
+
+    Raises:
+        ValueError: "fork" (or a fork context) requested for a CUDA device.
+    """
+    if device.type != "cuda":
+        return requested
+    if requested is None:
+        import multiprocessing
+
+        return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    method = requested if isinstance(requested, str) else getattr(requested, "get_start_method", lambda: None)()
+    if method == "fork":
+        raise ValueError(
+            f"multiprocessing_context='fork' cannot be used on {device}: this process decodes with a DecodePool "
+            "that holds a CUDA context and threads, and a forked worker inherits them in an unusable state; "
+            "use 'forkserver' (the default) or 'spawn'"
+        )
+    return requested

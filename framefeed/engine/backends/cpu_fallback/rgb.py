@@ -179,9 +179,9 @@ class RgbConverter:
             width, height = height, width
         if dst.shape[0] != height or dst.shape[1] != width:
             raise FrameSizeChangedError(
-                f"the frame with pts {frame.pts} decoded at {width}x{height}, but this stream's frames are "
-                f"{dst.shape[1]}x{dst.shape[0]}: its frame size changes mid-stream, which framefeed does not "
-                "decode (nothing was written for this frame)",
+                f"it decoded at {width}x{height}, but this stream's frames are {dst.shape[1]}x{dst.shape[0]}: "
+                "the frame size changes mid-stream, which framefeed does not decode (nothing was written "
+                f"for this frame, pts {frame.pts})",
                 (width, height), (int(dst.shape[1]), int(dst.shape[0])),
             )
 

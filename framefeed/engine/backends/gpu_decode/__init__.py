@@ -6,6 +6,11 @@ stream, whether NVDEC decodes it exactly as the CPU path would
 which becomes `VideoDecoder.cpu_fallback`. The backend registry
 (`framefeed.engine.backends.registry`) calls it for CUDA devices.
 
+Each decoder runs on a CUDA stream of its own (`streams.OwnedStream`, the
+ordering rules in `streams.py`; callers hand frames over with
+`framefeed.engine.backends.ordering.producing`), is reused by size bucket
+(`decoder_cache.py`) and is destroyed on a reaper thread (`reaper.py`).
+
 PyNvVideoCodec and CuPy are optional and imported lazily, the first time a
 CUDA decoder is opened; `import framefeed` never imports them.
 """

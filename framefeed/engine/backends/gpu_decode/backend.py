@@ -15,10 +15,20 @@ out by `send`/`drain` are only valid until the next `send`/`drain`/`reset`
 (the session's contract); `retain` copies one into owned memory. Using an
 expired frame raises instead of reading overwritten pixels.
 
-Output tensors belong to torch's current stream: the decoder stream first
-waits for it (the slot's memory may have just been allocated there), and the
-current stream then waits for the decoder stream, so the session's
-follow-up copies and the user's kernels see finished pixels.
+Streams (`streams.py`): the backend's `producer` is its decoder's own
+stream. Callers run decode calls inside `ordering.producing(producer)`, so
+output slots are allocated on that stream and the kernel writing them needs
+no wait; the caller's stream then waits on the producer's event. A caller
+that allocates slots on another stream (the engine used directly) still gets
+ordered pixels: `write_rgb` makes the producer follow that stream before the
+launch and signal it after.
+
+Failures: an exception from PyNvVideoCodec's `Decode` means the parser call
+was cut short, so pictures of that packet or later ones are lost and the
+decoder's state is unknown. That is never a damaged packet (NVDEC's parser
+skips those without raising), so it is not a `DecodingError`, which the
+executor counts and skips: it is an `NvdecFailure` naming the packet, and
+the decoder is destroyed instead of being reused.
 """
 
 from __future__ import annotations
@@ -32,19 +42,15 @@ import torch
 from framefeed.engine.backends.gpu_decode.bitstream import PacketPreparer, PreparedPacket
 from framefeed.engine.backends.gpu_decode.colour import ColourSpec
 from framefeed.engine.backends.gpu_decode.kernels import (
-    DestinationWalk,
-    cupy_stream_for,
-    destination_walk,
-    launch_yuv_to_rgb,
+    ResampleTables,
     resample_tables,
 )
 from framefeed.engine.backends.gpu_decode.resampling import resampling_for
+from framefeed.engine.backends.gpu_decode.streams import OwnedStream
 from framefeed.engine.backends.gpu_decode.surfaces import (
     SurfacePlanes,
-    copy_surface,
     planes_of_decoded_frame,
 )
-from framefeed.errors import DecodingError
 from framefeed.transforms import TransformPipeline
 
 # pts handed to NVDEC for packets without timestamps; frames carrying it have no pts.
@@ -91,9 +97,17 @@ class NvdecFrame:
         return f"NvdecFrame(pts={self.pts}, {state})"
 
 
+class NvdecFailure(RuntimeError):
+    """PyNvVideoCodec's decoder raised: pictures may be lost and the decoder is
+    not reused. Not a `DecodingError` (which the executor skips as a damaged
+    packet): it reaches the caller, as `DecodingError` at the public API."""
+
+
 def _is_nvdec_error(error: BaseException) -> bool:
-    # PyNvVideoCodec raises PyNvVCException / PyNvVCExceptionUnsupported; match by
-    # name so this module never imports PyNvVideoCodec itself.
+    # PyNvVideoCodec 2.2.4 raises PyNvVCException / PyNvVCExceptionUnsupported
+    # (both in the wheel's module), and RuntimeError/ValueError for
+    # std::runtime_error/std::invalid_argument; match by name so this module
+    # never imports PyNvVideoCodec itself.
     return any(cls.__name__.startswith("PyNvVC") for cls in type(error).__mro__)
 
 
@@ -108,13 +122,25 @@ class NvdecBackend:
         converter: the `SurfaceConverter` for this stream.
         output_device: where output tensors live.
         flush_first: the decoder was used before (decoder cache): flush it first.
-        mark_discardable: set `PacketData.discardable` for discard-flagged packets.
+        prepare: called once after that flush, before any packet (reconfigures
+            a reused decoder for this stream's size).
+        on_failure: called when the decoder raised (marks it broken).
         on_close: called once with no argument when the backend is closed or
             collected (gives the decoder back to the cache).
         transforms: the pipeline `converter` applies while converting (its
             frames then have `transforms.output_size`); None for full frames.
             Exposed as `applied_transforms`, so `with_transforms` does not
             apply it a second time.
+        producer: the decoder's own stream, where its pictures are written
+            and converted (`ordering.producing`); None off the GPU.
+
+    `PacketData.discardable` is never set. The field exists in 2.2.4 (the
+    wheel's `PacketData` binding lists it), but the 2.0.2 sources read only
+    `bsl_data`, `bsl`, `pts` and `decode_flag` in `PyNvDecoder::Decode`, and
+    the only 2.2.4 text about it (a muxer docstring) says the decoder layer
+    suppresses the picture of such packets. Whichever is true, frames of
+    discard-flagged packets are dropped here by pts, so the result does not
+    depend on it (`benchmarks/gpu_probe.py` records what 2.2.4 does).
     """
 
     name = "nvdec"
@@ -122,15 +148,17 @@ class NvdecBackend:
 
     def __init__(self, *, decoder: Any, make_packet: Callable[[], Any], preparer: PacketPreparer,
                  converter: SurfaceConverter, output_device: torch.device, flush_first: bool = False,
-                 mark_discardable: bool = True, on_close: Callable[[], None] | None = None,
-                 transforms: TransformPipeline | None = None) -> None:
+                 prepare: Callable[[], None] | None = None, on_failure: Callable[[], None] | None = None,
+                 on_close: Callable[[], None] | None = None, transforms: TransformPipeline | None = None,
+                 producer: OwnedStream | None = None) -> None:
         self._decoder = decoder
         self.applied_transforms = transforms if transforms else None
         self._make_packet = make_packet
         self._preparer = preparer
         self._converter = converter
         self.output_device = output_device
-        self._mark_discardable = mark_discardable
+        self.producer = producer
+        self._on_failure = on_failure
         self._generation = 0
         self._discarded: set[int] = set()  # pts of discard-flagged packets not yet output
         self._durations: dict[int, int] = {}  # pts -> packet duration, until the frame comes out
@@ -145,6 +173,8 @@ class NvdecBackend:
             self._closer.atexit = False  # never touch CUDA during interpreter shutdown
         if flush_first:
             self._end_of_stream()
+        if prepare is not None:
+            self._guarded(prepare, "reconfiguring the reused decoder")
 
     # -- FrameBackend ---------------------------------------------------------
 
@@ -252,14 +282,13 @@ class NvdecBackend:
         packet.key = 1 if prepared.is_keyframe else 0
         if prepared.is_discard:
             # FFmpeg decodes discard packets (later pictures may reference them)
-            # but outputs nothing for them; we drop their frames by pts below.
+            # but outputs nothing for them; we drop their frames by pts below
+            # (`discardable` is left alone: see the class docstring).
             self._discarded.add(stamp)
-            if self._mark_discardable:
-                packet.discardable = True
         if prepared.duration and stamp != NO_PTS:
             self._durations[stamp] = int(prepared.duration)
         self._unflushed = True
-        pictures = self._call_decoder(packet, f"a packet (pts {prepared.pts})")
+        pictures = self._call_decoder(packet, f"the packet with pts {prepared.pts} (dts {prepared.dts})")
         del prepared  # the payload had to stay alive until Decode returned
         return self._wrap(pictures)
 
@@ -271,12 +300,24 @@ class NvdecBackend:
         return self._call_decoder(self._make_packet(), "the end-of-stream flush")
 
     def _call_decoder(self, packet: Any, what: str) -> list[Any]:
+        return self._guarded(lambda: list(self._decoder.Decode(packet)), f"decoding {what}")
+
+    def _guarded(self, call: Callable[[], Any], what: str) -> Any:
+        """Run a decoder call; its failure is an `NvdecFailure` naming `what`
+        and the decoder is marked broken."""
+        if isinstance(self._decoder, _ClosedDecoder):
+            return call()
         try:
-            return list(self._decoder.Decode(packet))
+            return call()
         except Exception as error:
-            if _is_nvdec_error(error):
-                raise DecodingError(f"NVDEC could not decode {what}: {error}") from error
-            raise
+            if not (_is_nvdec_error(error) or isinstance(error, (RuntimeError, ValueError))) \
+                    or isinstance(error, NvdecFailure):
+                raise
+            if self._on_failure is not None:
+                self._on_failure()
+            self._decoder = _ClosedDecoder()
+            raise NvdecFailure(f"NVDEC failed while {what}: {error}; frames from this packet on may be "
+                               "lost, so the request fails instead of skipping them") from error
 
     def _wrap(self, pictures: list[Any]) -> list[NvdecFrame]:
         frames = []
@@ -308,95 +349,72 @@ class OwnedSurface:
         self.planes = planes
 
 
+class KernelLaunch(Protocol):
+    """Enqueues the fused conversion of one picture (`kernels.CupyKernelLaunch`
+    on a GPU; the tests' host stand-in reads the same addresses on the CPU)."""
+
+    def __call__(self, planes: SurfacePlanes, dst: torch.Tensor, *, stream: OwnedStream, surface: Any) -> None:
+        """Convert `planes` into `dst` (a uint8 or float32 `(H, W, 3)` view) on `stream`;
+        `surface` is the converter (its coefficients, rotation and tables)."""
+
+
 class CudaSurfaceConverter:
     """Converts NVDEC pictures with the fused kernel on the decoder's stream.
 
     Args:
-        device: the CUDA device.
-        stream: the decoder's `torch.cuda.Stream`.
+        device: where destinations live (the CUDA device).
+        stream: the decoder's `OwnedStream`: pictures are written there by
+            the decoder, so reading them there needs no wait.
         surface_format: "NV12", "P016", "YUV444" or "YUV444_16Bit".
         width, height: the stream's picture size (before rotation).
         spec: the colour conversion.
         quarter_turns: display rotation, counter-clockwise.
         transforms: crops and resizes (after rotation) performed by the same
             launch (`resampling`); destinations then have its output size.
+        launch: enqueues the kernel (`kernels.CupyKernelLaunch`).
 
     Raises:
         ValueError: `transforms` resolved for frames of another size.
     """
 
-    def __init__(self, device: torch.device, stream: torch.cuda.Stream, surface_format: str, width: int,
+    def __init__(self, device: torch.device, stream: OwnedStream, surface_format: str, width: int,
                  height: int, spec: ColourSpec, quarter_turns: int,
-                 transforms: TransformPipeline | None = None) -> None:
-        import cupy  # lazy: CUDA decoding only
-
-        self._device = device
-        self._stream = stream
-        self._cupy_stream = cupy_stream_for(cupy, stream.cuda_stream, device.index)
-        self._surface_format = surface_format
-        self._width, self._height = width, height
-        self._spec = spec
-        self._coefficients = spec.coefficients()
-        self._sample_shift = 16 - spec.bit_depth if surface_format in ("P016", "YUV444_16Bit") else 0
-        self._turns = quarter_turns % 4
-        self._walks: dict[tuple, DestinationWalk] = {}
-        self._foreign_streams: dict[int, torch.cuda.ExternalStream] = {}
-        self._tables = None
-        if transforms:
-            self._tables, self._table_tensors = resample_tables(resampling_for(transforms), self._turns, width,
-                                                                height, device)
-            for tensor in self._table_tensors:  # made on the current stream, read on the decoder's
-                tensor.record_stream(stream)
-            stream.wait_stream(torch.cuda.current_stream(device))
+                 transforms: TransformPipeline | None = None, *, launch: KernelLaunch) -> None:
+        self.device = device
+        self.stream = stream
+        self.surface_format = surface_format
+        self.width, self.height = width, height
+        self.spec = spec
+        self.coefficients = spec.coefficients()
+        self.sample_shift = 16 - spec.bit_depth if surface_format in ("P016", "YUV444_16Bit") else 0
+        self.turns = quarter_turns % 4
+        self.walks: dict[tuple, Any] = {}  # destination layout -> kernels.DestinationWalk
+        self._launch = launch
+        self.tables: ResampleTables | None = None
+        self.resampling = resampling_for(transforms) if transforms else None
+        self._table_tensors: tuple[torch.Tensor, ...] = ()
+        if self.resampling is not None:
+            with stream.scope():  # made where they are read: no cross-stream wait
+                self.tables, self._table_tensors = resample_tables(self.resampling, self.turns, width, height,
+                                                                   device)
 
     def view(self, picture: Any) -> SurfacePlanes:
-        return planes_of_decoded_frame(picture, self._surface_format, self._width, self._height)
+        return planes_of_decoded_frame(picture, self.surface_format, self.width, self.height)
 
-    def own(self, planes: SurfacePlanes) -> OwnedSurface:
+    def own(self, planes: SurfacePlanes | OwnedSurface) -> OwnedSurface:
         if isinstance(planes, OwnedSurface):
             return planes
-        producer = self._after_producer(planes)
-        buffer, moved = copy_surface(planes, self._device, self._stream)
-        self._before_producer_reuse(producer)
-        return OwnedSurface(buffer, moved)
+        stream = self.stream
+        buffer = stream.calls.copy_bytes(stream.device_index, planes.base, planes.size, stream.handle)
+        return OwnedSurface(buffer, planes.moved_to(buffer.data_ptr()))
 
     def write(self, planes: SurfacePlanes | OwnedSurface, dst: torch.Tensor) -> None:
         if isinstance(planes, OwnedSurface):
             planes = planes.planes
-        if dst.device != self._device or dst.dtype not in (torch.uint8, torch.float32):
-            raise ValueError(f"destination must be uint8 or float32 on {self._device}, got {dst.dtype} on {dst.device}")
-        layout = (tuple(dst.shape), tuple(dst.stride()))
-        walk = self._walks.get(layout)
-        if walk is None:
-            if self._tables is None:
-                walk = destination_walk(layout[0], layout[1], self._turns, planes.height, planes.width)
-            else:  # the output's own walk: the tables read the rotated picture
-                walk = destination_walk(layout[0], layout[1], 0, self._tables.out_height, self._tables.out_width)
-            self._walks[layout] = walk
-        consumer = torch.cuda.current_stream(self._device)
-        if consumer != self._stream:
-            self._stream.wait_stream(consumer)  # the slot may have just been allocated there
-        producer = self._after_producer(planes)
-        launch_yuv_to_rgb(planes, dst.data_ptr(), walk, self._coefficients, self._sample_shift,
-                          self._spec.chroma_shift_x, self._spec.chroma_shift_y, self._device.index,
-                          self._cupy_stream, self._tables, float_output=dst.dtype == torch.float32)
-        self._before_producer_reuse(producer)
-        if consumer != self._stream:
-            consumer.wait_stream(self._stream)
-
-    # A picture may name the stream its pixels are ready on. If that is not
-    # the decoder stream we run on, order our read after its writes and its
-    # next writes after our read.
-    def _after_producer(self, planes: SurfacePlanes) -> torch.cuda.ExternalStream | None:
-        handle = planes.ready_stream
-        if handle is None or handle == self._stream.cuda_stream:
-            return None
-        producer = self._foreign_streams.get(handle)
-        if producer is None:
-            producer = self._foreign_streams[handle] = torch.cuda.ExternalStream(handle, device=self._device)
-        self._stream.wait_stream(producer)
-        return producer
-
-    def _before_producer_reuse(self, producer: torch.cuda.ExternalStream | None) -> None:
-        if producer is not None:
-            producer.wait_stream(self._stream)
+        if dst.device != self.device or dst.dtype not in (torch.uint8, torch.float32):
+            raise ValueError(f"destination must be uint8 or float32 on {self.device}, got {dst.dtype} on {dst.device}")
+        stream = self.stream
+        consumer = int(stream.calls.current_stream(stream.device_index).cuda_stream)
+        stream.follow(consumer)  # no-op inside `producing`: the slot was allocated on this stream
+        self._launch(planes, dst, stream=stream, surface=self)
+        stream.signal(consumer)

@@ -4,9 +4,26 @@ Creating an NVDEC decoder costs milliseconds and tens of megabytes of device
 memory; a loop over thousands of short clips must not create one per clip.
 A backend takes a decoder out of the pool for its lifetime and gives it back
 when it is garbage-collected or closed. Idle decoders are kept per device,
-keyed by codec, picture size and surface format (a decoder is only handed to
-streams it was configured for), and the least recently used ones are
-destroyed beyond the pool's capacity.
+keyed by codec, surface format, bit depth and *size bucket*: each decoder is
+created with the bucket's size as `maxwidth`/`maxheight`, so any stream of
+the bucket fits it (see `size_bucket`), and the least recently used ones are
+destroyed beyond the pool's capacity, off the caller's thread
+(`reaper.DecoderReaper`).
+
+Why buckets (PyNvVideoCodec 2.2.4 / Video Codec SDK `NvDecoder.cpp`, read in
+NVIDIA's sources as mirrored by suzuca-ai/PyNvVideoCodec@12cae8be, and the
+same error strings in the 2.2.4 wheel's `PyNvVideoCodec_130*.so`): a decoder
+created without a maximum size takes the first stream's *coded* size as its
+maximum; a later stream with a larger coded size (HEVC coded 1080 vs 1088,
+the same 1920x1080 display size) makes `ReconfigureDecoder` throw "Reconfigure
+Not supported when width/height > maxwidth/maxheight" from inside the
+parser's sequence callback, a C++ exception crossing the driver's C frames.
+NVIDIA's own decoder cache (`DecoderCommon::ReconfigureDecoder`) reuses a
+decoder only when the stream fits its maximum and then calls
+`setReconfigParams(width, height)`; framefeed does the same
+(`NvdecDecoders.open_backend`). Bit depth and chroma format cannot change on
+reconfigure at all ("Reconfigure Not supported for bit depth change"), so
+they are part of the key.
 
 Each decoder keeps the CUDA stream it was created with (PyNvVideoCodec binds
 a decoder to one stream at creation), so work queued by an earlier owner
@@ -26,6 +43,11 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_CAPACITY = 8
+# Bucket sizes are multiples of this. A coded size exceeds the display size
+# by less than one coding unit: 16 for H.264 and MPEG-1/2 macroblocks, 8 for
+# VP8/VP9/AV1, at most 64 for HEVC (MinCbSizeY <= CtbSizeY <= 64), so a
+# bucket of the display size rounded up to 64 holds the coded size too.
+BUCKET_ALIGNMENT = 64
 
 
 def capacity_from_environment() -> int:
@@ -37,25 +59,52 @@ def capacity_from_environment() -> int:
         return DEFAULT_CAPACITY
 
 
+def size_bucket(width: int, height: int, limit: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The decoder size bucket of a `width x height` stream: each side rounded
+    up to `BUCKET_ALIGNMENT` (1920x1080 and 1920x1088 share 1920x1088), at
+    most `limit` (the GPU's `width_max`, `height_max`; 0 means none) but never
+    below the stream's own size."""
+    def up(value: int, most: int) -> int:
+        aligned = -(-value // BUCKET_ALIGNMENT) * BUCKET_ALIGNMENT
+        return max(min(aligned, most), value) if most > 0 else aligned
+
+    most_w, most_h = limit if limit is not None else (0, 0)
+    return up(width, most_w), up(height, most_h)
+
+
 @dataclass(frozen=True)
 class DecoderKey:
-    """What a decoder was configured for; only equal keys share decoders."""
+    """What a decoder was created for; only equal keys share decoders.
+
+    `width`, `height` are the size bucket (`size_bucket`), given to
+    `CreateDecoder` as `maxwidth`, `maxheight`; `bit_depth` and
+    `surface_format` (which implies the chroma format) cannot change on a
+    reconfigure.
+    """
 
     device_index: int
     codec: str
     width: int
     height: int
     surface_format: str
+    bit_depth: int = 8
 
 
 @dataclass(eq=False)
 class PooledDecoder:
-    """A decoder, the CUDA stream it runs on, and how often it was handed out."""
+    """A decoder, the CUDA stream it runs on, and how often it was handed out.
+
+    `configured`: the display size of the stream it last decoded (None
+    before its first); `broken`: an NVDEC call failed, so it is destroyed
+    when given back instead of being reused.
+    """
 
     key: DecoderKey
     decoder: Any
     stream: Any
     uses: int = 0
+    configured: tuple[int, int] | None = None
+    broken: bool = False
 
     @property
     def reused(self) -> bool:
@@ -104,7 +153,13 @@ class DecoderCache:
         return entry
 
     def release(self, entry: PooledDecoder) -> None:
-        """Take a decoder back; evict the least recently used beyond capacity."""
+        """Take a decoder back; evict the least recently used beyond capacity.
+        A broken decoder is destroyed instead of kept."""
+        if entry.broken:
+            with self._lock:
+                self.evicted += 1
+            self._destroy(entry)
+            return
         evicted = []
         with self._lock:
             self._idle[id(entry)] = entry
@@ -129,6 +184,9 @@ class DecoderCache:
             self._destroy(entry)
 
     def _destroy(self, entry: PooledDecoder) -> None:
+        """`on_evict` owns the destruction when given (it hands the decoder to
+        a reaper thread); otherwise the last reference is dropped here."""
         if self._on_evict is not None:
             self._on_evict(entry)
-        entry.decoder = None  # PyNvVideoCodec frees the decoder with its last reference
+        else:
+            entry.decoder = None  # PyNvVideoCodec frees the decoder with its last reference

@@ -557,28 +557,22 @@ def _kernel(device_index: int, name: str) -> Any:
     return kernel
 
 
-class _StreamHandle:
-    """A raw CUDA stream handle behind the CUDA stream protocol (`__cuda_stream__`)."""
+class _RawStream:
+    """What CuPy's kernel launch reads from its `stream=` argument: `ptr`
+    (`cupy/cuda/function.pyx`, `_get_stream` returns `stream.ptr`).
+
+    A plain holder of a handle framefeed owns (the decoder's `OwnedStream`).
+    Not `cupy.cuda.Stream.from_external`: the object it returns is a
+    `cupy.cuda.Stream`, whose `__del__` calls `streamDestroy` on any handle
+    but the default streams (`cupy/cuda/stream.pyx`), so collecting the
+    wrapper destroyed the stream it wrapped (torch's, in framefeed before
+    issue 22). Nor `cupy.cuda.ExternalStream`, deprecated in CuPy 14.
+    """
+
+    __slots__ = ("ptr",)
 
     def __init__(self, handle: int) -> None:
-        self._handle = handle
-
-    def __cuda_stream__(self) -> tuple[int, int]:
-        return (0, self._handle)
-
-
-def cupy_stream_for(cupy: Any, stream_handle: int, device_index: int) -> Any:
-    """A CuPy stream for a CUDA stream that torch owns (the decoder's).
-
-    CuPy >= 14 wraps foreign streams with `cupy.cuda.Stream.from_external`
-    (its `ExternalStream` is deprecated there and warns on every use); older
-    CuPy only has `ExternalStream`. The caller keeps the torch stream alive.
-    """
-    with cupy.cuda.Device(device_index):  # from_external takes the device from the current one
-        from_external = getattr(cupy.cuda.Stream, "from_external", None)
-        if from_external is not None:
-            return from_external(_StreamHandle(stream_handle))
-        return cupy.cuda.ExternalStream(stream_handle, device_index)
+        self.ptr = handle
 
 
 def kernel_name(sample_bytes: int, coefficients: ConversionCoefficients, resampled: bool = False,
@@ -713,14 +707,14 @@ def launch_grid(width: int, height: int) -> tuple[tuple[int, int, int], tuple[in
 
 def launch_yuv_to_rgb(planes: SurfacePlanes, dst_address: int, walk: DestinationWalk,
                       coefficients: ConversionCoefficients, sample_shift: int, chroma_shift_x: int,
-                      chroma_shift_y: int, device_index: int, cupy_stream: Any,
+                      chroma_shift_y: int, device_index: int, stream_handle: int,
                       tables: ResampleTables | None = None, float_output: bool = False) -> None:
-    """Enqueue the conversion of one surface on `cupy_stream` (a CuPy stream
-    wrapping the decoder's CUDA stream): one launch. `dst_address` is the
-    device address of the destination's first element: uint8, or float32
-    with `float_output` (values in [0, 1], samples kept at full precision);
-    `walk` counts elements of that type. With `tables`, the launch also crops
-    and resizes (one thread per output pixel) and `walk` is the output's own."""
+    """Enqueue the conversion of one surface on the CUDA stream `stream_handle`
+    (the decoder's own): one launch. `dst_address` is the device address of
+    the destination's first element: uint8, or float32 with `float_output`
+    (values in [0, 1], samples kept at full precision); `walk` counts
+    elements of that type. With `tables`, the launch also crops and resizes
+    (one thread per output pixel) and `walk` is the output's own."""
     import cupy
 
     kernel = _kernel(device_index, kernel_name(planes.sample_bytes, coefficients, tables is not None, float_output))
@@ -735,5 +729,32 @@ def launch_yuv_to_rgb(planes: SurfacePlanes, dst_address: int, walk: Destination
     else:
         grid, block = launch_grid(tables.out_width, tables.out_height)
         args = resampled_arguments(args, tables, generic)
-    with cupy.cuda.Device(device_index), cupy_stream:
-        kernel(grid, block, args)
+    with cupy.cuda.Device(device_index):
+        kernel(grid, block, args, stream=_RawStream(stream_handle))
+
+
+def walk_for(surface: Any, planes: SurfacePlanes, dst: Any) -> DestinationWalk:
+    """The destination walk of `dst` for a converter (`backend.CudaSurfaceConverter`),
+    cached per destination layout in `surface.walks`."""
+    layout = (tuple(dst.shape), tuple(dst.stride()))
+    walk = surface.walks.get(layout)
+    if walk is None:
+        if surface.tables is None:
+            walk = destination_walk(layout[0], layout[1], surface.turns, planes.height, planes.width)
+        else:  # the output's own walk: the tables read the rotated picture
+            walk = destination_walk(layout[0], layout[1], 0, surface.tables.out_height, surface.tables.out_width)
+        surface.walks[layout] = walk
+    return walk
+
+
+class CupyKernelLaunch:
+    """The `backend.KernelLaunch` of a GPU: the fused kernel through CuPy on
+    the decoder's stream."""
+
+    def __call__(self, planes: SurfacePlanes, dst: Any, *, stream: Any, surface: Any) -> None:
+        import torch
+
+        launch_yuv_to_rgb(planes, dst.data_ptr(), walk_for(surface, planes, dst), surface.coefficients,
+                          surface.sample_shift, surface.spec.chroma_shift_x, surface.spec.chroma_shift_y,
+                          stream.device_index, stream.handle, surface.tables,
+                          float_output=dst.dtype == torch.float32)

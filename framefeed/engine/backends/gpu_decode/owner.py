@@ -37,7 +37,10 @@ from framefeed.engine.backends.gpu_decode.decoder_cache import (
     DecoderKey,
     PooledDecoder,
     capacity_from_environment,
+    size_bucket,
 )
+from framefeed.engine.backends.gpu_decode.reaper import reaper
+from framefeed.engine.backends.gpu_decode.streams import CudaCalls, OwnedStream
 from framefeed.engine.packets import CodecParameters
 from framefeed.transforms import TransformPipeline
 
@@ -55,14 +58,20 @@ class NvdecRuntime:
         nvc: the PyNvVideoCodec module (or a stand-in with `PacketData`,
             `GetDecoderCaps`, `CreateDecoder`).
         device_facts: device index -> (compute capability or None, device name).
-        create_decoder: `DecoderKey` -> a new `PooledDecoder`.
-        retire: called on a decoder before it is destroyed (None: nothing).
-        make_converter: (device index, decoder's CUDA stream, surface format,
+        create_decoder: `DecoderKey` -> a new `PooledDecoder` created with the
+            key's size as its maximum, on a new `OwnedStream` of its own.
+        retire: takes over a decoder the cache evicts and destroys it (the
+            real one hands it to the reaper thread); None: the last reference
+            is dropped inline.
+        make_converter: (device index, decoder's `OwnedStream`, surface format,
             traits, quarter turns, transforms) -> the `SurfaceConverter` writing
             RGB, cropped and resized by `transforms` (a `TransformPipeline`, or
             None for full frames) in the same pass.
         prepare_kernel: (device index, bytes per sample) -> None, before first use.
         output_device: device index -> where output tensors live.
+        calls: the CUDA runtime calls for streams framefeed owns (a pool
+            session's own stream for uploads); None on a runtime whose output
+            is on the host.
     """
 
     nvc: Any
@@ -72,6 +81,7 @@ class NvdecRuntime:
     make_converter: Callable[[int, Any, str, StreamTraits, int, TransformPipeline | None], SurfaceConverter]
     prepare_kernel: Callable[[int, int], None]
     output_device: Callable[[int], torch.device]
+    calls: CudaCalls | None = None
 
 
 def import_optional(name: str, what: str) -> tuple[Any, str]:
@@ -104,21 +114,25 @@ def cuda_runtime() -> tuple[NvdecRuntime | None, str]:
     if cupy is None:
         return None, reason
     from framefeed.engine.backends.gpu_decode.backend import CudaSurfaceConverter
-    from framefeed.engine.backends.gpu_decode.kernels import compile_kernel
+    from framefeed.engine.backends.gpu_decode.kernels import CupyKernelLaunch, compile_kernel
+    from framefeed.engine.backends.gpu_decode.streams import cupy_cuda_calls
 
-    def make_converter(index: int, stream: Any, surface_format: str, traits: StreamTraits, turns: int,
+    calls = cupy_cuda_calls()
+
+    def make_converter(index: int, stream: OwnedStream, surface_format: str, traits: StreamTraits, turns: int,
                        transforms: TransformPipeline | None) -> Any:
         return CudaSurfaceConverter(torch.device("cuda", index), stream, surface_format, traits.width,
-                                    traits.height, traits.colour, turns, transforms)
+                                    traits.height, traits.colour, turns, transforms, launch=CupyKernelLaunch())
 
     return NvdecRuntime(
         nvc=nvc,
         device_facts=lambda index: (torch.cuda.get_device_capability(index), torch.cuda.get_device_name(index)),
-        create_decoder=functools.partial(_create_cuda_decoder, nvc),
-        retire=_retire,
+        create_decoder=functools.partial(create_pynvvideocodec_decoder, nvc, calls, _primary_context),
+        retire=reaper().retire,
         make_converter=make_converter,
         prepare_kernel=compile_kernel,
         output_device=lambda index: torch.device("cuda", index),
+        calls=calls,
     ), ""
 
 
@@ -132,24 +146,57 @@ def _primary_context(device_index: int) -> int:
         return int(cupy.cuda.driver.ctxGetCurrent())
 
 
-def _create_cuda_decoder(nvc: Any, key: DecoderKey) -> PooledDecoder:
-    device = torch.device("cuda", key.device_index)
-    stream = torch.cuda.Stream(device)  # one stream per decoder, for its whole life
-    decoder = nvc.CreateDecoder(
-        gpuid=key.device_index,
-        codec=getattr(nvc.cudaVideoCodec, NVDEC_CODECS[key.codec]),
-        cudacontext=_primary_context(key.device_index),
-        cudastream=stream.cuda_stream,
-        usedevicememory=True,
-        outputColorType=nvc.OutputColorType.NATIVE,
-    )
+def create_pynvvideocodec_decoder(nvc: Any, calls: CudaCalls, context: Callable[[int], int],
+                                  key: DecoderKey) -> PooledDecoder:
+    """A PyNvVideoCodec decoder for `key` on a new stream of its own.
+
+    `CreateDecoder` keywords as bound by PyNvVideoCodec 2.2.4 (the wheel's
+    module lists gpuid, codec, cudacontext, cudastream, usedevicememory,
+    maxwidth, maxheight, outputColorType, ...): `maxwidth`/`maxheight` are the
+    key's size bucket, so every stream of the bucket fits without a
+    reconfigure beyond the decoder's limits. A stream handle of 0 would make
+    the decoder synchronise after every picture (`NvDecoder::
+    HandlePictureDisplay`: `if (!m_cuvidStream) cuStreamSynchronize`).
+    """
+    stream = OwnedStream(calls, key.device_index)  # one stream per decoder, for its whole life
+    try:
+        decoder = nvc.CreateDecoder(
+            gpuid=key.device_index,
+            codec=getattr(nvc.cudaVideoCodec, NVDEC_CODECS[key.codec]),
+            cudacontext=context(key.device_index),
+            cudastream=stream.handle,
+            usedevicememory=True,
+            maxwidth=key.width,
+            maxheight=key.height,
+            outputColorType=nvc.OutputColorType.NATIVE,
+        )
+    except BaseException:
+        stream.close()
+        raise
     return PooledDecoder(key, decoder, stream)
 
 
-def _retire(entry: PooledDecoder) -> None:
-    # Work queued on its stream may still read the decoder's pictures.
-    if entry.stream is not None:
-        entry.stream.synchronize()
+def reconfigure_for(entry: PooledDecoder, width: int, height: int) -> None:
+    """Prepare a reused decoder for a stream of `width x height` (display size),
+    as NVIDIA's own decoder cache does (`DecoderCommon::ReconfigureDecoder`:
+    `setReconfigParams({width, height})` on a cached decoder the stream fits).
+
+    Without it, a new *coded* size is reconfigured keeping the previous
+    display rectangle and target size (`NvDecoder::ReconfigureDecoder`: "Dont
+    change display rect and get scaled output"), so pictures come out scaled;
+    and a new display size with the same coded size reuses output buffers
+    sized for the old one. `setReconfigParams` marks the next sequence change
+    as the application's (full reconfigure, unscaled) and frees output
+    buffers of another size. Called after the flush of the previous stream's
+    pictures, so none of them is written into the new buffers.
+
+    Raises:
+        RuntimeError: the size exceeds the decoder's maximum (PyNvVideoCodec:
+            "Resize dimensions must be lower than max width and height"); the
+            size bucket makes this impossible.
+    """
+    entry.decoder.setReconfigParams(width, height)
+    entry.configured = (width, height)
 
 
 class NvdecDecoders:
@@ -232,10 +279,23 @@ class NvdecDecoders:
             return None, reason
         surface_format = surface_format_for(traits.colour)
         cache = self.decoder_cache
+        limit = (int(caps.get("width_max", 0)), int(caps.get("height_max", 0)))
+        bucket = size_bucket(traits.width, traits.height, limit)
         try:
-            pooled = cache.acquire(DecoderKey(index, traits.codec, traits.width, traits.height, surface_format))
+            pooled = cache.acquire(DecoderKey(index, traits.codec, *bucket, surface_format, traits.bit_depth))
         except Exception as error:
             return None, f"could not create an NVDEC decoder ({first_line(error)})"
+        size = (traits.width, traits.height)
+
+        def prepare() -> None:  # after the flush of the previous stream's pictures
+            if pooled.configured is None:
+                pooled.configured = size  # a new decoder configures itself from the stream
+            else:
+                reconfigure_for(pooled, *size)
+
+        def failed() -> None:
+            pooled.broken = True  # destroyed when given back, never reused
+
         try:
             runtime.prepare_kernel(index, 2 if surface_format in ("P016", "YUV444_16Bit") else 1)
             converter = runtime.make_converter(index, pooled.stream, surface_format, traits,
@@ -247,16 +307,21 @@ class NvdecDecoders:
                 converter=converter,
                 output_device=runtime.output_device(index),
                 flush_first=pooled.reused,
+                prepare=prepare,
+                on_failure=failed,
                 on_close=functools.partial(cache.release, pooled),
                 transforms=transforms or None,
+                producer=pooled.stream if isinstance(pooled.stream, OwnedStream) else None,
             )
         except Exception as error:  # e.g. the flush of a reused decoder failed: decode on the CPU instead
+            pooled.broken = True
             cache.release(pooled)
             return None, f"could not set up the NVDEC backend ({first_line(error)})"
         return backend, ""
 
-    def close(self) -> None:
-        """Destroy every idle decoder of this owner."""
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Destroy every idle decoder of this owner, and wait (at most
+        `timeout` seconds) until every decoder retired so far is gone."""
         with self._lock:
             cache = self._cache
         if cache is not None:
@@ -264,6 +329,7 @@ class NvdecDecoders:
                 cache.clear()
             except Exception:  # at exit, a broken driver must not turn into a traceback
                 pass
+        reaper().drain(timeout)
 
 
 _defaults: dict[int, NvdecDecoders] = {}

@@ -1,16 +1,28 @@
 """Where the planes of a decoded NVDEC picture are in device memory.
 
 PyNvVideoCodec returns each picture (NATIVE output) as one device
-allocation: the luma plane, then the chroma plane(s) at the same pitch —
+allocation, packed: the luma plane, then the chroma plane(s), every row
+`width * bytes per sample` long (`NvDecoder::GenerateNativeOutput` copies the
+mapped surface with `dstPitch = GetWidth() * m_nBPP`, chroma at
+`dstPitch * m_nLumaHeight`; `ceil(height / 2)` chroma rows for 4:2:0) —
 interleaved Cb/Cr rows for NV12/P016, whole Cb and Cr planes for
-YUV444/YUV444_16Bit. Only the luma plane's `__cuda_array_interface__` is
-read: PyNvVideoCodec 2.2 was seen describing 16-bit pictures with strides in
-samples instead of bytes and misplacing 16-bit 4:4:4 chroma planes, while
-the single-allocation layout is what its decoder writes.
+YUV444/YUV444_16Bit. `DecodedFrame.cuda()` lists one `CAIMemoryView` per
+plane whose `__cuda_array_interface__` is (`GetCAIMemoryViewAndDLPack` and
+the `CAIMemoryView` binding in PyNvVideoCodec's sources, same keys in the
+2.2.4 wheel): `version` 3, `shape` `[H, W, 1]` for luma (`[H/2, W/2, 2]`
+for NV12 chroma), `strides` `[W, 1, 1]` — in samples, not bytes, for the
+16-bit formats —, `typestr` "|u1" or "|u2", `data` `(address, False)`,
+`gpuIdx` 0, and `stream` **2** whenever the decoder was given a stream
+(`dict["stream"] = self->stream == 0 ? 0 : 2`), i.e. the per-thread default
+stream, not the decoder's. So the `stream` field is ignored: the pixels are
+written on the decoder's own stream, which framefeed knows (`streams.py`).
+Only the luma view is read: the 2.0.2 sources place 16-bit 4:4:4 chroma
+views at `width * height` elements instead of bytes, while the single
+packed allocation is what the decoder writes.
 
 The memory belongs to the decoder and is overwritten by the next `Decode()`
-(on the decoder's stream), so `copy_surface` makes an owned copy when a
-picture must outlive that call.
+(on the decoder's stream), so the converter makes an owned copy
+(`CudaCalls.copy_bytes`) when a picture must outlive that call.
 """
 
 from __future__ import annotations
@@ -38,8 +50,6 @@ class SurfacePlanes:
         width, height: picture size in pixels.
         sample_bytes: 1 (8-bit surfaces) or 2 (16-bit surfaces).
         base, size: the block holding every plane, for copies.
-        ready_stream: the CUDA stream handle the picture says its pixels are
-            ready on (None when it names none).
     """
 
     luma: int
@@ -53,17 +63,15 @@ class SurfacePlanes:
     sample_bytes: int
     base: int
     size: int
-    ready_stream: int | None = None
 
     def moved_to(self, base: int) -> SurfacePlanes:
         """The same layout in another block of memory (an owned copy)."""
         shift = base - self.base
         return dataclasses.replace(self, luma=self.luma + shift, cb=self.cb + shift, cr=self.cr + shift,
-                                   base=base, ready_stream=None)
+                                   base=base)
 
 
-def surface_layout(surface_format: str, address: int, pitch: int, width: int, height: int,
-                   ready_stream: int | None = None) -> SurfacePlanes:
+def surface_layout(surface_format: str, address: int, pitch: int, width: int, height: int) -> SurfacePlanes:
     """The planes of a native surface whose luma plane starts at `address`
     with `pitch` bytes per row, chroma following at the same pitch."""
     sample = 2 if surface_format in _SIXTEEN_BIT else 1
@@ -71,10 +79,10 @@ def surface_layout(surface_format: str, address: int, pitch: int, width: int, he
     if surface_format in ("NV12", "P016"):
         chroma = address + luma_bytes
         return SurfacePlanes(address, chroma, chroma + sample, pitch, pitch, 2 * sample, width, height, sample,
-                             address, luma_bytes + pitch * ((height + 1) // 2), ready_stream)
+                             address, luma_bytes + pitch * ((height + 1) // 2))
     if surface_format in ("YUV444", "YUV444_16Bit"):
         return SurfacePlanes(address, address + luma_bytes, address + 2 * luma_bytes, pitch, pitch, sample,
-                             width, height, sample, address, 3 * luma_bytes, ready_stream)
+                             width, height, sample, address, 3 * luma_bytes)
     raise ValueError(f"unsupported surface format {surface_format!r}")
 
 
@@ -97,12 +105,12 @@ def planes_of_decoded_frame(frame: Any, surface_format: str, width: int, height:
         address = int(cai["data"][0])
         strides = cai.get("strides")
         pitch = int(strides[0]) if strides else shape[1] * sample
-        stream = cai.get("stream")
+        # cai["stream"] is 2 (the per-thread default stream) whatever stream
+        # the decoder runs on: not where the pixels are ready (module docstring).
     else:  # no per-plane views: the whole surface through DLPack
         whole = torch.from_dlpack(frame)
         shape, address = tuple(whole.shape), whole.data_ptr()
         pitch = whole.stride(0) * whole.element_size()
-        stream = None
     rows, cols = shape[0], shape[1]
     if pitch < cols * sample:
         pitch *= sample  # strides given in samples rather than bytes
@@ -111,7 +119,7 @@ def planes_of_decoded_frame(frame: Any, surface_format: str, width: int, height:
             f"NVDEC returned a {cols}x{rows} {surface_format} plane for a {width}x{height} stream; "
             "the stream's size or format changed mid-stream"
         )
-    return surface_layout(surface_format, address, pitch, width, height, int(stream) if stream else None)
+    return surface_layout(surface_format, address, pitch, width, height)
 
 
 class _DeviceBytes:
@@ -126,15 +134,6 @@ def device_bytes(address: int, size: int, device: torch.device) -> torch.Tensor:
     """A uint8 tensor viewing memory this process did not allocate through
     torch (it does not own it: keep the owner alive)."""
     return torch.as_tensor(_DeviceBytes(address, size), device=device)
-
-
-def copy_surface(planes: SurfacePlanes, device: torch.device, stream: Any) -> tuple[torch.Tensor, SurfacePlanes]:
-    """An owned copy of a picture, made on `stream` (the decoder's), and the
-    planes of the copy. The copy's memory is allocated on that stream."""
-    with torch.cuda.stream(stream):
-        owned = torch.empty(planes.size, dtype=torch.uint8, device=device)
-        owned.copy_(device_bytes(planes.base, planes.size, device), non_blocking=True)
-    return owned, planes.moved_to(owned.data_ptr())
 
 
 def planes_of_tensor(surface: torch.Tensor, surface_format: str, width: int, height: int) -> SurfacePlanes:
