@@ -1,12 +1,21 @@
 """Shared by the benchmark scripts: run a suite on given clips, check the
 issue's speed targets as ratios between contenders measured in the same run,
-and write JSON plus a Markdown table under benchmarks/results/."""
+and write JSON plus a Markdown table under benchmarks/results/.
+
+Every figure is reported per round (`RoundRatios`): contenders run back to
+back in each round, so a round's contenders share the machine's load, and
+the ratio within a round is the measurement. A target passes on the median
+of those per-round ratios; their min-max says how far a single round strays.
+The ratio of the medians is printed beside it for comparison with older
+results."""
 
 from __future__ import annotations
 
 import datetime
 import os
 import platform
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +28,75 @@ from framefeed.bench.runner import Measurement, run_suite
 from framefeed.bench.workloads import WORKLOADS
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+# The table header every script's targets use (then one `RoundRatios.row` per target).
+TARGET_HEADER = ["| target | per-round ratio: median (min-max) | ratio of medians | limit | result |",
+                 "| --- | --- | --- | --- | --- |"]
+
+
+@dataclass(frozen=True)
+class RoundRatios:
+    """One figure, ours against theirs, as the ratio within each round.
+
+    `kind` "time": ratio = our time / their time (lower is better, passes
+    when the median ratio <= limit). "rate": ratio = our work per second /
+    their work per second (higher is better, passes when >= limit).
+    """
+
+    kind: str
+    ratios: tuple[float, ...]
+    ratio_of_medians: float
+
+    @classmethod
+    def of(cls, kind: str, ours_seconds: Sequence[float], theirs_seconds: Sequence[float],
+           ours_work: float = 1.0, theirs_work: float = 1.0) -> RoundRatios:
+        """From the seconds of each round (index i of both lists: the same
+        round), and the work (frames, clips) each contender did per run."""
+        if kind not in ("time", "rate"):
+            raise ValueError(f"kind must be 'time' or 'rate', got {kind!r}")
+        if len(ours_seconds) != len(theirs_seconds) or not ours_seconds:
+            raise ValueError(f"need the same number of rounds on both sides, got {len(ours_seconds)} and "
+                             f"{len(theirs_seconds)}")
+
+        def ratio(ours: float, theirs: float) -> float:
+            if kind == "time":
+                return ours / theirs
+            return (ours_work / ours) / (theirs_work / theirs)
+
+        rounds = tuple(ratio(o, t) for o, t in zip(ours_seconds, theirs_seconds, strict=True))
+        return cls(kind, rounds, ratio(statistics.median(ours_seconds), statistics.median(theirs_seconds)))
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def low(self) -> float:
+        return min(self.ratios)
+
+    @property
+    def high(self) -> float:
+        return max(self.ratios)
+
+    def passes(self, limit: float) -> bool:
+        return self.median <= limit if self.kind == "time" else self.median >= limit
+
+    def text(self) -> str:
+        """e.g. "1.12x (0.95-1.30)": the median per-round ratio and its min-max."""
+        return f"{self.median:.2f}x ({self.low:.2f}-{self.high:.2f})"
+
+    def row(self, description: str, limit: float) -> str:
+        """A row under `TARGET_HEADER`."""
+        relation = "<=" if self.kind == "time" else ">="
+        return (f"| {description} | {self.text()} | {self.ratio_of_medians:.2f}x | {relation} {limit}x | "
+                f"{'pass' if self.passes(limit) else 'FAIL'} |")
+
+    def as_json(self, limit: float | None = None) -> dict:
+        document = {"kind": self.kind, "per_round_ratios": list(self.ratios), "median_ratio": self.median,
+                    "min_ratio": self.low, "max_ratio": self.high, "ratio_of_medians": self.ratio_of_medians}
+        if limit is not None:
+            document |= {"limit": limit, "pass": self.passes(limit)}
+        return document
 
 
 @dataclass
@@ -37,20 +115,19 @@ class Target:
     kind: str
     limit: float
 
-    def evaluate(self, measurements: list[Measurement]) -> tuple[float | None, bool | None]:
-        def find(contender: str, workload: str) -> Measurement | None:
-            return next((m for m in measurements if m.clip == self.clip and m.workload == workload
-                         and m.contender == contender and m.seconds), None)
+    def evaluate(self, measurements: list[Measurement]) -> RoundRatios | None:
+        """The per-round ratios of ours against theirs, or None when either
+        was not measured. Rounds pair up by position: `run_suite` runs the
+        contenders of a workload one after another in each round."""
+        def find(contender: str) -> Measurement | None:
+            return next((m for m in measurements if m.clip == self.clip and m.workload == self.workload
+                         and m.contender == contender and m.seconds and not m.failed), None)
 
-        ours = find(self.ours, self.workload)
-        theirs = find(self.theirs, self.workload)
+        ours, theirs = find(self.ours), find(self.theirs)
         if ours is None or theirs is None:
-            return None, None
-        if self.kind == "time":
-            ratio = ours.median / theirs.median
-            return ratio, ratio <= self.limit
-        ratio = (ours.frames / ours.median) / (theirs.frames / theirs.median)
-        return ratio, ratio >= self.limit
+            return None
+        kind = "time" if self.kind == "time" else "rate"
+        return RoundRatios.of(kind, ours.seconds, theirs.seconds, ours.frames or 1, theirs.frames or 1)
 
 
 def cpu_peers() -> list[Contender]:
@@ -89,17 +166,24 @@ def write_results(name: str, title: str, clips, measurements, skipped, targets: 
     document = to_json(clips, measurements, skipped, runs=runs, warmup=warmup, devices=devices)
     for clip in document["clips"]:
         clip["path"] = Path(clip["path"]).name  # no machine paths in committed results
+    document["targets"] = []
+    for target in targets:
+        figure = target.evaluate(measurements)
+        document["targets"].append({"description": target.description,
+                                    **(figure.as_json(target.limit) if figure else {"limit": target.limit})})
     write_json(document, RESULTS / f"{name}.json")
     counts = sorted({len(m.seconds) for m in measurements if m.seconds})
     run_text = " or ".join(str(c) for c in counts) if counts else str(runs)
-    lines = [f"# {title}", "", f"Measured {machine_line()}; median of {run_text} interleaved runs after "
-             f"{warmup} warm-up run(s).", "", "## Targets", "",
-             "| target | ratio | limit | result |", "| --- | --- | --- | --- |"]
+    lines = [f"# {title}", "", f"Measured {machine_line()}; {run_text} interleaved runs after "
+             f"{warmup} warm-up run(s). Each ratio is taken within a round (contenders run back to back); "
+             "a target passes on the median of those per-round ratios.", "", "## Targets", "", *TARGET_HEADER]
     for target in targets:
-        ratio, ok = target.evaluate(measurements)
+        figure = target.evaluate(measurements)
         relation = "<=" if target.kind == "time" else ">="
-        lines.append(f"| {target.description} | {'-' if ratio is None else f'{ratio:.2f}x'} | "
-                     f"{relation} {target.limit}x | {'-' if ok is None else ('pass' if ok else 'FAIL')} |")
+        if figure is None:
+            lines.append(f"| {target.description} | - | - | {relation} {target.limit}x | - |")
+        else:
+            lines.append(figure.row(target.description, target.limit))
     lines += ["", "## All measurements", "", "| clip | workload | contender | median | min | max | frames/s |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
     for m in measurements:

@@ -8,9 +8,11 @@ per library from a path and from bytes, in exact and approximate seek mode
 a forked child with a memory cap and a time limit (`framefeed.testing`).
 
 Usage: python benchmarks/fuzz_campaign.py [--cases 500] [--seed 0] [--time-limit 30]
-       [--libraries framefeed,torchcodec] [--name fuzz-cpu]
-Writes benchmarks/results/<name>.{md,json}; exits 1 when framefeed crashed,
-hung, ran over the memory budget or raised an undocumented exception type.
+       [--libraries framefeed,torchcodec] [--name fuzz-cpu] [--output DIR]
+Writes <name>.{md,json} into a new temporary folder (printed), or into
+`--output DIR`: `--output benchmarks/results` replaces the committed results.
+Exits 1 when framefeed crashed, hung, ran over the memory budget, raised an
+undocumented exception type or a documented one over an internal error.
 """
 
 from __future__ import annotations
@@ -20,20 +22,19 @@ import datetime
 import json
 import platform
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 from framefeed.testing.fuzz_campaign import (
-    FAILURES,
     Limits,
     divergences,
-    failures,
     outcome_counts,
     run_campaign,
 )
 from framefeed.testing.fuzz_inputs import MUTATIONS, SEEDS, generate_cases
-from framefeed.testing.fuzz_runner import OUTCOMES, library_available
+from framefeed.testing.fuzz_runner import FAILING_OUTCOMES, OUTCOMES, library_available
 
 RESULTS = Path(__file__).resolve().parent / "results"
 _HOW_TO_READ = """How to read this (policy in README, "Bad input"): "was not produced" is framefeed refusing
@@ -59,6 +60,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rss-budget-mb", type=float, default=256.0,
                         help="resident memory a run may add, plus 16x the input's size (default 256)")
     parser.add_argument("--name", default="fuzz-cpu", help="results file name (default fuzz-cpu)")
+    parser.add_argument("--output", metavar="DIR", default=None,
+                        help="folder for <name>.md and <name>.json (default: a new temporary folder; "
+                        f"{RESULTS.relative_to(RESULTS.parent.parent)} replaces the committed results)")
     parser.add_argument("--seed-dir", default=None, help="where seed videos are kept (default: framefeed's cache)")
     return parser.parse_args()
 
@@ -74,7 +78,7 @@ def main() -> int:
 
     def progress(record: dict) -> None:
         done[record["library"]] += 1
-        if record["library"] == "framefeed" and record["outcome"] in FAILURES:
+        if record["library"] == "framefeed" and record["outcome"] in FAILING_OUTCOMES:
             print(f"  {record['outcome']}: {record['case']} {record['source']} {record['seek_mode']}: "
                   f"{record['detail'][:200]}", flush=True)
         total = sum(done.values())
@@ -100,16 +104,19 @@ def main() -> int:
     if "torchcodec" in libraries and "framefeed" in libraries:
         summary["divergences"] = divergences(records)
         summary["missing_frames"] = _missing_frames(records, args.seed_dir)
-    RESULTS.mkdir(exist_ok=True)
+    output = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="framefeed-fuzz-campaign-"))
+    output.mkdir(parents=True, exist_ok=True)
     # framefeed's runs that did not return frames throughout, without per-call details.
     kept = ("case", "damage", "source", "seek_mode", "outcome", "detail", "seconds", "rss_growth_mb")
     runs = [{k: r[k] for k in kept} for r in records if r["outcome"] != "ok" and r["library"] == "framefeed"]
-    (RESULTS / f"{args.name}.json").write_text(
+    (output / f"{args.name}.json").write_text(
         json.dumps({"summary": summary, "framefeed_runs_not_ok": runs}, default=str, separators=(",", ":")) + "\n")
-    markdown = _markdown(summary, failures(records), args)
-    (RESULTS / f"{args.name}.md").write_text(markdown)
+    failed = [r for r in records if r["library"] == "framefeed" and r["outcome"] in FAILING_OUTCOMES]
+    markdown = _markdown(summary, failed, args)
+    (output / f"{args.name}.md").write_text(markdown)
     print(markdown)
-    return 1 if failures(records) else 0
+    print(f"written {output / args.name}.md and .json")
+    return 1 if failed else 0
 
 
 def _missing_frames(records: list[dict], seed_dir: str | None) -> dict[str, int]:
@@ -186,7 +193,9 @@ def _markdown(summary: dict, failed: list[dict], args: argparse.Namespace) -> st
         "",
         "Outcomes: `ok` every call returned frames; `clean_error` a documented exception type "
         "(framefeed: VideoOpenError, DecodingError, FrameTimeOutOfRangeError; torchcodec: the "
-        "built-in types it raises); `undocumented` any other type; `memory` resident memory over "
+        "built-in types it raises) whose cause chain holds only data errors; `wrapped_internal` a documented "
+        "type over an internal error (a KeyError, IndexError, RuntimeError... that the public boundary "
+        "wrapped: a hidden bug); `undocumented` any other type; `memory` resident memory over "
         "budget or a Python-level MemoryError; `crash` killed by a signal; `hang` over the time limit. "
         "FFmpeg refusing an allocation (its 2 GiB per-block limit, or the cap on a reservation it "
         "never touches) is counted as the error it became, and apart in the last column.",

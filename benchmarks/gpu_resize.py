@@ -13,9 +13,10 @@ batches of 32 frames, in four modes:
   `torch.nn.functional.interpolate(frames.float(), (224, 224),
   mode="bilinear", antialias=True)` rounded to uint8 (torchvision's `Resize`
   on CUDA tensors), on the same stream.
-Frames/s are the median of `--runs` runs after a warm-up run, with NVML's
-decoder utilisation; the table gives each mode's ratio to "full" and to
-"full + interpolate". Targets (issue 14): fused resize >= 1.0x full and
+Frames/s are the median of `--runs` rounds after a warm-up round (each round
+runs every mode once, back to back), with NVML's decoder utilisation; the
+table gives each mode's ratio to "full" and to "full + interpolate" as the
+median of the per-round ratios with their min-max. Targets (issue 14): fused resize >= 1.0x full and
 >= 1.3x full + interpolate. All modes of a file run in one worker process
 (`framefeed.bench.isolation`): a crash or hang costs that file's remaining
 rows only. JSON goes to `--output` (default
@@ -95,53 +96,69 @@ def __getattr__(name: str) -> type:
 
 
 def measure_file(label: str, path: Path, threads: int, runs: int, timeout: float) -> list[dict]:
-    """One row per mode for `path`, every mode in one worker process."""
+    """One row per mode for `path`, every mode in one worker process, the
+    modes interleaved: round r runs each mode once, back to back (round 0 is
+    the warm-up), so the ratios between modes are taken within a round. A
+    mode that fails is dropped from later rounds; one that crashes or hangs
+    ends the file (later rounds "not run")."""
     from framefeed.bench.isolation import ContenderProcess
 
-    rows = []
+    rows = [{"file": label, "mode": mode, "threads": threads, "status": "ok", "error": None,
+             "median_fps": None, "runs_fps": [], "nvdec_percent": None} for mode in MODES]
+    utilisation: dict[str, list[float]] = {mode: [] for mode in MODES}
     with ContenderProcess(MODULE, "ResizeModes", "cuda:0", 1, timeout) as process:
-        failed = ""
-        for mode in MODES:
-            row = {"file": label, "mode": mode, "threads": threads, "status": "ok", "error": None,
-                   "median_fps": None, "runs_fps": [], "nvdec_percent": None}
-            rows.append(row)
-            if failed:
-                row.update(status="not run", error=f"not run: {failed}")
-                continue
-            utilisation = []
-            for run_index in range(runs + 1):  # the first run is the warm-up
-                outcome = process.run("throughput", str(path), {"mode": mode, "threads": threads})
+        stopped = ""
+        for run_index in range(runs + 1):
+            for row in rows:
+                if row["status"] != "ok":
+                    continue
+                if stopped:
+                    row.update(status="not run", error=f"not run: {stopped}")
+                    continue
+                outcome = process.run("throughput", str(path), {"mode": row["mode"], "threads": threads})
                 if not outcome.ok:
                     row.update(status=outcome.status, error=outcome.error)
-                    failed = "" if outcome.status == "error" else f"an earlier mode {outcome.status}"
-                    break
+                    stopped = "" if outcome.status == "error" else f"an earlier mode {outcome.status}"
+                    continue
                 if run_index:
                     row["runs_fps"].append(round(outcome.frames / outcome.seconds, 1))
                     if outcome.nvdec_percent is not None:
-                        utilisation.append(outcome.nvdec_percent)
-            if row["status"] == "ok":
-                row["median_fps"] = round(statistics.median(row["runs_fps"]), 1)
-                row["nvdec_percent"] = round(sum(utilisation) / len(utilisation), 1) if utilisation else None
+                        utilisation[row["mode"]].append(outcome.nvdec_percent)
+    for row in rows:
+        if row["status"] == "ok" and row["runs_fps"]:
+            row["median_fps"] = round(statistics.median(row["runs_fps"]), 1)
+            shares = utilisation[row["mode"]]
+            row["nvdec_percent"] = round(sum(shares) / len(shares), 1) if shares else None
     return rows
 
 
 def add_ratios(rows: list[dict]) -> None:
-    """Each row's frames/s over its file's "full" and "full + interpolate" figures."""
+    """Each row's frames/s over its file's "full" and "full + interpolate"
+    figures, round by round: `vs_full` is the median of the per-round ratios,
+    `vs_full_range` their [min, max] (likewise `vs_full_interpolate`)."""
     by_file: dict[str, dict[str, Any]] = {}
     for row in rows:
-        by_file.setdefault(row["file"], {})[row["mode"]] = row["median_fps"]
+        if row["status"] == "ok" and row["runs_fps"]:
+            by_file.setdefault(row["file"], {})[row["mode"]] = row["runs_fps"]
     for row in rows:
-        figures = by_file[row["file"]]
+        figures = by_file.get(row["file"], {})
         for key, mode in (("vs_full", "full"), ("vs_full_interpolate", "full + interpolate")):
             base = figures.get(mode)
-            row[key] = round(row["median_fps"] / base, 2) if row["median_fps"] and base else None
+            if row["status"] != "ok" or not row["runs_fps"] or not base:
+                row[key], row[f"{key}_range"] = None, None
+                continue
+            ratios = [ours / theirs for ours, theirs in zip(row["runs_fps"], base, strict=False)]
+            row[key] = round(statistics.median(ratios), 2)
+            row[f"{key}_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
 
 
 def print_table(environment: dict, rows: list[dict]) -> None:
     print(f"\n{environment.get('gpu')} (driver {environment.get('driver')}), {environment.get('date')}; "
-          f"frames/s (median), NVDEC utilisation, ratio to full size and to full size + interpolate; "
+          f"frames/s (median), NVDEC utilisation, ratio to full size and to full size + interpolate (median of the "
+          f"per-round ratios, min-max); "
           f"output {SIZE[0]}x{SIZE[1]}")
-    header = f"{'file':12s} {'mode':20s} {'thr':>4s} {'frames/s':>10s} {'NVDEC':>6s} {'vs full':>8s} {'vs f+i':>8s}"
+    header = (f"{'file':12s} {'mode':20s} {'thr':>4s} {'frames/s':>10s} {'NVDEC':>6s} {'vs full':>20s} "
+              f"{'vs f+i':>20s}")
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -150,11 +167,14 @@ def print_table(environment: dict, rows: list[dict]) -> None:
             continue
         nvdec = "-" if row["nvdec_percent"] is None else f"{row['nvdec_percent']:.0f}%"
 
-        def ratio(value: float | None) -> str:
-            return "-" if value is None else f"{value:.2f}x"
+        def ratio(value: float | None, spread: list[float] | None) -> str:
+            if value is None:
+                return "-"
+            return f"{value:.2f}x ({spread[0]:.2f}-{spread[1]:.2f})" if spread else f"{value:.2f}x"
 
         print(f"{row['file']:12s} {row['mode']:20s} {row['threads']:4d} {row['median_fps']:10.0f} {nvdec:>6s} "
-              f"{ratio(row['vs_full']):>8s} {ratio(row['vs_full_interpolate']):>8s}")
+              f"{ratio(row['vs_full'], row.get('vs_full_range')):>20s} "
+              f"{ratio(row['vs_full_interpolate'], row.get('vs_full_interpolate_range')):>20s}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -574,6 +574,8 @@ def cpu_main(args: argparse.Namespace) -> int:
 
 
 def cpu_report(args, files, times, frames, pool_stats, torch) -> str:
+    from _targets import TARGET_HEADER, RoundRatios
+
     fps = {name: frames[name] / statistics.median(values) for name, values in times.items()}
     lines = [
         "# DecodePool on the CPU: random clips from many files",
@@ -587,20 +589,16 @@ def cpu_report(args, files, times, frames, pool_stats, torch) -> str:
         "",
         "## Targets",
         "",
-        "Ratio of median frames/s, and the median (min-max) of the ratios within each round (contenders run "
-        "back to back, so a round shares the machine's load).",
+        "Frames/s ratios taken within each round (contenders run back to back, so a round shares the "
+        "machine's load); a target passes on their median.",
         "",
-        "| target | ratio of medians | per-round ratio | limit | result |",
-        "| --- | --- | --- | --- | --- |",
+        *TARGET_HEADER,
     ]
     for theirs, limit in ((LOOP, 1.7), (PEER, 1.0)):
         if POOL not in times or theirs not in times:
             continue
-        ratio = fps[POOL] / fps[theirs]
-        rounds = [t / p for p, t in zip(times[POOL], times[theirs], strict=True)]
-        per_round = f"{statistics.median(rounds):.2f}x ({min(rounds):.2f}-{max(rounds):.2f})"
-        lines.append(f"| pool / {theirs} frames/s | {ratio:.2f}x | {per_round} | >= {limit}x | "
-                     f"{'pass' if ratio >= limit else 'FAIL'} |")
+        figure = RoundRatios.of("rate", times[POOL], times[theirs], frames[POOL], frames[theirs])
+        lines.append(figure.row(f"pool / {theirs} frames/s", limit))
     lines += ["", "## All contenders", "", "| contender | median | min | max | frames/s |", "| --- | --- | --- | --- | --- |"]
     for name, values in times.items():
         lines.append(f"| {name} | {statistics.median(values):.2f} s | {min(values):.2f} s | {max(values):.2f} s | "

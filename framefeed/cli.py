@@ -1,15 +1,23 @@
 """The `framefeed` command: `info` (stream metadata), `bench` (speed
 against the installed peers), `serve` (the decode service) and `doctor`
-(`framefeed.doctor`: what a new machine offers). Bad arguments exit with
-code 2 and one line."""
+(`framefeed.doctor`: what a new machine offers).
+
+Bad arguments and bad input (a video that is missing, unreadable, not a
+video or damaged) exit with code 2 and one line on stderr naming the file and
+the cause; `--debug` prints the traceback above that line. Warnings print as
+one line each. `run_command` is the one place where exceptions become exit
+codes: a new command adds its parser and an entry in `COMMANDS`."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 
@@ -23,20 +31,100 @@ def _usage_error(message: str) -> int:
     return 2
 
 
+class InputError(Exception):
+    """A file a command was given cannot be used: missing, unreadable, not a
+    video, or damaged. `run_command` prints it as one line and exits with 2."""
+
+    def __init__(self, path: str | os.PathLike, cause: BaseException) -> None:
+        super().__init__(path, cause)
+        self.path = os.fspath(path)
+        self.cause = cause
+
+    def __str__(self) -> str:
+        if isinstance(self.cause, FileNotFoundError):
+            return f"no such video file: {self.path}"
+        return f"cannot read {self.path}: {_reason(self.cause)}"
+
+
+def _reason(error: BaseException) -> str:
+    """The cause of an input error in a few words (no traceback, no path twice)."""
+    from framefeed.errors import DecodingError, VideoOpenError, ffmpeg_reason
+
+    if isinstance(error, (VideoOpenError, DecodingError, UserWarning)):
+        return str(error)  # framefeed's own words, which say what is wrong
+    if isinstance(error, IsADirectoryError):
+        return "it is a directory, not a video file"
+    if isinstance(error, OSError) and error.strerror and type(error).__module__ == "builtins":
+        return error.strerror
+    if type(error).__module__.split(".")[0] == "av":
+        return f"{ffmpeg_reason(error)} ({type(error).__name__} from FFmpeg)"
+    return f"{type(error).__name__}: {error}"
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, *, strict: bool = False) -> Iterator[None]:
+    """Turn what reading the video `path` raises into an `InputError` naming
+    it: OSError (missing, unreadable), framefeed's `VideoOpenError` and
+    `DecodingError`, PyAV's errors. `strict`: a warning about the file (a
+    damaged packet, a truncated stream) is an error too."""
+    import av
+
+    from framefeed.errors import DecodingError, VideoOpenError
+
+    with warnings.catch_warnings(record=strict) as caught:
+        if strict:
+            warnings.simplefilter("always")
+        try:
+            yield
+        except (OSError, VideoOpenError, DecodingError, av.error.FFmpegError) as error:
+            raise InputError(path, error) from error
+    problems = [w.message for w in caught or () if issubclass(w.category, UserWarning)]
+    if problems:
+        raise InputError(path, problems[0])  # type: ignore[arg-type]
+
+
+def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run one command: its exit code; bad input is one line on stderr and
+    exit code 2 (with `--debug`, the traceback first); warnings are one line each."""
+    name = f"framefeed {args.command}"
+
+    def one_line(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+        print(f"{name}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        if not args.debug:
+            warnings.showwarning = one_line  # type: ignore[assignment]
+        try:
+            return command(args)
+        except (InputError, OSError) as error:
+            if isinstance(error, OSError) and error.filename is None:
+                raise  # not about a file the user named: a bug or the system, with its traceback
+            if args.debug:
+                traceback.print_exc()
+            text = str(error) if isinstance(error, InputError) else f"{error.filename}: {_reason(error)}"
+            print(f"{name}: error: {text}", file=sys.stderr)
+            return 2
+
+
 def _parser() -> _Parser:
     from framefeed.bench.isolation import DEFAULT_TIMEOUT_SECONDS
     from framefeed.bench.workloads import DEFAULT_WORKLOADS, WORKLOADS
 
     parser = _Parser(prog="framefeed", description="Frame-exact video decoding into PyTorch tensors.")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error, not only its line")
+    # Also accepted after the command (`framefeed info --debug X`); SUPPRESS keeps the main parser's value.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="print the traceback of an error, not only its line")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    info = commands.add_parser("info", help="print a video's stream metadata and decode a few frames")
+    info = commands.add_parser("info", parents=[common], help="print a video's stream metadata and decode a few frames")
     info.add_argument("video", nargs="?", help="video file (default: a generated sample clip)")
     info.add_argument("--seek-mode", choices=["exact", "approximate"], default="exact")
     info.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
 
     bench = commands.add_parser(
-        "bench", help="time framefeed against the installed peers",
+        "bench", parents=[common], help="time framefeed against the installed peers",
         description="Time decoder creation, sequential and random access and the clip samplers on "
         "framefeed and every installed peer (torchcodec, PyAV, decord, PyNvVideoCodec), "
         "interleaved, with warm-up, reporting medians. Without VIDEO it generates its default clips.",
@@ -64,16 +152,16 @@ def _parser() -> _Parser:
     bench.add_argument("--cache-dir", help="where generated clips are kept (default: $FRAMEFEED_CACHE or "
                        "~/.cache/framefeed)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_serve_parser(commands)
+    _add_serve_parser(commands, common)
     # Listed here; its options are framefeed.doctor's own (main() hands the arguments over).
     commands.add_parser("doctor", help="check this machine: GPU, driver, NVDEC, versions, CPU-vs-NVDEC parity, "
                         "throughput (framefeed doctor --help)", add_help=False)
     return parser
 
 
-def _add_serve_parser(commands: Any) -> None:
+def _add_serve_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     serve = commands.add_parser(
-        "serve", help="run the decode service (clients: framefeed.client.connect)",
+        "serve", parents=[common], help="run the decode service (clients: framefeed.client.connect)",
         description="Decode for many client processes: a DecodePool per device, frames handed over "
         "through shared memory or CUDA IPC. Prints one line with its address, stops on SIGTERM/SIGINT.",
     )
@@ -136,11 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return doctor(arguments[1:])
     args = _parser().parse_args(arguments)
-    if args.command == "info":
-        return _info(args)
-    if args.command == "serve":
-        return _serve(args)
-    return _bench(args)
+    return run_command(COMMANDS[args.command], args)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -175,7 +259,14 @@ def _serve(args: argparse.Namespace) -> int:
     metrics = None if args.metrics_port is None else (args.metrics_host, args.metrics_port)
     try:
         return asyncio.run(serve(config, address, metrics=metrics))
-    except (ValueError, OSError, MemoryError, ImportError, RuntimeError) as error:
+    except (ValueError, OSError) as error:  # a bad folder, socket path or port: the user's input
+        if args.debug:
+            traceback.print_exc()
+        print(f"framefeed serve: error: {error}", file=sys.stderr)
+        return 2
+    except (MemoryError, ImportError, RuntimeError) as error:
+        if args.debug:
+            traceback.print_exc()
         print(f"framefeed serve: error: {error}", file=sys.stderr)
         return 1
 
@@ -188,13 +279,12 @@ def _info(args: argparse.Namespace) -> int:
     if video is None:
         video = sample_video()
         print(f"(no VIDEO given: using the generated sample {video})")
-    elif not os.path.exists(video):
-        return _usage_error(f"no such video file: {video}")
-    decoder = VideoDecoder(video, seek_mode=args.seek_mode, device=args.device)
-    print(decoder.metadata, end="")
-    print(f"cpu_fallback: {decoder.cpu_fallback}")
-    picks = sorted({0, len(decoder) // 2, len(decoder) - 1})
-    batch = decoder.get_frames_at(picks)
+    with reading(video):  # a damaged file that still decodes: described, with one warning line per problem
+        decoder = VideoDecoder(video, seek_mode=args.seek_mode, device=args.device)
+        print(decoder.metadata, end="")
+        print(f"cpu_fallback: {decoder.cpu_fallback}")
+        picks = sorted({0, len(decoder) // 2, len(decoder) - 1})
+        batch = decoder.get_frames_at(picks)
     print(f"decoded frames {picks}: data {tuple(batch.data.shape)} {batch.data.dtype} on {batch.data.device}, "
           f"pts {[round(p, 6) for p in batch.pts_seconds.tolist()]} s")
     return 0
@@ -228,9 +318,6 @@ def _bench(args: argparse.Namespace) -> int:
     from framefeed.bench.runner import run_suite
     from framefeed.bench.workloads import DEFAULT_WORKLOADS, WORKLOADS
 
-    for video in args.videos:
-        if not os.path.isfile(video):
-            return _usage_error(f"no such video file: {video}")
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     for device in devices:
         if device != "cpu" and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
@@ -250,10 +337,13 @@ def _bench(args: argparse.Namespace) -> int:
         contenders = [c for c in contenders if c.library in wanted | {"framefeed"}]
     workloads = [WORKLOADS[name] for name in (args.workload or DEFAULT_WORKLOADS)]
 
-    print("preparing clips...", file=sys.stderr)
+    for output in (args.json, args.plot):
+        if output and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
+            return _usage_error(f"cannot write {output}: no such directory")
     if args.videos:
-        clips = [clip_module.Clip.from_file(video) for video in args.videos]
+        clips = [_user_clip(clip_module, video) for video in args.videos]
     else:
+        print("preparing clips...", file=sys.stderr)
         clips = clip_module.default_clips(args.cache_dir)
 
     show_progress = not args.no_progress and (sys.stderr.isatty() or os.environ.get("FRAMEFEED_PROGRESS"))
@@ -276,6 +366,21 @@ def _bench(args: argparse.Namespace) -> int:
         write_plot(measurements, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
+
+
+def _user_clip(clip_module: Any, video: str) -> Any:
+    """The user's `video` as a benchmark clip, refused (`InputError`) unless
+    framefeed opens it and decodes its first and last frames without a warning:
+    timing a damaged file would time its damage."""
+    from framefeed import VideoDecoder
+
+    with reading(video, strict=True):
+        if os.path.isdir(video):
+            raise IsADirectoryError(21, "Is a directory", video)
+        clip = clip_module.Clip.from_file(video)
+        with VideoDecoder(video) as decoder:
+            decoder.get_frames_at(sorted({0, len(decoder) - 1}))
+    return clip
 
 
 def _dependency_error(message: str) -> int:
@@ -312,6 +417,10 @@ class _Progress:
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+
+# The commands `main` dispatches to (through `run_command`), by name.
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"info": _info, "bench": _bench, "serve": _serve}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -196,3 +196,77 @@ def encode_size_changes(path: str | os.PathLike, codec: str, parts: Sequence[tup
                 container.mux(packet)
     os.replace(partial, path)
     return path
+
+
+# -- the README's example files: `python -m framefeed.samples DIR` -------------------------------------
+
+# Name -> how it is encoded: three short clips of three codecs (320x240, 25 fps).
+EXAMPLE_VIDEOS: dict[str, VideoSpec] = {
+    "h264_bframes.mp4": VideoSpec(num_frames=200, codec_options=x264_options(100)),  # 8 s, B-frames, GOP 4 s
+    "hevc_cra.mp4": VideoSpec(codec="libx265", num_frames=90, codec_options=x265_options(30)),  # open GOP
+    "vp9.webm": VideoSpec(codec="libvpx-vp9", num_frames=60,
+                          codec_options={"deadline": "realtime", "cpu-used": "8", "g": "30"}),
+}
+# A folder of training clips: 640x360 H.264, 4 s each (B-frames, a keyframe every 2 s).
+EXAMPLE_CLIPS, EXAMPLE_CLIP_SPEC = 8, VideoSpec(width=640, height=360, num_frames=100, codec_options=x264_options(50))
+# Not a video: an MP4 box header and then bytes no demuxer takes.
+BROKEN_NAME = "broken.mp4"
+
+
+def write_examples(directory: str | os.PathLike, *, force: bool = False) -> list[Path]:
+    """Write the files the README's examples read into `directory` (created
+    if needed) and return their paths: `EXAMPLE_VIDEOS`, `clips/clip_00.mp4`
+    ... (`EXAMPLE_CLIPS` of them) and `broken.mp4`, a file that is not a
+    video. Files already there are kept unless `force`. The same files on
+    every machine (fixed seeds), generated with PyAV's encoders.
+
+    Raises:
+        OSError: `directory` cannot be created or written.
+    """
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    jobs = [(root / name, spec) for name, spec in EXAMPLE_VIDEOS.items()]
+    jobs += [(root / "clips" / f"clip_{i:02d}.mp4", _with_seed(EXAMPLE_CLIP_SPEC, i)) for i in range(EXAMPLE_CLIPS)]
+    written = []
+    for path, spec in jobs:
+        if force or not path.exists():
+            encode_video(path, spec)
+        written.append(path)
+    broken = root / BROKEN_NAME
+    if force or not broken.exists():
+        broken.write_bytes(b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
+                           + np.random.default_rng(0).integers(0, 256, 4072, dtype=np.uint8).tobytes())
+    written.append(broken)
+    return written
+
+
+def _with_seed(spec: VideoSpec, seed: int) -> VideoSpec:
+    from dataclasses import replace
+
+    return replace(spec, seed=seed, codec_options=dict(spec.codec_options))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m framefeed.samples [DIR]`: write the README's example files."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m framefeed.samples",
+                                     description="Write the video files the README's examples read "
+                                     "(generated locally with PyAV's encoders; nothing is downloaded).")
+    parser.add_argument("directory", nargs="?", default="samples", help="where to write them (default: ./samples)")
+    parser.add_argument("--force", action="store_true", help="write them again even if they exist")
+    args = parser.parse_args(argv)
+    try:
+        paths = write_examples(args.directory, force=args.force)
+    except OSError as error:
+        print(f"{parser.prog}: error: cannot write {error.filename or args.directory}: "
+              f"{error.strerror or error}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

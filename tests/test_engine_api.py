@@ -34,7 +34,7 @@ def test_docstring_shows_the_readme_example():
 def test_example_ships_a_bundle_from_a_spawned_worker(tmp_path):
     video = corpus.BY_NAME["h264_bframes_long_gop.mp4"].path
     saved = tmp_path / "out.pt"
-    script = readme_example().replace('"video.mp4"', repr(str(video)))
+    script = readme_example().replace('"samples/h264_bframes.mp4"', repr(str(video)))  # the same file
     # Keep what the example decoded, for the comparison below.
     script = script.replace("    backend.close()\n", f"    torch.save({{'frames': out.as_order('NCHW'), "
                             f"'pts': torch.from_numpy(out.pts_seconds)}}, {str(saved)!r})\n    backend.close()\n")

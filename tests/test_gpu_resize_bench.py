@@ -55,3 +55,18 @@ def test_ratios_and_table(gpu_resize, capsys):
     gpu_resize.print_table({"gpu": "stand-in", "driver": "-", "date": "today"}, rows)
     out = capsys.readouterr().out
     assert "fused resize" in out and "1.11x" in out and "2.00x" in out and "crashed: signal 11" in out
+
+
+def test_ratios_are_taken_round_by_round(gpu_resize, capsys):
+    """Round 1 was slow for every mode (a loaded machine): per-round ratios
+    stay put where a ratio of medians would mix rounds."""
+    fps = {"full": [1000.0, 500.0, 1000.0], "fused resize": [1200.0, 600.0, 1100.0],
+           "fused crop": [1000.0, 500.0, 1000.0], "full + interpolate": [800.0, 400.0, 600.0]}
+    rows = [{"file": "f", "mode": mode, "threads": 1, "status": "ok", "error": None,
+             "median_fps": sorted(values)[1], "runs_fps": values, "nvdec_percent": None} for mode, values in fps.items()]
+    gpu_resize.add_ratios(rows)
+    resize = rows[1]
+    assert resize["vs_full"] == 1.2 and resize["vs_full_range"] == [1.1, 1.2]
+    assert resize["vs_full_interpolate"] == 1.5 and resize["vs_full_interpolate_range"] == [1.5, 1.83]
+    gpu_resize.print_table({"gpu": "stand-in", "driver": "-", "date": "today"}, rows)
+    assert "1.20x (1.10-1.20)" in capsys.readouterr().out

@@ -25,7 +25,7 @@ import torch
 from framefeed.data import ClipDataset, ClipLoadError
 from framefeed.ray._datasource import balanced_runs
 from framefeed.ray._planning import clip_ranges
-from framefeed.ray._sources import expand_sources
+from framefeed.ray._sources import VIDEO_EXTENSIONS, expand_sources
 from framefeed.samples import VideoSpec, encode_video, x264_options
 from framefeed.transforms import RandomCrop, Resize
 
@@ -267,22 +267,44 @@ def test_a_corrupt_file_raises_an_error_naming_it(local_ray, tree, name):
     # header promises 100 frames), then fails to decode past the cut.
     bad = str(tree / "bad" / name)
     ds = read_clips([videos(tree)[0], bad], sampler="all", num_frames_per_clip=10, seek_mode="approximate")
-    with pytest.raises(Exception, match=name) as caught:
-        ds.take_all()
-    assert isinstance(caught.value, ClipLoadError)
+    for consume in (ds.take_all, lambda: list(ds.iter_batches(batch_size=4))):
+        with pytest.raises(ClipLoadError) as caught:
+            consume()
+        # framefeed's message first and alone, not Ray's task header and retry advice; Ray's error is the cause
+        assert str(caught.value).startswith(f"Could not read clips from {bad} (video 1 of the listing): "), \
+            str(caught.value)[:500]
+        assert "\n" not in str(caught.value) and "attempts" not in str(caught.value)
+        assert (caught.value.source, caught.value.index) == (bad, 1)
+        assert isinstance(caught.value.__cause__, ray.exceptions.RayTaskError)
 
 
 def test_skipped_files_are_counted_in_the_stats(local_ray, tree):
-    sources = [videos(tree)[0], str(tree / "bad" / "garbage.mp4"), videos(tree)[2], str(tree / "bad")]
-    ds = read_clips(sources, sampler="regular_indices", num_clips=3, num_frames_per_clip=2, on_error="skip",
-                    seek_mode="approximate")
+    missing, nothing = str(tree / "missing.mp4"), str(tree / "videos" / "*.avi")
+    sources = [videos(tree)[0], str(tree / "bad" / "garbage.mp4"), missing, videos(tree)[2], str(tree / "bad"),
+               nothing]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = read_clips(sources, sampler="regular_indices", num_clips=3, num_frames_per_clip=2, on_error="skip",
+                        seek_mode="approximate")
+    # Skip means skip at listing time too (as ClipLoader skips a missing file): one warning per entry.
+    assert [str(w.message) for w in caught] == [
+        f"framefeed.ray.read_clips: skipping {missing}: FileNotFoundError: [Errno 2] Video file not found: "
+        f"'{missing}'",
+        f"framefeed.ray.read_clips: skipping {nothing}: FileNotFoundError: No video files found for "
+        f"'{nothing}' (a pattern holding no file with extension {', '.join(VIDEO_EXTENSIONS)}; set "
+        "file_extensions to read others)"]
     rows = ds.take_all()
     assert {ds.sources[r["video_index"]] for r in rows} == {videos(tree)[0], videos(tree)[2]}
     # The truncated file's last clip lies past its cut: it plans, and fails in the decode stage.
-    assert set(ds.skipped()) == {str(tree / "bad" / "garbage.mp4"), str(tree / "bad" / "truncated.mp4")}
+    assert set(ds.skipped()) == {str(tree / "bad" / "garbage.mp4"), str(tree / "bad" / "truncated.mp4"), missing,
+                                 nothing}
+    summary = "framefeed read_clips: 4 of 7 videos skipped (on_error='skip'), 5 skip events over all executions"
+    assert ds.skip_summary() == summary
     stats = ds.stats()
-    assert "framefeed read_clips: 2 of 5 videos skipped" in stats
-    assert "garbage.mp4: " in stats and "truncated.mp4: " in stats
+    assert summary in stats and stats.splitlines()[-1] != summary  # the skipped videos follow the summary
+    assert "garbage.mp4: " in stats and "truncated.mp4: " in stats and "missing.mp4: FileNotFoundError" in stats
+    ds.take_all()  # a second execution: the same videos, more events (garbage.mp4 is listed twice)
+    assert ds.skip_summary() == summary.replace("5 skip events", "8 skip events")
     listed = ClipDataset([videos(tree)[0]], sampler="regular_indices", num_clips=3, num_frames_per_clip=2,
                          seek_mode="approximate")
     assert [r["pts_seconds"].tolist() for r in sorted(rows, key=_key) if r["video_index"] == 0] == \

@@ -127,9 +127,10 @@ def test_a_state_after_any_batch_resumes_in_a_new_process(sources, tmp_path, mon
         monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
         pool = emulated_pool(patch_torch=False)
     try:
-        # Saved with fork workers (cheap to start), resumed with `context`'s: the
-        # state does not depend on how workers start.
-        saving = dict(setup, context="fork" if workers else None)
+        # Saved with fork workers (cheap to start; on CUDA targets, which refuse
+        # fork, with `context`'s), resumed with `context`'s: the state does not
+        # depend on how workers start.
+        saving = dict(setup, context=("fork" if target == "cpu" else context) if workers else None)
         expected, states = run_saving_states(make_loader(saving, pool), epoch=1)
         assert len(expected) == 4 and [s["position"] for s in states] == [0, 3, 6, 9, 10]
         assert states[-1]["finished"] and not any(s["finished"] for s in states[:-1])

@@ -32,7 +32,8 @@ resources and stay in the process that opened them. A backend is used by one
 thread at a time.
 
 Shipping a request to a spawned worker and decoding it here (the README's
-example, run by tests/test_engine_api.py):
+example, run by tests/test_engine_api.py; `python -m framefeed.samples`
+writes the video):
 
     import multiprocessing as mp
 
@@ -43,7 +44,7 @@ example, run by tests/test_engine_api.py):
 
     if __name__ == "__main__":
         with mp.get_context("spawn").Pool(1) as workers:      # the worker never opens a decoder
-            plan, bundle = workers.apply(ship_request, ("video.mp4",), {"indices": [0, 30, 60]})
+            plan, bundle = workers.apply(ship_request, ("samples/h264_bframes.mp4",), {"indices": [0, 30, 60]})
         backend = open_backend(bundle.params, torch.device("cpu"), BackendContext()).backend
         out = OutputBuffer.allocate(plan.slot_count, *bundle.params.frame_size, backend.output_device)
         execute_plan(plan, BundleSource(bundle), backend, out)

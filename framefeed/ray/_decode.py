@@ -68,9 +68,14 @@ class DecodeConfig:
 
 
 def read_error(name: str, video_index: int, error: BaseException) -> ClipLoadError:
-    """The error a video that cannot be read raises (`framefeed.data`'s type)."""
-    return ClipLoadError(f"Could not read clips from {name} (video {video_index} of the listing): "
-                         f"{type(error).__name__}: {error}", name, video_index)
+    """The error a video that cannot be read raises (`framefeed.data`'s type).
+    Its message is also kept as `framefeed_message`: Ray appends its retry
+    advice to the arguments of an exception a task raises, and the driver
+    (`_read.driver_error`) raises the message as it was written."""
+    message = f"Could not read clips from {name} (video {video_index} of the listing): {type(error).__name__}: {error}"
+    failure = ClipLoadError(message, name, video_index)
+    failure.framefeed_message = message  # type: ignore[attr-defined]  (travels in __dict__ when pickled)
+    return failure
 
 
 def record_skip(ledger: Any, name: str, error: BaseException) -> None:

@@ -14,15 +14,19 @@ counted by a small ledger actor and reported by the dataset's `stats()`.
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Literal, NoReturn
 
 import ray
 from ray.data import Dataset
+from ray.exceptions import RayTaskError
 
 from framefeed import _arguments as args
 from framefeed._validation import require_int
+from framefeed._warnings import warn_user
+from framefeed.data import ClipLoadError
 from framefeed.data._dataset import _check_choice, _check_transforms
 from framefeed.data._sampling import resolve_sampler
 from framefeed.ray._datasource import ClipPacketsDatasource, ReadConfig
@@ -143,10 +147,16 @@ def read_clips(
     Raises:
         TypeError, ValueError: bad arguments (checked here, before any read),
             among them a transform that is not a decoder transform.
-        FileNotFoundError: an entry names nothing, or matches no video file.
+        FileNotFoundError: an entry names nothing, or matches no video file
+            (with `on_error="skip"`: a warning, and `skipped()` names it).
         ValueError: `start` outside `[0, number of videos]`.
-        ClipLoadError (from iteration, wrapped by Ray's task error): a video
-            that cannot be read, with `on_error="raise"`.
+        ClipLoadError (from iteration): a video that cannot be read, with
+            `on_error="raise"`. The consuming methods of the returned dataset
+            (`iter_batches`, `iter_rows`, `iter_torch_batches`, `take*`,
+            `materialize`, ...) raise it with framefeed's message, the Ray task
+            error as its `__cause__`; datasets derived from it (`map`,
+            `streaming_split`, Ray Train shards) raise Ray's task error, which
+            is also a `ClipLoadError`.
     """
     _check_choice("sampler", sampler, SAMPLER_NAMES)
     resolve_sampler(sampler, sampler_args)
@@ -167,12 +177,20 @@ def read_clips(
     compute = _task_pool(concurrency) if decode == "cpu" else _actor_pool(concurrency)
 
     start = require_int("start", start)
-    files = expand_sources(sources, filesystem, extensions)
+    missing: list[tuple[str, FileNotFoundError]] = []
+    files = expand_sources(sources, filesystem, extensions,
+                           on_missing=(lambda entry, error: missing.append((entry, error)))
+                           if on_error == "skip" else None)
     if not 0 <= start <= len(files):
         raise ValueError(f"start ({start}) must be in [0, {len(files)}]: the videos already consumed, of the "
                          f"{len(files)} listed")
     entry_labels = _entry_labels(sources, labels)
-    ledger = SkipLedger.options(num_cpus=0).remote(len(files) - start) if on_error == "skip" else None  # type: ignore[attr-defined]
+    ledger = None
+    if on_error == "skip":
+        ledger = SkipLedger.options(num_cpus=0).remote(len(files) - start + len(missing))  # type: ignore[attr-defined]
+        for entry, error in missing:  # skipped at listing time, as ClipLoader skips a missing file: one warning
+            warn_user(f"framefeed.ray.read_clips: skipping {entry}: {type(error).__name__}: {error}")
+            ray.get(ledger.record.remote(entry, f"{type(error).__name__}: {error}"))
 
     read_config = ReadConfig(sampler, dict(sampler_args), seek_mode, stream_index, seed, epoch,
                              max_frames_per_group, on_error, ledger, checked_transforms)
@@ -253,11 +271,57 @@ class SkipLedger:
             return self._total, self._events, dict(self._errors)
 
 
+def driver_error(error: BaseException) -> ClipLoadError | None:
+    """The `ClipLoadError` a read or decode task raised, as its task wrote it
+    (without Ray's retry advice), for `error` (a Ray task error); None for
+    any other error."""
+    cause = getattr(error, "cause", None)
+    if not isinstance(error, RayTaskError) or not isinstance(cause, ClipLoadError):
+        return None
+    message = getattr(cause, "framefeed_message", None) or str(cause.args[0] if cause.args else cause)
+    return ClipLoadError(message, getattr(cause, "source", None), getattr(cause, "index", None))
+
+
+def _raise_for_driver(error: BaseException) -> NoReturn:
+    replacement = driver_error(error)
+    if replacement is None:
+        raise error
+    raise replacement from error
+
+
+class _DriverErrors:
+    """An iterable whose iterators raise `driver_error`'s ClipLoadError."""
+
+    def __init__(self, iterable: Iterable[Any]) -> None:
+        self._iterable = iterable
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            yield from self._iterable
+        except RayTaskError as error:
+            _raise_for_driver(error)
+
+
+def _with_driver_errors(method: Callable[..., Any], lazy: bool) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def consume(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = method(self, *args, **kwargs)
+        except RayTaskError as error:
+            _raise_for_driver(error)
+        return _DriverErrors(result) if lazy else result
+
+    return consume
+
+
 class VideoClips(Dataset):
     """The `ray.data.Dataset` that `read_clips` returns: a plain Dataset plus
-    `sources` (the videos in listing order: row `video_index` names one), a
-    `stats()` that adds how many videos were skipped (`on_error="skip"`), and
-    `skipped()` (which, and why). Transformations return plain Datasets."""
+    `sources` (the videos in listing order: row `video_index` names one),
+    `skip_summary()` (how many videos `on_error="skip"` left out), a
+    `stats()` that adds it with each skipped video, and `skipped()` (which,
+    and why). Its consuming methods raise a failing video's `ClipLoadError`
+    with framefeed's message first (the Ray task error chained as its
+    cause). Transformations return plain Datasets."""
 
     _framefeed_ledger: Any = None
     _framefeed_sources: tuple[str, ...] = ()
@@ -275,17 +339,38 @@ class VideoClips(Dataset):
         return self._framefeed_sources
 
     def skipped(self) -> dict[str, str]:
-        """Videos skipped so far (over every execution): name -> "Error: message"."""
+        """Videos skipped so far (over every execution): name -> "Error: message".
+        An entry that named nothing at listing time is named as given."""
         if self._framefeed_ledger is None:
             return {}
         return ray.get(self._framefeed_ledger.summary.remote())[2]
 
+    def skip_summary(self) -> str:
+        """One line: how many videos were skipped so far, over every execution,
+        e.g. "framefeed read_clips: 1 of 16 videos skipped (on_error='skip'),
+        2 skip events over all executions" (a video skipped in two epochs is
+        one video, two events). With `on_error="raise"` nothing is skipped."""
+        if self._framefeed_ledger is None:
+            return f"framefeed read_clips: {len(self.sources)} videos, none skipped (on_error='raise')"
+        total, events, errors = ray.get(self._framefeed_ledger.summary.remote())
+        return (f"framefeed read_clips: {len(errors)} of {total} videos skipped (on_error='skip'), "
+                f"{events} skip events over all executions")
+
     def stats(self) -> str:
+        """Ray's execution statistics, then (with `on_error="skip"`) `skip_summary()`
+        and one line per skipped video."""
         base = super().stats()
         if self._framefeed_ledger is None:
             return base
-        total, events, errors = ray.get(self._framefeed_ledger.summary.remote())
-        lines = [f"framefeed read_clips: {len(errors)} of {total} videos skipped (on_error='skip'), "
-                 f"{events} skip events over all executions"]
-        lines += [f"* skipped {name}: {error}" for name, error in sorted(errors.items())]
+        lines = [self.skip_summary()]
+        lines += [f"* skipped {name}: {error}" for name, error in sorted(self.skipped().items())]
         return (base + "\n" if base else "") + "\n".join(lines)
+
+
+# Dataset methods that execute the dataset here, on the driver: their Ray task
+# errors become framefeed's ClipLoadError (lazy: they return an iterable).
+_CONSUMERS = {"iter_rows": True, "iter_batches": True, "iter_torch_batches": True, "iter_tf_batches": True,
+              "take": False, "take_all": False, "take_batch": False, "show": False, "count": False,
+              "materialize": False, "to_pandas": False}
+for _name, _lazy in _CONSUMERS.items():
+    setattr(VideoClips, _name, _with_driver_errors(getattr(Dataset, _name), _lazy))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,30 +73,39 @@ def close_opened(opened: Any) -> None:
 
 
 def expand_sources(sources: Any, filesystem: Any = None,
-                   file_extensions: tuple[str, ...] | None = VIDEO_EXTENSIONS) -> list[VideoFile]:
+                   file_extensions: tuple[str, ...] | None = VIDEO_EXTENSIONS,
+                   on_missing: Callable[[str, FileNotFoundError], None] | None = None) -> list[VideoFile]:
     """Every video file the source entries name, entry after entry; files of
     one directory or pattern in sorted order.
 
     `filesystem`: a `pyarrow.fs.FileSystem` every entry is a path in (then
     entries are not URIs). `file_extensions`: what directories and patterns
     keep (case-insensitive, without the dot); None keeps every file. A file
-    named directly is kept whatever its extension.
+    named directly is kept whatever its extension. `on_missing(entry,
+    error)`: called instead of raising for an entry that names nothing (the
+    entry is then left out).
 
     Raises:
         TypeError: `sources` is not a path, URI or sequence of them.
         FileNotFoundError: an entry names nothing, or a directory or pattern
-            matches no file (the message names it).
+            matches no file (the message names it), without `on_missing`.
     """
     entries = _entries(sources)
     keep = None if file_extensions is None else tuple(e.lower().lstrip(".") for e in file_extensions)
     files: list[VideoFile] = []
     for position, entry in enumerate(entries):
-        found = _expand_entry(entry, position, filesystem, keep)
-        if not found:
-            what = "a directory" if not _GLOB_CHARS.search(entry) else "a pattern"
-            kinds = ", ".join(keep) if keep else "any"
-            raise FileNotFoundError(f"No video files found for {entry!r} ({what} holding no file with "
-                                    f"extension {kinds}; set file_extensions to read others)")
+        try:
+            found = _expand_entry(entry, position, filesystem, keep)
+            if not found:
+                what = "a directory" if not _GLOB_CHARS.search(entry) else "a pattern"
+                kinds = ", ".join(keep) if keep else "any"
+                raise FileNotFoundError(f"No video files found for {entry!r} ({what} holding no file with "
+                                        f"extension {kinds}; set file_extensions to read others)")
+        except FileNotFoundError as error:
+            if on_missing is None:
+                raise
+            on_missing(entry, error)
+            continue
         files.extend(found)
     return files
 

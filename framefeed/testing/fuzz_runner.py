@@ -11,7 +11,13 @@ costs milliseconds, not an interpreter start), under an address-space cap
 - `ok`: every call returned frames;
 - `clean_error`: a documented exception type with a message (for framefeed:
   VideoOpenError, DecodingError, FrameTimeOutOfRangeError,
-  CudaUnavailableError; for a peer: the built-in types its API documents);
+  CudaUnavailableError; for a peer: the built-in types its API documents),
+  caused (if at all) by what damaged input legitimately raises: FFmpeg's
+  errors, OSError, ValueError (a parser's verdict on the data);
+- `wrapped_internal`: a documented exception type whose cause chain holds an
+  internal error (a KeyError, IndexError, AttributeError, RuntimeError, ...
+  that `framefeed.errors.public_api` turned into a documented type): the
+  caller sees a clean error, but a bug is underneath (see `wrapped_internal`);
 - `undocumented`: any other exception type;
 - `memory`: resident memory grown past the run's budget, or a Python-level
   MemoryError anywhere in the exception chain (FFmpeg refusing an allocation
@@ -39,9 +45,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-OUTCOMES = ("ok", "clean_error", "undocumented", "memory", "crash", "hang")
+OUTCOMES = ("ok", "clean_error", "wrapped_internal", "undocumented", "memory", "crash", "hang")
+# The outcomes that fail the harness (the CI subset, the campaign's exit status).
+FAILING_OUTCOMES = ("wrapped_internal", "undocumented", "memory", "crash", "hang")
 # Worst first: a run's outcome is the worst over its open and its calls.
 _SEVERITY = {name: rank for rank, name in enumerate(reversed(OUTCOMES))}
+# What damaged input legitimately raises underneath a documented error (besides
+# FFmpeg's own errors): I/O failures, and ValueError, a parser's verdict on the
+# data (framefeed chains its MP4 box parser's ValueError, and public_api never
+# wraps a ValueError: it passes argument errors through as they are).
+_DATA_ERRORS = (OSError, ValueError, MemoryError)
 
 
 @dataclass
@@ -151,13 +164,43 @@ def _make_call(library: _Library, decoder: Any, name: str, arg: Any) -> tuple[li
     return (pts if pts is not None else [None] * len(means)), means
 
 
+def _chain(error: BaseException) -> list[BaseException]:
+    """`error`, then what it was raised from (or during), outermost first, as
+    a traceback prints them (`raise ... from None` ends the chain)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        if current.__cause__ is not None:
+            current = current.__cause__
+        else:
+            current = None if current.__suppress_context__ else current.__context__
+    return chain
+
+
 def _describe(error: BaseException) -> dict[str, Any]:
-    chain, seen, current = [], set(), error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        chain.append(f"{type(current).__module__}.{type(current).__qualname__}")
-        current = current.__cause__ or current.__context__
+    chain = [f"{type(link).__module__}.{type(link).__qualname__}" for link in _chain(error)]
     return {"type": chain[0], "message": str(error)[:400], "chain": chain}
+
+
+def _from_ffmpeg(error: BaseException) -> bool:
+    return type(error).__module__.split(".")[0] == "av"
+
+
+def wrapped_internal(documented: tuple[type[BaseException], ...], error: BaseException) -> BaseException | None:
+    """The internal error underneath `error`, or None. Down the cause chain,
+    past the documented types, the first other link decides: FFmpeg's errors
+    and `_DATA_ERRORS` are the data speaking (nothing below them is looked
+    at: a ValueError is framefeed's own verdict on what it parsed); anything
+    else (KeyError, IndexError, AttributeError, RuntimeError, TypeError,
+    struct.error, ...) is a bug that a documented type now hides."""
+    for link in _chain(error)[1:]:
+        if isinstance(link, documented):
+            continue
+        if _from_ffmpeg(link) or isinstance(link, _DATA_ERRORS):
+            return None
+        return link
+    return None
 
 
 def _classify_error(library: _Library, error: BaseException) -> str:
@@ -167,26 +210,26 @@ def _classify_error(library: _Library, error: BaseException) -> str:
     or the cap on a reservation it never touches) is FFmpeg's bounded answer
     to a damaged file, so it counts as the error it was turned into.
     Resident memory is checked separately, against the run's budget."""
-    current: BaseException | None = error
-    seen = set()
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        from_ffmpeg = type(current).__module__.split(".")[0] == "av" or "cannot allocate memory" in str(current).lower()
-        if (isinstance(current, MemoryError) and not from_ffmpeg) or "bad_alloc" in str(current):
+    for link in _chain(error):
+        from_ffmpeg = _from_ffmpeg(link) or "cannot allocate memory" in str(link).lower()
+        if (isinstance(link, MemoryError) and not from_ffmpeg) or "bad_alloc" in str(link):
             return "memory"
-        current = current.__cause__ or current.__context__
-    return "clean_error" if isinstance(error, library.documented) else "undocumented"
+    if not isinstance(error, library.documented):
+        return "undocumented"
+    return "wrapped_internal" if wrapped_internal(library.documented, error) is not None else "clean_error"
+
+
+def _error_detail(library: _Library, where: str, error: BaseException) -> str:
+    described = _describe(error)
+    detail = f"{where}: {described['type']}: {described['message']}"
+    inner = wrapped_internal(library.documented, error)
+    if inner is not None:
+        detail += f" (wraps {type(inner).__module__}.{type(inner).__qualname__}: {str(inner)[:200]})"
+    return detail
 
 
 def _ffmpeg_refused_memory(error: BaseException) -> bool:
-    current: BaseException | None = error
-    seen = set()
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if "cannot allocate memory" in str(current).lower():
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    return any("cannot allocate memory" in str(link).lower() for link in _chain(error))
 
 
 def _rss_kb() -> int:
@@ -219,9 +262,8 @@ def _exercise(library: _Library, request: RunRequest) -> dict[str, Any]:
         begin, end = meta.begin_stream_seconds, meta.end_stream_seconds
         report["num_frames"] = num_frames
     except Exception as error:
-        described = _describe(error)
-        worst(_classify_error(library, error), f"open: {described['type']}: {described['message']}")
-        report["open_error"] = described
+        worst(_classify_error(library, error), _error_detail(library, "open", error))
+        report["open_error"] = _describe(error)
         report["ffmpeg_refused_memory"] = _ffmpeg_refused_memory(error)
         decoder = None
     if decoder is not None:
@@ -234,7 +276,7 @@ def _exercise(library: _Library, request: RunRequest) -> dict[str, Any]:
             except Exception as error:
                 call["ok"] = False
                 call["error"] = _describe(error)
-                worst(_classify_error(library, error), f"{name}: {call['error']['type']}: {call['error']['message']}")
+                worst(_classify_error(library, error), _error_detail(library, name, error))
                 report["ffmpeg_refused_memory"] = report.get("ffmpeg_refused_memory") or _ffmpeg_refused_memory(error)
             call["seconds"] = round(time.perf_counter() - started, 4)
             report["calls"].append(call)
