@@ -121,7 +121,8 @@ def frame_indices(values: Any, num_frames: int) -> list[int]:
             value = value.item()
         if isinstance(value, float) or isinstance(value, np.floating):
             raise ArgumentTypeError(
-                f"indices must be integers: expected scalar type Long but found Float ({value!r} in the list); "
+                f"indices must be integers: expected scalar type Long but found Float ({value!r} in the list; "
+                "torchcodec 0.17: expected scalar type torch::headeronly::ScalarType::Long but found Float); "
                 "pass ints, or a tensor"
             )
         positions.append(frame_index(value, num_frames))
@@ -261,11 +262,85 @@ def check_device_type(device: Any) -> None:
     elif isinstance(device, str):
         kind = device.split(":", 1)[0].strip()
     else:
+        # torchcodec 0.13's phrase, then 0.17's (which reads the value as a device name).
         raise ArgumentTypeError(
             f"Expected a value of type 'str' for argument 'device' but instead found type "
-            f"'{type(device).__name__}': device must be None, a str or a torch.device, got {device!r}"
+            f"'{type(device).__name__}' (Unknown device type: {device}): device must be None, a str or a "
+            f"torch.device, got {device!r}"
         )
     if kind is not None and kind not in ("cpu", "cuda"):
         raise UnsupportedDeviceError(
             f"Unknown device type: {kind}. Invalid device {device!r}: framefeed decodes on 'cpu', 'cuda' or 'cuda:N'"
         )
+
+
+# -- output dtype -------------------------------------------------------------------------
+
+OUTPUT_DTYPES = ("uint8", "float32", "auto")
+"""The `output_dtype` values as plain names (how the service and Ray carry them)."""
+
+_DTYPE_NAMES = {torch.uint8: "uint8", torch.float32: "float32"}
+_NAMED_DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
+
+
+def output_dtype(value: Any) -> torch.dtype | str:
+    """torchcodec 0.17's `output_dtype`: `torch.uint8` (values in [0, 255], the
+    default), `torch.float32` (values in [0, 1]) or `"auto"` (uint8 for SDR
+    content, float32 for HDR: see `resolve_output_dtype`). Returned as given.
+
+    Raises:
+        ValueError: anything else, naming the value and the allowed ones
+            (torchcodec's phrase "Invalid output_dtype (...)").
+    """
+    if isinstance(value, str):
+        if value == "auto":
+            return value
+    elif isinstance(value, torch.dtype) and value in _DTYPE_NAMES:
+        return value
+    raise ValueError(
+        f"Invalid output_dtype ({value}). Supported values are torch.uint8, torch.float32, and 'auto'."
+    )
+
+
+def output_dtype_name(value: Any) -> str:
+    """`output_dtype` (as `output_dtype` accepts it, or one of `OUTPUT_DTYPES`)
+    as a plain name: "uint8", "float32" or "auto"."""
+    if isinstance(value, str) and value in OUTPUT_DTYPES:
+        return value
+    checked = output_dtype(value)
+    return checked if isinstance(checked, str) else _DTYPE_NAMES[checked]
+
+
+def output_dtype_from_name(name: Any) -> torch.dtype | str:
+    """The inverse of `output_dtype_name` (also accepts what `output_dtype` does).
+
+    Raises:
+        ValueError: not one of `OUTPUT_DTYPES` (nor a valid `output_dtype`).
+    """
+    if isinstance(name, str) and name in _NAMED_DTYPES:
+        return _NAMED_DTYPES[name]
+    return output_dtype(name)
+
+
+def resolve_output_dtype(requested: torch.dtype | str, pixel_format: str | None) -> torch.dtype:
+    """The dtype frames of a stream with `pixel_format` (FFmpeg's name, as the
+    container declares it) are returned in. `"auto"` decides as torchcodec
+    0.17 does: float32 when the format's first component (luma) has more than
+    8 bits (10- and 12-bit HDR sources), else uint8 (also for an unknown format).
+    """
+    if requested != "auto":
+        return requested  # type: ignore[return-value]
+    return torch.float32 if pixel_format_bits(pixel_format) > 8 else torch.uint8
+
+
+def pixel_format_bits(pixel_format: str | None) -> int:
+    """Bits of the first component of `pixel_format` (0 when unknown)."""
+    if not pixel_format:
+        return 0
+    import av  # the argument helpers stay importable without PyAV's codecs loaded
+
+    try:
+        components = av.VideoFormat(pixel_format).components
+    except (ValueError, av.error.FFmpegError):
+        return 0
+    return int(components[0].bits) if components else 0

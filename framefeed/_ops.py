@@ -69,7 +69,7 @@ def _fake_pixels(decoder: Any, count: Any | None) -> Tensor:
     frame_shape = (3, height, width) if not _hwc_buffer_behind_nchw(decoder) and decoder._dimension_order == "NCHW" \
         else (height, width, 3)
     shape = frame_shape if count is None else (count, *frame_shape)
-    return torch.empty(shape, dtype=torch.uint8, device=decoder._device)
+    return torch.empty(shape, dtype=decoder._output_dtype, device=decoder._device)
 
 
 def _fake_times(count: Any | None) -> tuple[Tensor, Tensor]:

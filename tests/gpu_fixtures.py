@@ -692,7 +692,11 @@ class HostKernelLaunch:
         self.launches = 0
 
     def __call__(self, planes: Any, dst: torch.Tensor, *, stream: Any, surface: Any) -> None:
-        from framefeed.engine.backends.gpu_decode.colour import native_planes, reference_rgb
+        from framefeed.engine.backends.gpu_decode.colour import (
+            native_planes,
+            reference_rgb,
+            reference_rgb_float,
+        )
         from framefeed.engine.backends.gpu_decode.resampling import reference_resampled
 
         calls = self.calls
@@ -704,7 +708,8 @@ class HostKernelLaunch:
         pixels = raw[: rows * planes.luma_pitch].view(dtype).reshape(rows, planes.luma_pitch // planes.sample_bytes)
         surface_tensor = torch.from_numpy(pixels.astype(np.int32))
         y, cb, cr = native_planes(surface_tensor, surface.surface_format, planes.height, planes.width)
-        rgb = torch.rot90(reference_rgb(y, cb, cr, surface.spec, sample_shift=surface.sample_shift), surface.turns,
+        convert = reference_rgb_float if dst.dtype == torch.float32 else reference_rgb  # output_dtype
+        rgb = torch.rot90(convert(y, cb, cr, surface.spec, sample_shift=surface.sample_shift), surface.turns,
                           dims=(0, 1))
         if surface.resampling is not None:
             rgb = reference_resampled(rgb.contiguous(), surface.resampling)

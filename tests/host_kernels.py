@@ -64,6 +64,20 @@ HOST_LAUNCH(host_yuv_to_rgb_16bit_resampled, yuv_to_rgb_16bit_resampled)
 #define ARGS GENERIC_RESAMPLED_ARGS
 #define FORWARD GENERIC_RESAMPLED_FORWARD
 HOST_LAUNCH(host_yuv420_16bit_to_rgb_swscale_resampled, yuv420_16bit_to_rgb_swscale_resampled)
+#undef ARGS
+#undef FORWARD
+#define ARGS FLOAT_OUT_ARGS
+#define FORWARD FLOAT_FORWARD
+HOST_LAUNCH(host_yuv_to_rgbf_8bit, yuv_to_rgbf_8bit)
+HOST_LAUNCH(host_yuv_to_rgbf_16bit, yuv_to_rgbf_16bit)
+HOST_LAUNCH(host_yuv420_16bit_to_rgbf_filtered, yuv420_16bit_to_rgbf_filtered)
+#undef ARGS
+#undef FORWARD
+#define ARGS FLOAT_OUT_RESAMPLED_ARGS
+#define FORWARD RESAMPLED_FORWARD
+HOST_LAUNCH(host_yuv_to_rgbf_8bit_resampled, yuv_to_rgbf_8bit_resampled)
+HOST_LAUNCH(host_yuv_to_rgbf_16bit_resampled, yuv_to_rgbf_16bit_resampled)
+HOST_LAUNCH(host_yuv420_16bit_to_rgbf_filtered_resampled, yuv420_16bit_to_rgbf_filtered_resampled)
 """
 
 
@@ -84,7 +98,9 @@ def compile_host_kernels(folder: Path) -> ctypes.CDLL | None:
         ("GENERIC_ARGS", kernels._GENERIC_ARGS), ("GENERIC_FORWARD", kernels._GENERIC_FORWARD),
         ("RESAMPLED_ARGS", kernels._RESAMPLED_ARGS), ("RESAMPLED_FORWARD", kernels._RESAMPLED_FORWARD),
         ("GENERIC_RESAMPLED_ARGS", kernels._GENERIC_RESAMPLED_ARGS),
-        ("GENERIC_RESAMPLED_FORWARD", kernels._GENERIC_RESAMPLED_FORWARD)])
+        ("GENERIC_RESAMPLED_FORWARD", kernels._GENERIC_RESAMPLED_FORWARD),
+        ("FLOAT_OUT_ARGS", kernels._FLOAT_OUT_ARGS),
+        ("FLOAT_OUT_RESAMPLED_ARGS", kernels._FLOAT_OUT_RESAMPLED_ARGS)])
     source.write_text(HOST_PRELUDE + kernels.KERNEL_SOURCE + macros + "\n" + HOST_DRIVER)
     library = folder / "kernel.so"
     try:
@@ -102,8 +118,10 @@ _CTYPES = {np.dtype(np.uint64): ctypes.c_void_p, np.dtype(np.int64): ctypes.c_lo
 def run_on_host(library: ctypes.CDLL, planes: Any, dst: Any, walk: Any, coefficients: Any, sample_shift: int,
                 shift_x: int, shift_y: int, tables: Any = None) -> None:
     """Launch the kernel the GPU would run for these planes into `dst` (a CPU
-    uint8 tensor view); with `tables` (`kernels.ResampleTables` over CPU
-    tensors), the resampled kernel."""
+    uint8 tensor view, or float32 for the float-output kernels); with `tables`
+    (`kernels.ResampleTables` over CPU tensors), the resampled kernel."""
+    import torch
+
     from framefeed.engine.backends.gpu_decode.kernels import (
         generic_path_arguments,
         kernel_arguments,
@@ -112,16 +130,19 @@ def run_on_host(library: ctypes.CDLL, planes: Any, dst: Any, walk: Any, coeffici
         resampled_arguments,
     )
 
-    if coefficients.table is not None:
+    float_output = dst.dtype == torch.float32
+    generic = coefficients.table is not None and not float_output
+    if generic:
         args = generic_path_arguments(planes, dst.data_ptr(), walk, coefficients.table, sample_shift)
     else:
         args = kernel_arguments(planes, dst.data_ptr(), walk, coefficients, sample_shift, shift_x, shift_y)
     if tables is not None:
-        args = resampled_arguments(args, tables, coefficients.table is not None)
+        args = resampled_arguments(args, tables, generic)
         grid, block = launch_grid(tables.out_width, tables.out_height)
     else:
         grid, block = launch_grid(planes.width, planes.height)
-    function = getattr(library, "host_" + kernel_name(planes.sample_bytes, coefficients, tables is not None))
+    function = getattr(library, "host_" + kernel_name(planes.sample_bytes, coefficients, tables is not None,
+                                                      float_output))
     function.argtypes = [ctypes.c_uint] * 4 + [_CTYPES[a.dtype] for a in args]
     function.restype = None
     function(grid[0], grid[1], block[0], block[1], *[a.item() for a in args])

@@ -326,6 +326,8 @@ def test_bad_arguments_fail_before_reading(tree):
         read_clips([str(tree / "videos" / "cats"), str(tree / "videos" / "dogs")], labels=[0])
     with pytest.raises(ValueError, match="Unsupported transform"):
         read_clips(str(tree / "videos"), transforms=[lambda frames: frames])
+    with pytest.raises(ValueError, match=r"Invalid output_dtype \(torch.float16\)"):
+        read_clips(str(tree / "videos"), output_dtype=torch.float16)
 
 
 def test_a_restarted_read_starts_after_the_videos_consumed_without_reading_them(local_ray, tree):
@@ -502,6 +504,37 @@ def test_the_cuda_decode_stage_applies_the_resolved_transforms(tree, emulated_cu
         difference = np.abs(a["frames"].astype(int) - b["frames"].astype(int))
         # NVDEC colour and the fused kernel's resize vs swscale and torch (as in test_pool)
         assert difference.mean() <= 1.0 and difference.max() <= 6, (difference.mean(), difference.max())
+
+
+@pytest.mark.parametrize("output_dtype", [torch.float32, "float32", "auto"])
+def test_output_dtype_in_both_decode_stages(tree, emulated_cuda, output_dtype):
+    """float32 rows (or uint8 under "auto": these sources are 8-bit) from the CPU
+    stage equal `ClipDataset`'s items; the CUDA stage's are within NVDEC's colour
+    difference of them."""
+    from framefeed import _arguments as args
+    from framefeed.ray._decode import DecodeConfig, NvdecClipDecoder, decode_packet_batch
+
+    sources = videos(tree)[:2]
+    dtype = args.output_dtype_from_name(output_dtype)
+    expected = torch.uint8 if dtype == "auto" else torch.float32
+    table = packet_table(sources, "random_indices", num_clips=2, num_frames_per_clip=2)
+    cpu = [r for b in decode_packet_batch(table, DecodeConfig(sources, None, output_dtype=dtype)) for r in split(b)]
+    dataset = ClipDataset(sources, sampler="random_indices", seed=4, num_clips=2, num_frames_per_clip=2,
+                          output_dtype=dtype)
+    for row in cpu:
+        item = dataset[int(row["video_index"])]
+        assert row["frames"].dtype == {torch.float32: np.float32, torch.uint8: np.uint8}[expected]
+        assert np.array_equal(row["frames"], item.data[int(row["clip_index"])].numpy())
+    actor = NvdecClipDecoder(DecodeConfig(sources, None, output_dtype=dtype,
+                                          pool_options={"sessions": 1, "nvdec_runtime": emulated_cuda}))
+    try:
+        gpu = [r for batch in actor(table) for r in split(batch)]
+    finally:
+        actor.close()
+    scale = 255.0 if expected == torch.float32 else 1.0
+    for a, b in zip(gpu, cpu, strict=True):
+        assert a["frames"].dtype == b["frames"].dtype
+        assert np.abs(a["frames"].astype(np.float64) - b["frames"].astype(np.float64)).max() * scale <= 3.5
 
 
 @pytest.mark.parametrize("on_error", ["raise", "skip"])

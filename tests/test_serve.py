@@ -335,6 +335,25 @@ def test_decoder_transforms_apply_on_the_server(server, client):
         client.submit(path, indices=[0], transforms=[RandomCrop((10, 10))])
 
 
+def test_output_dtype_crosses_the_service(server, client):
+    """float32 frames lie in slots of 4 bytes per sample; "auto" is decided by the server
+    (float32 for the 10-bit file); the inline transport carries them too."""
+    ten_bit, eight_bit = _path("hevc_10bit.mkv"), _path(LONG)
+    for path, dtype, expected in [(ten_bit, torch.float32, torch.float32), (ten_bit, "auto", torch.float32),
+                                  (eight_bit, "auto", torch.uint8), (eight_bit, torch.float32, torch.float32)]:
+        got = client.submit(path, indices=[2, 0, 2], output_dtype=dtype).result()
+        want = VideoDecoder(path, output_dtype=dtype).get_frames_at([2, 0, 2])
+        assert got.data.dtype == expected and torch.equal(got.data, want.data), (path, dtype)
+    clips = list(client.map([ten_bit], output_dtype=torch.float32))
+    assert torch.equal(clips[0].data, VideoDecoder(ten_bit, output_dtype=torch.float32).get_all_frames().data)
+    with connect(server.address, transport="inline") as inline:
+        got = inline.submit(ten_bit, indices=[1], dimension_order="NHWC", output_dtype="auto").result()
+        want = VideoDecoder(ten_bit, dimension_order="NHWC", output_dtype="auto").get_frames_at([1])
+        assert got.data.dtype == torch.float32 and torch.equal(got.data, want.data)
+    with pytest.raises(ValueError, match=r"Invalid output_dtype \(torch.float16\)"):
+        client.submit(ten_bit, indices=[0], output_dtype=torch.float16)
+
+
 def test_request_errors_are_replies_and_the_connection_stays_usable(server, client, tmp_path):
     good = _path(LONG)
     outside = server.tmp / "outside.mp4"  # a real video next to the allowed root, not under it

@@ -46,12 +46,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from framefeed import _arguments as args
 from framefeed._lookahead import map_with_lookahead
 from framefeed._warnings import warn_user
 from framefeed.engine.backends.status import CpuFallbackStatus
 from framefeed.pool import DecodeInfo, DecodeRequest, PoolBatch
 from framefeed.serve import require_serve_dependencies
 from framefeed.serve.protocol import (
+    FRAME_DTYPES,
     METHODS,
     PROTOCOL_VERSION,
     SERVICE,
@@ -373,9 +375,10 @@ class ServiceClient:
         transforms: Sequence[Any] | None = None,
         stream_index: int | None = None,
         timeout: float | None = None,
+        output_dtype: torch.dtype | Literal["auto"] = torch.uint8,
     ) -> Future[ServiceBatch]:
         """Queue one request; a future of its `ServiceBatch`. Arguments as
-        `DecodePool.submit` (`source` a path the server may read: relative
+        `DecodePool.submit`, `output_dtype` included (`source` a path the server may read: relative
         paths are made absolute here; `transforms` are the decoder
         transforms `Resize` and `CenterCrop`, applied by the server as
         `VideoDecoder(transforms=...)` applies them; `RandomCrop` is refused).
@@ -392,13 +395,15 @@ class ServiceClient:
         """
         if isinstance(source, DecodeRequest):
             given = (indices, seconds, start, stop, transforms, stream_index)
-            if any(v is not None for v in given) or (step, seek_mode, dimension_order) != (1, "exact", "NCHW"):
+            defaults = (step, seek_mode, dimension_order, output_dtype) != (1, "exact", "NCHW", torch.uint8)
+            if any(v is not None for v in given) or defaults:
                 raise TypeError("submit() takes either a DecodeRequest or a source with keyword arguments, not both")
             request = source
         else:
             request = DecodeRequest(source, indices=indices, seconds=seconds, start=start, stop=stop, step=step,
                                     seek_mode=seek_mode, dimension_order=dimension_order,
-                                    transforms=transforms or (), stream_index=stream_index)
+                                    transforms=transforms or (), stream_index=stream_index,
+                                    output_dtype=output_dtype)
         return self._submit(request, None, timeout)
 
     def _submit(self, request: DecodeRequest, clip_shape: tuple[int, int] | None,
@@ -462,13 +467,17 @@ class ServiceClient:
     def _batch(self, reply: dict[str, Any], request: DecodeRequest, clip_shape: tuple[int, int] | None,
                stream: Any) -> ServiceBatch:
         shape, strides = list(reply["shape"]), list(reply["strides"])
+        dtype_name = reply.get("dtype", "uint8")
+        if dtype_name not in FRAME_DTYPES:
+            raise ServiceError(f"the server sent frames of dtype {dtype_name!r}; expected one of {FRAME_DTYPES}")
+        dtype = {"uint8": torch.uint8, "float32": torch.float32}[dtype_name]
         finalizer = None
         link = self._link
         if reply["transport"] == "inline":
-            flat = torch.from_numpy(np.frombuffer(reply["data"], dtype=np.uint8).copy())
+            flat = torch.from_numpy(np.frombuffer(reply["data"], dtype=np.uint8).copy()).view(dtype)
             data = flat.as_strided(shape, strides)
         elif reply.get("lease") is None:  # no frames: nothing leased
-            data = torch.empty(shape, dtype=torch.uint8, device=link.local)
+            data = torch.empty(shape, dtype=dtype, device=link.local)
         else:
             lease = int(reply["lease"])
             self._leases[lease] = None
@@ -481,11 +490,11 @@ class ServiceClient:
                 # in a finalizer, none at interpreter exit).
                 on_free = functools.partial(self._releases.put, (lease, streams))
                 data, finalizer = link.cuda_view.lease_tensor(reply["offset"], reply["nbytes"], shape, strides,
-                                                              on_free)
+                                                              on_free, dtype)
             else:
                 view = self._host_view(reply["slab"]["name"])
                 on_free = functools.partial(self._releases.put, (lease, None))
-                data, finalizer = view.lease_tensor(reply["offset"], reply["nbytes"], shape, strides, on_free)
+                data, finalizer = view.lease_tensor(reply["offset"], reply["nbytes"], shape, strides, on_free, dtype)
             self._leases[lease] = finalizer
         pts_shape = tuple(reply["timestamp_shape"])
         pts = torch.from_numpy(np.frombuffer(reply["pts"], dtype=np.float64).copy().reshape(pts_shape))
@@ -534,21 +543,24 @@ class ServiceClient:
         lookahead: int = 8,
         return_exceptions: bool = False,
         timeout: float | None = None,
+        output_dtype: torch.dtype | Literal["auto"] = torch.uint8,
     ) -> Iterator[ServiceBatch | BaseException]:
         """Decode `requests` (each a `DecodeRequest`, or a path meaning its
         whole file) and yield their batches, as `DecodePool.map`: at most
         `lookahead` requests in flight, `ordered=False` yields as they
         complete, a failure raises from the iterator (or is yielded with
-        `return_exceptions=True`)."""
+        `return_exceptions=True`); `output_dtype` applies to the paths (a
+        `DecodeRequest` carries its own)."""
         self._check_usable()
         if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 1:
             raise ValueError(f"lookahead must be an int >= 1, got {lookahead!r}")
-        return self._map(iter(requests), ordered, lookahead, return_exceptions, timeout)
+        output_dtype = args.output_dtype(output_dtype)
+        return self._map(iter(requests), ordered, lookahead, return_exceptions, timeout, output_dtype)
 
     def _map(self, requests: Iterator[Any], ordered: bool, depth: int, return_exceptions: bool,
-             timeout: float | None) -> Iterator[ServiceBatch | BaseException]:
+             timeout: float | None, output_dtype: Any = torch.uint8) -> Iterator[ServiceBatch | BaseException]:
         def submit(item: Any) -> Future:
-            request = item if isinstance(item, DecodeRequest) else DecodeRequest(item)
+            request = item if isinstance(item, DecodeRequest) else DecodeRequest(item, output_dtype=output_dtype)
             return self._submit(request, None, timeout)
 
         return map_with_lookahead(submit, requests, ordered=ordered, depth=depth, return_exceptions=return_exceptions)
@@ -563,8 +575,9 @@ class ServiceClient:
         stream_index: int | None = None,
         lookahead: int = 8,
         timeout: float | None = None,
+        output_dtype: torch.dtype | Literal["auto"] = torch.uint8,
     ) -> Any:
-        """Sources for the samplers, as `DecodePool.videos`:
+        """Sources for the samplers, as `DecodePool.videos` (`output_dtype` included):
         `clips_at_random_indices(client.videos(paths), num_clips=4, ...)`
         returns one `Future[ServiceBatch]` of clips per source, equal to the
         sampler called on `VideoDecoder(path, ...)` per source under the same
@@ -573,7 +586,7 @@ class ServiceClient:
 
         self._check_usable()
         template = DecodeRequest(None, seek_mode=seek_mode, dimension_order=dimension_order,
-                                 transforms=transforms or (), stream_index=stream_index)
+                                 transforms=transforms or (), stream_index=stream_index, output_dtype=output_dtype)
         return ServiceVideos(self, list(sources), template, lookahead, timeout)
 
     def _open(self, source: Any, template: DecodeRequest, timeout: float | None) -> Future:
@@ -736,6 +749,8 @@ def _request_message(request: DecodeRequest) -> dict[str, Any]:
                                "dimension_order": request.dimension_order, "step": request.step}
     if request.transforms:
         message["transforms"] = transforms_to_wire(request.transforms)
+    if request.output_dtype is not torch.uint8:  # the default stays off the wire (older servers)
+        message["output_dtype"] = args.output_dtype_name(request.output_dtype)
     for name in ("indices", "seconds"):
         value = getattr(request, name)
         if value is not None:

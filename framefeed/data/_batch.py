@@ -24,7 +24,7 @@ class ClipBatch:
     """Clips from several videos, stacked.
 
     Attributes:
-        data: `(N, T, C, H, W)` uint8 (`(N, T, H, W, C)` for NHWC) on the
+        data: `(N, T, C, H, W)` uint8 or float32 (the dataset's `output_dtype`; `(N, T, H, W, C)` for NHWC) on the
             loader's device: N clips of T frames. Decoded on the CPU, the
             channels are innermost in memory whatever the order (a permuted
             view, as `VideoDecoder` returns frames); `.contiguous()` makes
@@ -118,8 +118,14 @@ def stack_clips(parts: Sequence[ClipPart]) -> ClipBatch:
     """Concatenate items' clips (non-empty `parts`) into one batch.
 
     Raises:
-        ValueError: clips whose frames differ in size.
+        ValueError: clips whose frames differ in size or dtype.
     """
+    dtypes = {part.data.dtype for part in parts}
+    if len(dtypes) > 1:
+        kinds = ", ".join(f"{part.source}: {part.data.dtype}" for part in parts)
+        raise ValueError(f"Clips in one batch must have the same dtype, got {kinds}. output_dtype='auto' gives "
+                         "uint8 for 8-bit sources and float32 for HDR ones: give the dataset one output_dtype "
+                         "(torch.float32 keeps the HDR sources' precision).")
     shapes = {tuple(part.data.shape[1:]) for part in parts}
     if len(shapes) > 1:
         sizes = ", ".join(f"{part.source}: {tuple(part.data.shape[2:])}" for part in parts)

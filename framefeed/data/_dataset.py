@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, get_worker_info
 
+from framefeed import _arguments as args
 from framefeed._validation import require_int
 from framefeed._warnings import warn_user
 from framefeed.data._decoding import decode_planned, frame_buffer
@@ -79,6 +80,10 @@ class ClipDataset(Dataset):
             derived from (seed, epoch, i) (`set_epoch`), whichever process
             fetches it. `ClipLoader` passes its own seed and epoch with each index.
         stream_index: the video stream, None for the best one.
+        output_dtype: the clips' dtype, as for `VideoDecoder`: `torch.uint8`,
+            `torch.float32` (values in [0, 1]) or `"auto"` (float32 for sources
+            with more than 8 bits per sample; a batch mixing both raises, so
+            batch such sources with one explicit dtype).
         num_ffmpeg_threads: FFmpeg threads per decoder (CPU target; 1 suits
             DataLoader workers, which are the parallelism).
         **sampler_args: the sampler's arguments (`num_clips`,
@@ -89,8 +94,8 @@ class ClipDataset(Dataset):
             (clips completed by `policy`, or the sampler's error).
 
     Raises (at construction):
-        ValueError: unknown sampler, seek mode, dimension order, `on_error` or
-            device type; labels whose number differs from the sources'; a
+        ValueError: unknown sampler, seek mode, dimension order, `on_error`,
+            `output_dtype` or device type; labels whose number differs from the sources'; a
             transform that is not a decoder transform (sizes are checked
             against each video, as failures of its item).
         TypeError: arguments of the wrong type; a sampler argument the sampler
@@ -115,6 +120,7 @@ class ClipDataset(Dataset):
         seed: int | None = None,
         stream_index: int | None = None,
         num_ffmpeg_threads: int = 1,
+        output_dtype: torch.dtype | Literal["auto"] = torch.uint8,
         **sampler_args: Any,
     ) -> None:
         if isinstance(sources, (str, bytes)) or not isinstance(sources, Sequence):
@@ -142,6 +148,7 @@ class ClipDataset(Dataset):
         self.epoch = 0
         self.stream_index = None if stream_index is None else require_int("stream_index", stream_index)
         self.num_ffmpeg_threads = require_int("num_ffmpeg_threads", num_ffmpeg_threads)
+        self.output_dtype = args.output_dtype(output_dtype)
         self._warn_skips = True
         self._warned: set[str] = set()
 
@@ -240,7 +247,8 @@ class ClipDataset(Dataset):
             planned.transforms = pipeline
             if batch is None:
                 return ShippedClips(index, name, label, planned)
-            frames = batch.frames_for(planned.plan.slot_count, *pipeline.output_size)
+            dtype = args.resolve_output_dtype(self.output_dtype, opened.params.pixel_format)
+            frames = batch.frames_for(planned.plan.slot_count, *pipeline.output_size, dtype)
             pts, durations = decode_planned(opened, planned, frames, self.num_ffmpeg_threads)
         finally:
             opened.demuxer.close()
@@ -275,14 +283,15 @@ class _BatchBuffer:
         self._frames: Tensor | None = None
         self._used = 0
 
-    def frames_for(self, count: int, height: int, width: int) -> Tensor:
+    def frames_for(self, count: int, height: int, width: int, dtype: torch.dtype = torch.uint8) -> Tensor:
         if self._frames is None:
-            self._frames = frame_buffer(count * self._items, height, width, self._shared)
+            self._frames = frame_buffer(count * self._items, height, width, self._shared, dtype)
         frames = self._frames
-        if tuple(frames.shape[1:3]) == (height, width) and self._used + count <= frames.shape[0]:
+        fits = tuple(frames.shape[1:3]) == (height, width) and frames.dtype == dtype
+        if fits and self._used + count <= frames.shape[0]:
             self._used += count
             return frames[self._used - count:self._used]
-        return frame_buffer(count, height, width, self._shared)
+        return frame_buffer(count, height, width, self._shared, dtype)
 
 
 def skip_message(item: SkippedItem) -> str:

@@ -20,13 +20,13 @@ from framefeed.engine.opening import OpenedStream
 CPU = torch.device("cpu")
 
 
-def frame_buffer(count: int, height: int, width: int, shared: bool) -> Tensor:
-    """An uninitialised `(count, height, width, 3)` uint8 tensor, in shared
-    memory when `shared` (allocated there: `share_memory_()` would copy)."""
+def frame_buffer(count: int, height: int, width: int, shared: bool, dtype: torch.dtype = torch.uint8) -> Tensor:
+    """An uninitialised `(count, height, width, 3)` tensor of `dtype` (uint8 or
+    float32), in shared memory when `shared` (allocated there: `share_memory_()` would copy)."""
     if not shared:
-        return empty_frames((count, height, width, 3))
-    storage = torch.UntypedStorage._new_shared(count * height * width * 3)
-    return torch.empty(0, dtype=torch.uint8).set_(storage).view(count, height, width, 3)
+        return empty_frames((count, height, width, 3), dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(count * height * width * 3 * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage).view(count, height, width, 3)
 
 
 def decode_planned(opened: OpenedStream, planned: PlannedClips, frames: Tensor,

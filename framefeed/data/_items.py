@@ -78,7 +78,7 @@ class DecodedClips:
         index: the dataset index.
         source: the source's description.
         label: the item's label (None without labels).
-        data: `(num_clips, T, C, H, W)` uint8 (or `(..., H, W, C)` for NHWC),
+        data: `(num_clips, T, C, H, W)` uint8 or float32 (or `(..., H, W, C)` for NHWC),
             after the dataset's transforms; a view of the buffer its batch was
             decoded into (`ClipDataset.__getitems__`).
         pts_seconds, duration_seconds: `(num_clips, T)` float64, seconds.

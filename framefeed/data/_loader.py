@@ -248,7 +248,8 @@ class ClipLoader:
         planned = item.planned
         return pool.submit_plan(planned.plan, planned.bundle, frame_shape=planned.frame_shape,
                                 transforms=planned.transforms, clip_shape=planned.clip_shape,
-                                dimension_order=self.dataset.dimension_order, description=item.source)
+                                dimension_order=self.dataset.dimension_order, description=item.source,
+                                output_dtype=self.dataset.output_dtype)
 
     def _gather(self, entries: list[tuple[ShippedClips, Future]], cursor: EpochCursor) -> ClipBatch | None:
         parts = []

@@ -44,7 +44,7 @@ _DIMENSION_ORDERS = ("NCHW", "NHWC")
 
 
 class VideoDecoder:
-    """Decodes one video stream into uint8 RGB tensors.
+    """Decodes one video stream into RGB tensors (uint8, or float32 in [0, 1]).
 
     Args:
         source: a path or URL (`str`), `pathlib.Path`, `bytes`, a contiguous
@@ -64,6 +64,12 @@ class VideoDecoder:
             `RandomCrop` (or the torchvision v2 classes of those names),
             applied in order to every frame after rotation. `metadata` keeps
             the stream's size; frames have the transformed size.
+        output_dtype: `torch.uint8` (values 0-255, the default), `torch.float32`
+            (values in [0, 1]; on the CPU swscale's 16-bit RGB divided by 65535,
+            as torchcodec 0.17 computes it; on NVDEC the colour kernel writes
+            float32 directly, keeping 10- and 12-bit precision) or `"auto"`:
+            float32 when the stream's pixel format has more than 8 bits per
+            sample (HDR sources), else uint8.
         custom_frame_mappings: the stream's frame table as JSON (str, bytes or
             a file-like object), `{"frames": [{"pts", "duration",
             "key_frame"}, ...]}` as `ffprobe -show_frames -of json` prints it,
@@ -72,8 +78,8 @@ class VideoDecoder:
     Raises:
         TypeError: unsupported source kind, text-mode file, wrong argument types.
         ValueError: invalid `dimension_order`, `seek_mode`, `num_ffmpeg_threads`,
-            `device`, `stream_index`, `transforms` or `custom_frame_mappings`
-            (also a table that contradicts the file).
+            `output_dtype`, `device`, `stream_index`, `transforms` or
+            `custom_frame_mappings` (also a table that contradicts the file).
         FileNotFoundError: a path that does not exist.
         VideoOpenError (a ValueError and RuntimeError): data FFmpeg cannot
             open, or no video stream.
@@ -91,6 +97,7 @@ class VideoDecoder:
         device: str | torch.device | None = None,
         seek_mode: Literal["exact", "approximate", "custom_frame_mappings"] = "exact",
         transforms: Sequence[Any] | None = None,
+        output_dtype: torch.dtype | Literal["auto"] = torch.uint8,
         custom_frame_mappings: str | bytes | Any | None = None,
     ) -> None:
         # Checked in torchcodec's order, so a call with several mistakes reports the same one.
@@ -101,6 +108,7 @@ class VideoDecoder:
                 f"Supported values are {', '.join(_DIMENSION_ORDERS)}."
             )
         num_ffmpeg_threads = args.thread_count(num_ffmpeg_threads)
+        requested_dtype = args.output_dtype(output_dtype)
         args.check_device_type(device)
         self._device = resolve_device(device)
         self._dimension_order = dimension_order
@@ -108,13 +116,14 @@ class VideoDecoder:
 
         self._demuxer = Demuxer(resolve_source(source), stream_index)
         try:
-            self._open(seek_mode, num_ffmpeg_threads, mappings, transforms)
+            self._open(seek_mode, num_ffmpeg_threads, mappings, transforms, requested_dtype)
         except BaseException:
             self._demuxer.close()
             raise
         self._op_id = _ops.register(self)
 
-    def _open(self, seek_mode: str, num_threads: int, mappings: FrameMappings | None, transforms: Any) -> None:
+    def _open(self, seek_mode: str, num_threads: int, mappings: FrameMappings | None, transforms: Any,
+              requested_dtype: torch.dtype | str) -> None:
         demuxer = self._demuxer
         opened = open_demuxed(demuxer, seek_mode, num_threads, mappings)
         metadata = opened.metadata
@@ -132,6 +141,7 @@ class VideoDecoder:
         self._begin = float(metadata.begin_stream_seconds or 0.0)
         self._end = float(metadata.end_stream_seconds or 0.0)
         self._height, self._width = pipeline.output_size  # the frames returned: transformed
+        self._output_dtype = args.resolve_output_dtype(requested_dtype, opened.params.pixel_format)
 
     def _open_backend(self, params: CodecParameters, context: BackendContext) -> BackendSelection:
         """The backend for this decoder's device, from the registry. (A seam:
@@ -186,6 +196,22 @@ class VideoDecoder:
     def __iter__(self) -> Iterator[Tensor]:
         for index in range(self._num_frames):
             yield self[index]
+
+    def _get_key_frame_indices(self) -> Tensor:
+        """Indices of the frames decoded from keyframe packets, an int64 tensor in
+        display order (torchcodec's private helper of the same name, which its
+        users and tests call). Frames of discarded packets are not frames, so a
+        discarded keyframe is not listed.
+
+        Raises:
+            RuntimeError: approximate mode (it has no frame index), with torchcodec's phrase.
+        """
+        if not self._timeline.exact:
+            raise RuntimeError(
+                "Must scan all streams to update metadata before calling getKeyFrameIndices: the frame index "
+                "exists in seek_mode='exact' only"
+            )
+        return torch.from_numpy(np.flatnonzero(self._timeline.index.is_keyframe).astype(np.int64))
 
     # -- index-based access -------------------------------------------------------
 
@@ -327,7 +353,8 @@ class VideoDecoder:
 
     def _allocate(self, count: int) -> OutputBuffer:
         channels_first = self._backend.channels_first_output and self._dimension_order == "NCHW"
-        return OutputBuffer.allocate(count, self._height, self._width, self._backend.output_device, channels_first)
+        return OutputBuffer.allocate(count, self._height, self._width, self._backend.output_device, channels_first,
+                                     dtype=self._output_dtype)
 
     def _decode(self, targets: list[Target], count: int) -> OutputBuffer:
         """Decode `targets` into a new buffer of `count` slots (one batched call).
@@ -351,28 +378,31 @@ class VideoDecoder:
 
     def _decode_one(self, target: Target) -> tuple[Tensor, float, float]:
         """One frame straight into its own tensor: the path of `decoder[i]`."""
-        device = self._backend.output_device
+        device, dtype = self._backend.output_device, self._output_dtype
         producer = producer_of(self._backend)
         if producer is not None:  # NVDEC: on the decoder's stream, handed to the caller's
             with producing(producer) as production:
                 if self._dimension_order == "NCHW":
-                    data = torch.empty((3, self._height, self._width), dtype=torch.uint8, device=device)
+                    data = torch.empty((3, self._height, self._width), dtype=dtype, device=device)
                     pts_seconds, duration = self._session.decode_one(target, data.permute(1, 2, 0))
                 else:
-                    data = torch.empty((self._height, self._width, 3), dtype=torch.uint8, device=device)
+                    data = torch.empty((self._height, self._width, 3), dtype=dtype, device=device)
                     pts_seconds, duration = self._session.decode_one(target, data)
                 production.hand_over(data)
             return data, pts_seconds, duration
         if self._backend.channels_first_output and self._dimension_order == "NCHW":
-            data = empty_frames((3, self._height, self._width), device)
+            data = empty_frames((3, self._height, self._width), device, dtype)
             pts_seconds, duration = self._session.decode_one(target, data.permute(1, 2, 0))
         else:
             shape = (self._height, self._width, 3)
             if device.type == "cpu":
                 # Reused frame memory: see framefeed.engine.host_frames for why.
-                hwc = take_frame_tensor(shape)
+                # (Its uint8 bytes, seen as float32 for float frames.)
+                itemsize = dtype.itemsize
+                hwc = take_frame_tensor((*shape[:2], 3 * itemsize)).view(dtype) if itemsize > 1 \
+                    else take_frame_tensor(shape)
             else:
-                hwc = empty_frames(shape, device)
+                hwc = empty_frames(shape, device, dtype)
             pts_seconds, duration = self._session.decode_one(target, hwc)
             data = hwc.permute(2, 0, 1) if self._dimension_order == "NCHW" else hwc
         if data.device != self._device:

@@ -99,7 +99,8 @@ class FrameBackend(Protocol):
         """A version of `frame` that survives later decode calls."""
 
     def write_rgb(self, frame: Any, dst: torch.Tensor) -> None:
-        """Convert into `dst`, a `(H, W, 3)` uint8 view on `output_device`."""
+        """Convert into `dst`, a `(H, W, 3)` view on `output_device`: uint8
+        (0-255) or float32 (0-1, torchcodec 0.17's `output_dtype`)."""
 
 
 @dataclass
@@ -118,11 +119,13 @@ class OutputBuffer:
 
     @classmethod
     def allocate(
-        cls, count: int, height: int, width: int, device: torch.device, channels_first: bool = False
+        cls, count: int, height: int, width: int, device: torch.device, channels_first: bool = False,
+        dtype: torch.dtype = torch.uint8,
     ) -> OutputBuffer:
+        """`count` slots of `dtype` pixels: torch.uint8 (0-255) or torch.float32 (0-1)."""
         shape = (count, 3, height, width) if channels_first else (count, height, width, 3)
         return cls(
-            empty_frames(shape, device),
+            empty_frames(shape, device, dtype),
             np.zeros(count, dtype=np.float64),
             np.zeros(count, dtype=np.float64),
             channels_first,

@@ -83,7 +83,8 @@ class Work:
     `count` is the plan's output slots; for a time-range plan (an
     approximate-mode whole file, whose frame count only decoding finds) it
     is the header's frame count, an estimate for the in-flight budget.
-    `pipeline` is the request's decoder transforms, resolved for this video.
+    `pipeline` is the request's decoder transforms, resolved for this video;
+    `dtype` the pixels' dtype (the request's `output_dtype`, "auto" resolved).
     """
 
     description: str
@@ -93,6 +94,7 @@ class Work:
     disposable: DisposableTest | None
     params: CodecParameters
     bundle: PacketBundle | None = None
+    dtype: torch.dtype = torch.uint8
 
     @property
     def frame_shape(self) -> tuple[int, int]:
@@ -101,7 +103,7 @@ class Work:
 
     @property
     def frame_bytes(self) -> int:
-        return self.frame_shape[0] * self.frame_shape[1] * 3
+        return self.frame_shape[0] * self.frame_shape[1] * 3 * self.dtype.itemsize
 
 
 def resolve_pipeline(video: OpenedVideo, request: DecodeRequest, crop_seed: int | None = None) -> TransformPipeline:
@@ -124,13 +126,14 @@ def plan_work(video: OpenedVideo, request: DecodeRequest, pipeline: TransformPip
         FrameTimeOutOfRangeError: a time outside `[begin_stream_seconds, end_stream_seconds)`.
     """
     timeline, count, metadata = video.stream.timeline, video.num_frames, video.metadata
+    dtype = args.resolve_output_dtype(request.output_dtype, video.stream.params.pixel_format)
     begin = float(metadata.begin_stream_seconds or 0.0)
     end = float(metadata.end_stream_seconds or 0.0)
     kind = request.kind
     if kind == "seconds":
         times = [args.check_played_time(t, begin, end, batch=True) for t in request.seconds or ()]
         plan = build_plan(timeline.targets_for_times(times) if times else [], timeline, len(times))
-        return _work(video, plan, len(times), pipeline)
+        return _work(video, plan, len(times), pipeline, dtype)
     if kind == "indices":
         positions = args.frame_indices(list(request.indices or ()), count)
     elif kind == "range":
@@ -139,22 +142,25 @@ def plan_work(video: OpenedVideo, request: DecodeRequest, pipeline: TransformPip
         positions = list(range(count))
     else:  # approximate mode has no index to count the frames: decode the time range
         if begin >= end:
-            return _work(video, build_plan([], timeline, 0), 0, pipeline)
-        return _work(video, time_range_plan(begin, end, timeline), count, pipeline)
+            return _work(video, build_plan([], timeline, 0), 0, pipeline, dtype)
+        return _work(video, time_range_plan(begin, end, timeline), count, pipeline, dtype)
     plan = build_plan(timeline.targets_for_indices(positions) if positions else [], timeline, len(positions))
-    return _work(video, plan, len(positions), pipeline)
+    return _work(video, plan, len(positions), pipeline, dtype)
 
 
-def _work(video: OpenedVideo, plan: DecodePlan, count: int, pipeline: TransformPipeline) -> Work:
-    return Work(video.description, plan, count, pipeline, video.stream.disposable, video.stream.params)
+def _work(video: OpenedVideo, plan: DecodePlan, count: int, pipeline: TransformPipeline, dtype: torch.dtype) -> Work:
+    return Work(video.description, plan, count, pipeline, video.stream.disposable, video.stream.params, dtype=dtype)
 
 
-def shipped_work(plan: DecodePlan, bundle: PacketBundle, pipeline: TransformPipeline, description: str) -> Work:
+def shipped_work(plan: DecodePlan, bundle: PacketBundle, pipeline: TransformPipeline, description: str,
+                 output_dtype: torch.dtype | str = torch.uint8) -> Work:
     """Work planned and demuxed elsewhere (a `ClipDataset` worker, `ship_request`):
-    only decoding is left. A time-range plan counts 0 frames in flight."""
+    only decoding is left. A time-range plan counts 0 frames in flight.
+    `output_dtype` as `VideoDecoder` takes it ("auto" decided by the bundle's pixel format)."""
     params = bundle.params
     disposable = disposable_test_for(params.codec, params.extradata)
-    return Work(description, plan, plan.slot_count, pipeline, disposable, params, bundle)
+    dtype = args.resolve_output_dtype(args.output_dtype(output_dtype), params.pixel_format)
+    return Work(description, plan, plan.slot_count, pipeline, disposable, params, bundle, dtype=dtype)
 
 
 def ship(work: Work, video: OpenedVideo) -> None:
@@ -257,7 +263,7 @@ def execute(work: Work, backend: Any, dimension_order: str) -> tuple[torch.Tenso
     channels_first = backend.channels_first_output and dimension_order == "NCHW"
 
     def allocate(count: int) -> OutputBuffer:
-        return OutputBuffer.allocate(count, height, width, backend.output_device, channels_first)
+        return OutputBuffer.allocate(count, height, width, backend.output_device, channels_first, dtype=work.dtype)
 
     plan = work.plan
     assert work.bundle is not None

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor
 
+from framefeed import _arguments as args
 from framefeed._lookahead import map_with_lookahead
 from framefeed._validation import require_int
 from framefeed.engine.backends.devices import resolve_device
@@ -113,6 +114,7 @@ class DecodePool:
         dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
         transforms: Sequence[Any] | None = None,
         stream_index: int | None = None,
+        output_dtype: torch.dtype | Literal["auto"] = torch.uint8,
     ) -> Future[PoolBatch]:
         """Queue one request; a future of its `PoolBatch` (a `FrameBatch` plus `info`).
 
@@ -123,6 +125,8 @@ class DecodePool:
         `source` may also be a `DecodeRequest` (then give no other argument).
         `transforms` are `VideoDecoder`'s decoder transforms (`Resize`,
         `CenterCrop`, `RandomCrop`), applied to every frame (see `DecodeRequest`).
+        `output_dtype` as for `VideoDecoder`: `torch.uint8`, `torch.float32`
+        (values in [0, 1]) or `"auto"` (float32 for sources above 8 bits).
 
         Blocks while the request queue is full (back-pressure).
 
@@ -133,13 +137,15 @@ class DecodePool:
         """
         if isinstance(source, DecodeRequest):
             given = (indices, seconds, start, stop, transforms, stream_index)
-            if any(v is not None for v in given) or (step, seek_mode, dimension_order) != (1, "exact", "NCHW"):
+            defaults = (step, seek_mode, dimension_order, output_dtype) != (1, "exact", "NCHW", torch.uint8)
+            if any(v is not None for v in given) or defaults:
                 raise TypeError("submit() takes either a DecodeRequest or a source with keyword arguments, not both")
             request = source
         else:
             request = DecodeRequest(source, indices=indices, seconds=seconds, start=start, stop=stop, step=step,
                                     seek_mode=seek_mode, dimension_order=dimension_order,
-                                    transforms=transforms or (), stream_index=stream_index)
+                                    transforms=transforms or (), stream_index=stream_index,
+                                    output_dtype=output_dtype)
         return self._engine.submit(Job(request, Future()))
 
     def submit_plan(
@@ -152,6 +158,7 @@ class DecodePool:
         clip_shape: tuple[int, int] | None = None,
         dimension_order: Literal["NCHW", "NHWC"] = "NCHW",
         description: str | None = None,
+        output_dtype: torch.dtype | Literal["auto"] = torch.uint8,
     ) -> Future[PoolBatch]:
         """Queue a request planned and demuxed elsewhere: a `DecodePlan` and its
         `PacketBundle` (`framefeed.engine.bundling.ship_request`, or a `ClipDataset`
@@ -162,13 +169,14 @@ class DecodePool:
         `transforms` the decoder transforms resolved for that size
         (`framefeed.transforms.resolve_transforms`, random crops drawn), None
         for none; `clip_shape` reshapes the batch's frames to `(clips, frames
-        per clip)`; `dimension_order` as in `submit`; `description` names the
+        per clip)`; `dimension_order` and `output_dtype` as in `submit`
+        ("auto" decided by the bundle's pixel format); `description` names the
         source in `batch.info` (default: the bundle's).
 
         Raises:
             RuntimeError: the pool is closed.
-            ValueError: a `clip_shape` that does not hold the plan's frames, or
-                transforms resolved for another frame size.
+            ValueError: a `clip_shape` that does not hold the plan's frames,
+                transforms resolved for another frame size, a bad `output_dtype`.
             Errors of decoding (a damaged stream, missing packets) are set on the future.
         """
         if clip_shape is not None and clip_shape[0] * clip_shape[1] != plan.slot_count:
@@ -179,7 +187,7 @@ class DecodePool:
             raise ValueError(f"transforms resolved for {pipeline.input_size[0]}x{pipeline.input_size[1]} frames "
                              f"cannot apply to {shape[0]}x{shape[1]} frames")
         request = DecodeRequest(None, dimension_order=dimension_order)
-        work = shipped_work(plan, bundle, pipeline, description or bundle.description)
+        work = shipped_work(plan, bundle, pipeline, description or bundle.description, output_dtype)
         return self._engine.submit(Job(request, Future(), work=work,
                                        clip_shape=None if clip_shape is None else tuple(clip_shape)))
 
@@ -190,9 +198,11 @@ class DecodePool:
         ordered: bool = True,
         lookahead: int | None = None,
         return_exceptions: bool = False,
+        output_dtype: torch.dtype | Literal["auto"] = torch.uint8,
     ) -> Iterator[PoolBatch | BaseException]:
         """Decode `requests` (each a `DecodeRequest`, or a source meaning its
-        whole file) and yield their batches.
+        whole file) and yield their batches. `output_dtype` (as in `submit`)
+        applies to the sources; a `DecodeRequest` carries its own.
 
         At most `lookahead` requests (None: 2 per session) are submitted ahead
         of the batch being consumed, so an endless iterable is fine and memory
@@ -204,15 +214,17 @@ class DecodePool:
 
         Raises:
             RuntimeError: the pool is closed (when called).
+            ValueError: a bad `output_dtype` (when called).
         """
         self._engine.check_open()
+        output_dtype = args.output_dtype(output_dtype)
         depth = _positive("lookahead", lookahead, 2 * self._sessions)
-        return self._map(iter(requests), ordered, depth, return_exceptions)
+        return self._map(iter(requests), ordered, depth, return_exceptions, output_dtype)
 
-    def _map(self, requests: Iterator[Any], ordered: bool, depth: int,
-             return_exceptions: bool) -> Iterator[PoolBatch | BaseException]:
+    def _map(self, requests: Iterator[Any], ordered: bool, depth: int, return_exceptions: bool,
+             output_dtype: torch.dtype | str) -> Iterator[PoolBatch | BaseException]:
         def submit(item: Any) -> Future:
-            return self._engine.submit(Job(as_request(item), Future()))
+            return self._engine.submit(Job(as_request(item, output_dtype), Future()))
 
         return map_with_lookahead(submit, requests, ordered=ordered, depth=depth, return_exceptions=return_exceptions)
 
@@ -225,19 +237,22 @@ class DecodePool:
         transforms: Sequence[Any] | None = None,
         stream_index: int | None = None,
         lookahead: int | None = None,
+        output_dtype: torch.dtype | Literal["auto"] = torch.uint8,
     ) -> PooledVideos:
         """Sources to hand to a sampler: `clips_at_random_indices(pool.videos(paths), ...)`
         returns a list with one `Future[PoolBatch]` of clips per source, in order,
         equal to the sampler called per source on `VideoDecoder(source, ...)`
         under the same seed (see `framefeed.pool._videos`). Up to `lookahead`
         sources (None: 2 per session) are opened ahead of the sampler.
+        `output_dtype` as in `submit`: the clips' dtype.
 
         Raises:
             RuntimeError: the pool is closed.
+            ValueError: a bad `seek_mode`, `dimension_order`, transform or `output_dtype`.
         """
         self._engine.check_open()
         template = DecodeRequest(None, seek_mode=seek_mode, dimension_order=dimension_order,
-                                 transforms=transforms or (), stream_index=stream_index)
+                                 transforms=transforms or (), stream_index=stream_index, output_dtype=output_dtype)
         depth = _positive("lookahead", lookahead, 2 * self._sessions)
         return PooledVideos(self._engine, sources, template, depth)
 

@@ -57,11 +57,14 @@ class DecodeRequest:
             drawn per request from a generator seeded from torch's global RNG
             when the request is submitted, so `torch.manual_seed` reproduces it.
         stream_index: the video stream, None for the best one.
+        output_dtype: `torch.uint8` (default), `torch.float32` (values in
+            [0, 1]) or `"auto"` (float32 for sources with more than 8 bits per
+            sample), as for `VideoDecoder`.
 
     Raises (at construction):
         TypeError: indices, seconds or bounds of the wrong type.
         ValueError: more than one kind given, `step` 0, an unknown `seek_mode`,
-            `dimension_order` or transform.
+            `dimension_order`, `output_dtype` or transform.
     """
 
     source: Any
@@ -74,6 +77,7 @@ class DecodeRequest:
     dimension_order: Literal["NCHW", "NHWC"] = "NCHW"
     transforms: tuple[Any, ...] = field(default=())
     stream_index: int | None = None
+    output_dtype: torch.dtype | str = torch.uint8
 
     def __post_init__(self) -> None:
         seek_mode, _ = resolve_seek_mode(self.seek_mode, None)
@@ -101,6 +105,7 @@ class DecodeRequest:
         for transform in transforms:
             _as_decoder_transform(transform)  # ValueError for what VideoDecoder would refuse
         object.__setattr__(self, "transforms", tuple(transforms))
+        args.output_dtype(self.output_dtype)
 
     @property
     def kind(self) -> Literal["indices", "seconds", "range", "all"]:
@@ -132,6 +137,7 @@ def _plain_indices(values: Any) -> tuple[int, ...]:
     return tuple(int(v.item()) if isinstance(v, Tensor) else operator.index(v) for v in values)
 
 
-def as_request(item: Any) -> DecodeRequest:
-    """`item` if it is a `DecodeRequest`, else a whole-file request for it as a source."""
-    return item if isinstance(item, DecodeRequest) else DecodeRequest(item)
+def as_request(item: Any, output_dtype: torch.dtype | str = torch.uint8) -> DecodeRequest:
+    """`item` if it is a `DecodeRequest`, else a whole-file request for it as
+    a source, in `output_dtype`."""
+    return item if isinstance(item, DecodeRequest) else DecodeRequest(item, output_dtype=output_dtype)

@@ -2,7 +2,8 @@
 
 A packet row is one `ClipGroup` of one video (a plan, its compressed
 packets, which clips they are), pickled into a binary column. Decoding turns
-each into clip rows: frames `(T, C, H, W)` (or `(T, H, W, C)`) uint8, their
+each into clip rows: frames `(T, C, H, W)` (or `(T, H, W, C)`), uint8 or
+float32 per `output_dtype`, their
 pts and durations in seconds, the video's position in the listing (and
 its name, on request), the clip's index within the video and the video's label.
 
@@ -52,6 +53,7 @@ class DecodeConfig:
         num_ffmpeg_threads: FFmpeg threads per CPU decoder (0: FFmpeg decides).
         ledger: where skipped videos are recorded (a Ray actor handle), or None.
         pool_options: keyword arguments of the `DecodePool` a CUDA actor makes.
+        output_dtype: `torch.uint8`, `torch.float32` or "auto", as for `VideoDecoder`.
     """
 
     names: list[str]
@@ -62,6 +64,7 @@ class DecodeConfig:
     num_ffmpeg_threads: int = 1
     ledger: Any = None
     pool_options: dict[str, Any] = field(default_factory=dict)
+    output_dtype: Any = torch.uint8
 
 
 def read_error(name: str, video_index: int, error: BaseException) -> ClipLoadError:
@@ -102,16 +105,17 @@ def _rows(table: Any) -> Iterator[tuple[int, int, PlannedClips]]:
         yield indices[i], firsts[i], pickle.loads(blob)
 
 
-def decode_on_cpu(planned: PlannedClips, dimension_order: str,
-                  num_threads: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def decode_on_cpu(planned: PlannedClips, dimension_order: str, num_threads: int = 1,
+                  output_dtype: Any = torch.uint8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Decode one `PlannedClips` with FFmpeg through its resolved transforms
     (`planned.transforms`, None for none): `(data, pts_seconds,
     duration_seconds)` shaped `(clips, T, ...)`, as the sampler on a CPU
-    `VideoDecoder` with those transforms would return them.
+    `VideoDecoder` with those transforms and `output_dtype` would return them.
 
     Raises:
         DecodingError: a frame cannot be decoded (damaged stream).
     """
+    from framefeed import _arguments as args
     from framefeed.engine.backends.registry import BackendContext, open_backend
     from framefeed.engine.demux.disposable import disposable_test_for
     from framefeed.engine.executor import OutputBuffer, execute_plan
@@ -125,7 +129,9 @@ def decode_on_cpu(planned: PlannedClips, dimension_order: str,
     try:
         height, width = pipeline.output_size if pipeline else planned.frame_shape
         channels_first = backend.channels_first_output and dimension_order == "NCHW"
-        out = OutputBuffer.allocate(plan.slot_count, height, width, backend.output_device, channels_first)
+        dtype = args.resolve_output_dtype(output_dtype, params.pixel_format)
+        out = OutputBuffer.allocate(plan.slot_count, height, width, backend.output_device, channels_first,
+                                    dtype=dtype)
         disposable = disposable_test_for(params.codec, params.extradata) if plan.exact else None
         execute_plan(plan, BundleSource(bundle), backend, out, disposable=disposable)
     finally:
@@ -167,7 +173,7 @@ def decode_packet_batch(table: Any, config: DecodeConfig) -> Iterator[dict[str, 
     for video_index, first_clip, planned in _rows(table):
         name = config.names[video_index]
         try:
-            decoded = decode_on_cpu(planned, config.dimension_order, config.num_ffmpeg_threads)
+            decoded = decode_on_cpu(planned, config.dimension_order, config.num_ffmpeg_threads, config.output_dtype)
         except Exception as error:
             if config.on_error == "raise":
                 raise read_error(name, video_index, error) from error
@@ -279,7 +285,8 @@ class NvdecClipDecoder:
     def _submit(self, planned: PlannedClips, name: str) -> Any:
         return self._pool.submit_plan(planned.plan, planned.bundle, frame_shape=planned.frame_shape,
                                       clip_shape=planned.clip_shape, dimension_order=self._config.dimension_order,
-                                      transforms=planned.transforms, description=name)
+                                      transforms=planned.transforms, description=name,
+                                      output_dtype=self._config.output_dtype)
 
     def close(self) -> None:
         """Close the pool (its decoders and threads); Ray calls `__del__` when the actor ends."""

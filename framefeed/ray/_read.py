@@ -23,6 +23,7 @@ import ray
 from ray.data import Dataset
 from ray.exceptions import RayTaskError
 
+from framefeed import _arguments as args
 from framefeed._validation import require_int
 from framefeed._warnings import warn_user
 from framefeed.data import ClipLoadError
@@ -65,6 +66,7 @@ def read_clips(
     stream_index: int | None = None,
     override_num_blocks: int | None = None,
     max_frames_per_group: int = MAX_FRAMES_PER_GROUP,
+    output_dtype: Any = "uint8",
     **sampler_args: Any,
 ) -> VideoClips:
     """A Ray Dataset of clips sampled from videos, one row per clip.
@@ -92,6 +94,9 @@ def read_clips(
             consumed reads exactly the rest of that epoch). 0 to
             `len(ds.sources)`.
         seek_mode, dimension_order, stream_index: as for `ClipDataset`.
+        output_dtype: the frames' dtype, as for `VideoDecoder`: `torch.uint8`
+            (or "uint8", the default), `torch.float32` (or "float32"; values in
+            [0, 1]) or "auto" (float32 for sources with more than 8 bits per sample).
         transforms: decoder transforms, as for `ClipDataset` and
             `VideoDecoder`: a sequence of `framefeed.transforms.Resize`,
             `CenterCrop`, `RandomCrop` (or the torchvision v2 transforms of
@@ -131,8 +136,8 @@ def read_clips(
             `sampling_range_start`, `sampling_range_end`, `policy`).
 
     Returns:
-        A `ray.data.Dataset` (`VideoClips`) with columns `frames` (uint8,
-        `(T, C, H, W)` or `(T, H, W, C)`), `pts_seconds` and `duration_seconds`
+        A `ray.data.Dataset` (`VideoClips`) with columns `frames` (uint8 or
+        float32 per `output_dtype`, `(T, C, H, W)` or `(T, H, W, C)`), `pts_seconds` and `duration_seconds`
         (float64 `(T,)`), `video_index` (the video's position in the listing,
         `ds.sources`), `clip_index` (the clip's position among its video's
         clips), with `labels` a `label` column, and with `include_paths` a
@@ -160,6 +165,7 @@ def read_clips(
     _check_choice("decode", decode, ("cpu", "cuda"))
     _check_choice("on_error", on_error, ("raise", "skip"))
     checked_transforms = _check_transforms(transforms)
+    checked_dtype = args.output_dtype_from_name(output_dtype)
     seed = None if seed is None else require_int("seed", seed)
     epoch = require_int("epoch", epoch)
     max_frames_per_group = require_int("max_frames_per_group", max_frames_per_group)
@@ -194,7 +200,7 @@ def read_clips(
         include_paths=bool(include_paths),
         dimension_order=dimension_order, on_error=on_error,
         num_ffmpeg_threads=require_int("num_ffmpeg_threads", num_ffmpeg_threads), ledger=ledger,
-        pool_options=dict(pool_options or {}))
+        pool_options=dict(pool_options or {}), output_dtype=checked_dtype)
 
     packets = ray.data.read_datasource(ClipPacketsDatasource(files, read_config, start),
                                        override_num_blocks=override_num_blocks)

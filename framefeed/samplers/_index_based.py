@@ -162,12 +162,21 @@ def _check_arguments(
 
 
 def _sampling_range(num_frames: int, span: int, given_start: int, given_end: int | None) -> tuple[int, int]:
-    """`[start, end)` as non-negative indices, from the user's bounds."""
+    """`[start, end)` as non-negative indices, from the user's bounds.
+
+    Messages open with torchcodec's phrases, which name the bounds after
+    negative values are counted from the end (and the end clamped), as
+    torchcodec checks them; what the user passed follows the phrase."""
     start = given_start + num_frames if given_start < 0 else given_start
-    if not 0 <= start < num_frames:
+    if start >= num_frames:
         raise ValueError(
-            f"sampling_range_start ({given_start}) must be smaller than the number of frames "
-            f"({num_frames}) and at least -{num_frames} (negative values count from the end)."
+            f"sampling_range_start ({start}) must be smaller than the number of frames ({num_frames})."
+            + _given(start, given_start, "sampling_range_start")
+        )
+    if start < 0:
+        raise ValueError(
+            f"sampling_range_start ({given_start}) must be at least -{num_frames}: negative values count from the "
+            f"end of the {num_frames}-frame video."
         )
     if given_end is None:
         # The last start whose whole clip fits; at least 1 so that a video
@@ -175,23 +184,27 @@ def _sampling_range(num_frames: int, span: int, given_start: int, given_end: int
         end = max(num_frames - span + 1, 1)
         if start >= end:
             raise ValueError(
-                f"We determined that sampling_range_end should be {end}, but it is smaller than or "
-                f"equal to sampling_range_start ({start}): clips spanning {span} frames of a "
-                f"{num_frames}-frame video must start before index {end}."
+                f"We determined that sampling_range_end should be {end}, but it is smaller than or equal to "
+                f"sampling_range_start ({start}). Clips spanning {span} frames of a {num_frames}-frame video "
+                f"must start before index {end}." + _given(start, given_start, "sampling_range_start")
             )
         return start, end
     end = given_end + num_frames if given_end < 0 else given_end
     end = min(end, num_frames)
     if start >= end:
         raise ValueError(
-            f"sampling_range_start ({_with_given(start, given_start)}) must be smaller than "
-            f"sampling_range_end ({_with_given(end, given_end)})."
+            f"sampling_range_start ({start}) must be smaller than sampling_range_end ({end})."
+            + _given(start, given_start, "sampling_range_start") + _given(end, given_end, "sampling_range_end")
         )
     return start, end
 
 
-def _with_given(resolved: int, given: int) -> str:
-    return str(resolved) if resolved == given else f"{resolved}, given as {given}"
+def _given(resolved: int, given: int, name: str) -> str:
+    """After a phrase naming `resolved`: what the user passed, when it differs."""
+    if resolved == given:
+        return ""
+    why = "counted from the end" if given < 0 else "clamped to the number of frames"
+    return f" ({name} was given as {given}, {why}.)"
 
 
 def _decode_clips(decoder: Any, request: _IndexClipRequest, starts: list[int]) -> FrameBatch:

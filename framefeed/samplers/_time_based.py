@@ -182,25 +182,31 @@ def _clip_request(
         frame_spacing = 1 / average_fps
 
     start, end = _sampling_range(
-        begin_stream, end_stream, given_start, given_end, num_frames_per_clip, frame_spacing
+        begin_stream, end_stream, given_start, given_end, num_frames_per_clip, frame_spacing,
+        _as_given(sampling_range_start), _as_given(sampling_range_end),
     )
     return _TimeClipRequest(num_frames_per_clip, frame_spacing, start, end, end_stream, policy)
 
 
 def _sampling_range(
     begin_stream: float, end_stream: float, given_start: float | None, given_end: float | None,
-    num_frames_per_clip: int, seconds_between_frames: float,
+    num_frames_per_clip: int, seconds_between_frames: float, shown_start: Any = None, shown_end: Any = None,
 ) -> tuple[float, float]:
+    """`[start, end)` in seconds. Messages show the bounds as the user gave
+    them (`shown_start`, `shown_end`: `1000`, not `1000.0`), inside torchcodec's phrases."""
+    shown_start = given_start if shown_start is None else shown_start
+    shown_end = given_end if shown_end is None else shown_end
     if given_start is None:
         start = begin_stream
+        shown_start = begin_stream
     elif given_start < begin_stream:
         raise ValueError(
-            f"sampling_range_start ({given_start}) must be at least {begin_stream} "
+            f"sampling_range_start ({shown_start}) must be at least {begin_stream} "
             "(begin_stream_seconds): it is before the start of the stream."
         )
     elif given_start >= end_stream:
         raise ValueError(
-            f"sampling_range_start ({given_start}) must be smaller than {end_stream} "
+            f"sampling_range_start ({shown_start}) must be smaller than {end_stream} "
             "(end_stream_seconds): it is past the end of the stream."
         )
     else:
@@ -209,21 +215,31 @@ def _sampling_range(
     if given_end is None:
         # The latest start whose last sampling time is still inside the stream.
         end = end_stream - (num_frames_per_clip - 1) * seconds_between_frames
+        shown_end = end
         why = (
             f" (the default: end_stream_seconds {end_stream} - (num_frames_per_clip - 1) * "
             f"seconds_between_frames {seconds_between_frames}; a clip that long does not fit after the start)"
         )
     elif given_end <= begin_stream:
         raise ValueError(
-            f"sampling_range_end ({given_end}) must be at least {begin_stream} (begin_stream_seconds): "
+            f"sampling_range_end ({shown_end}) must be at least {begin_stream} (begin_stream_seconds): "
             "no clip could start before it."
         )
     else:
         end = given_end
         why = ""
     if start >= end:
-        raise ValueError(f"sampling_range_start ({start}) must be smaller than sampling_range_end ({end}){why}.")
+        raise ValueError(
+            f"sampling_range_start ({shown_start}) must be smaller than sampling_range_end ({shown_end}){why}."
+        )
     return start, min(end, end_stream)
+
+
+def _as_given(value: Any) -> Any:
+    """A bound as the user wrote it, for messages (a one-element tensor as its number)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return value
 
 
 def _decode_clips(decoder: Any, request: _TimeClipRequest, starts: list[float]) -> FrameBatch:

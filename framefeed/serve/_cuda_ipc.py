@@ -206,7 +206,8 @@ class DeviceSlabView:
             cupy.cuda.runtime.ipcCloseMemHandle(self._pointer)
 
     def lease_tensor(self, offset: int, nbytes: int, shape: list[int], strides: list[int],
-                     on_free: Callable[[], None]) -> tuple[torch.Tensor, weakref.finalize]:
+                     on_free: Callable[[], None], dtype: torch.dtype = torch.uint8,
+                     ) -> tuple[torch.Tensor, weakref.finalize]:
         if not (0 <= offset and nbytes >= 0 and offset + nbytes <= self.size):
             raise ValueError(f"slot [{offset}, {offset + nbytes}) outside the slab of {self.size} bytes")
         if self.closed:
@@ -214,7 +215,7 @@ class DeviceSlabView:
         memory = _DeviceMemory(self._pointer + offset, nbytes)
         finalizer = weakref.finalize(memory, on_free)
         finalizer.atexit = False  # at interpreter exit the process unmaps everything: no CUDA call then
-        return torch.as_tensor(memory, device=self.device).as_strided(shape, strides), finalizer
+        return torch.as_tensor(memory, device=self.device).view(dtype).as_strided(shape, strides), finalizer
 
 
 def client_device_for(uuid: str | None) -> torch.device | None:

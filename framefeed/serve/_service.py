@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from framefeed import _arguments as args
 from framefeed.serve import _warnings
 from framefeed.serve._auth import AccessPolicy, Challenges, Peer, proof
 from framefeed.serve._leases import Lease, LeaseBook, Session
@@ -53,6 +54,7 @@ from framefeed.serve.protocol import (
     transforms_from_wire,
 )
 
+_FRAME_DTYPES = {torch.uint8: "uint8", torch.float32: "float32"}
 _RATE_WINDOW_SECONDS = 10.0
 _MAX_REQUESTS_PER_CLIENT = 256  # Decode calls one session may have in progress
 _SLOT_ALIGNMENT = 4096
@@ -425,8 +427,9 @@ class DecodeService:
                              "decoder_reused": info.decoder_reused, "frames_decoded": info.frames_decoded}
         frames = int(batch.pts_seconds.numel())
         self.frames_returned += frames
-        self.bytes_returned += batch.data.numel()
-        self.trim.passed(batch.data.numel())
+        nbytes = batch.data.numel() * batch.data.element_size()
+        self.bytes_returned += nbytes
+        self.trim.passed(nbytes)
         self._recent.append((time.monotonic(), frames))
         return reply
 
@@ -436,7 +439,8 @@ class DecodeService:
         loop = asyncio.get_running_loop()
         submit = functools.partial(state.pool.submit_plan, work.plan, work.bundle,
                                    frame_shape=tuple(work.pipeline.input_size), transforms=work.pipeline,
-                                   dimension_order=request.dimension_order, description=requested)
+                                   dimension_order=request.dimension_order, description=requested,
+                                   output_dtype=work.dtype)
         _warnings.watch(work.bundle, sink)
         future = None
         try:
@@ -466,11 +470,12 @@ class DecodeService:
         """Where the client finds the frames: the reserved slot, or (inline) the bytes themselves."""
         loop = asyncio.get_running_loop()
         data = batch.data
-        reply: dict[str, Any] = {"ok": True, "shape": list(data.shape), "transport": transport,
+        reply: dict[str, Any] = {"ok": True, "shape": list(data.shape), "dtype": _FRAME_DTYPES[data.dtype],
+                                 "transport": transport,
                                  "pts": batch.pts_seconds.numpy().tobytes(),
                                  "durations": batch.duration_seconds.numpy().tobytes(),
                                  "timestamp_shape": list(batch.pts_seconds.shape)}
-        nbytes = data.numel()
+        nbytes = data.numel() * data.element_size()
         if lease is not None and nbytes > lease.nbytes:  # a time range's frame count was the header's estimate
             self.book.abandon(lease)
             lease = None
@@ -609,6 +614,8 @@ def _request_from(message: dict[str, Any]) -> Any:
                                                "dimension_order", "stream_index") if name in message}
     if fields.get("step") is None:
         fields.pop("step", None)
+    if "output_dtype" in message:
+        fields["output_dtype"] = args.output_dtype_from_name(message["output_dtype"])
     transforms = transforms_from_wire(message["transforms"]) if message.get("transforms") else ()
     return DecodeRequest(message["source"], transforms=transforms, **fields)
 
@@ -675,8 +682,9 @@ def _open_and_plan(opened: OpenedFile, request: Any, sink: list) -> tuple[Any, A
 
 
 def _output_bytes(work: Any) -> int:
-    """Bytes of the planned request's frames after transforms (uint8 RGB): exact,
-    but for an approximate-mode whole file the header's estimate."""
+    """Bytes of the planned request's frames after transforms (RGB in the
+    request's dtype): exact, but for an approximate-mode whole file the
+    header's estimate."""
     return int(work.count) * int(work.frame_bytes)
 
 
@@ -748,7 +756,7 @@ def _dense_on_host(data: torch.Tensor) -> tuple[bytes, list[int]]:
 def _fill(slab: Any, lease: Lease, data: torch.Tensor) -> tuple[list[int], tuple[int, bytes] | None]:
     """Copy `data` into the lease's slot: (strides to view it, the CUDA IPC event or None)."""
     dense, strides = _dense(data)
-    slot = slab.view(lease.offset, dense.numel())  # the slot may be larger (a time range's estimate)
+    slot = slab.view(lease.offset, dense.numel() * dense.element_size()).view(dense.dtype)  # the slot may be larger
     if slab.kind == "cuda":
         if not dense.is_cuda:  # a CPU fallback batch in a CUDA pool is uploaded already; be safe
             dense = dense.to(slab.device)

@@ -260,10 +260,12 @@ class HostSlabView:
         self.size = len(self._map)
 
     def lease_tensor(self, offset: int, nbytes: int, shape: list[int], strides: list[int],
-                     on_free: Callable[[], None]) -> tuple[torch.Tensor, weakref.finalize]:
-        """The slot as a uint8 tensor of `shape`/`strides`, and the finalizer
-        that, once no tensor uses the slot (or when called, to release
-        early), drops this process's private copies of its pages and runs `on_free`.
+                     on_free: Callable[[], None], dtype: torch.dtype = torch.uint8,
+                     ) -> tuple[torch.Tensor, weakref.finalize]:
+        """The slot as a tensor of `dtype` (uint8 or float32) and `shape`/`strides`
+        (in elements), and the finalizer that, once no tensor uses the slot (or
+        when called, to release early), drops this process's private copies of
+        its pages and runs `on_free`.
 
         Raises:
             ValueError: the slot lies outside the slab.
@@ -274,7 +276,7 @@ class HostSlabView:
         # finalizer runs when the last view of the frames is gone.
         array = np.frombuffer(self._map, dtype=np.uint8, count=nbytes, offset=offset)
         finalizer = weakref.finalize(array, self._returned, offset, nbytes, on_free)
-        return torch.from_numpy(array).as_strided(shape, strides), finalizer
+        return torch.from_numpy(array).view(dtype).as_strided(shape, strides), finalizer
 
     def _returned(self, offset: int, nbytes: int, on_free: Callable[[], None]) -> None:
         try:

@@ -15,8 +15,8 @@ what a client sends). Methods:
   leases alive and returns the given ones
 - `Open`      {session, device, source, seek_mode, stream_index} -> {metadata}
 - `Decode`    {session, device, source, <what>, seek_mode, dimension_order,
-  stream_index, transport} -> a lease: where the frames lie, their shape and
-  strides, pts, durations, how they were decoded
+  stream_index, output_dtype, transport} -> a lease: where the frames lie,
+  their dtype, shape and strides (in elements), pts, durations, how they were decoded
 - `Stats`     {session} -> the server's counters
 - `Goodbye`   {session} -> {}: the session ends, its leases return
 
@@ -63,6 +63,10 @@ MAX_CAUSES = 8
 MAX_WARNINGS = 32
 
 TRANSPORTS = ("cuda", "shm", "inline")
+# `output_dtype` as the wire spells it (`VideoDecoder`'s torch.uint8, torch.float32, "auto"),
+# and the dtypes a reply's frames can have ("auto" resolved by the server).
+OUTPUT_DTYPES = ("uint8", "float32", "auto")
+FRAME_DTYPES = ("uint8", "float32")
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -297,6 +301,7 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "seek_mode": ("'exact' or 'approximate'", lambda v: v in ("exact", "approximate")),
     "dimension_order": ("'NCHW' or 'NHWC'", lambda v: v in ("NCHW", "NHWC")),
     "stream_index": ("an int or nil", lambda v: v is None or _is_int(v)),
+    "output_dtype": ("'uint8', 'float32' or 'auto'", lambda v: isinstance(v, str) and v in OUTPUT_DTYPES),
     "transport": (f"one of {', '.join(TRANSPORTS)}", lambda v: v in TRANSPORTS),
     "release": ("a list of lease ids", lambda v: isinstance(v, list) and len(v) <= MAX_TARGETS
                 and all(_is_int(i) for i in v)),
@@ -321,7 +326,8 @@ FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "Open": (frozenset({"session", "device", "source", "seek_mode", "stream_index"}),
              frozenset({"session", "source"})),
     "Decode": (frozenset({"session", "device", "source", "indices", "seconds", "start", "stop", "step",
-                          "seek_mode", "dimension_order", "stream_index", "transforms", "transport", "timeout"}),
+                          "seek_mode", "dimension_order", "stream_index", "output_dtype", "transforms", "transport",
+                          "timeout"}),
                frozenset({"session", "source", "transport"})),
     "Stats": (frozenset({"session"}), frozenset({"session"})),
     "Goodbye": (frozenset({"session"}), frozenset({"session"})),

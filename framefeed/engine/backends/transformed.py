@@ -93,18 +93,20 @@ class TorchTransformer:
     def __init__(self, backend: Any, pipeline: TransformPipeline) -> None:
         self._backend = backend
         self._pipeline = self.pipeline = pipeline
-        self._full: torch.Tensor | None = None
+        self._full: dict[torch.dtype, torch.Tensor] = {}  # full-size scratch per output dtype
 
     def write(self, frame: Any, dst: torch.Tensor) -> None:
-        if self._full is None:
+        full = self._full.get(dst.dtype)
+        if full is None:
             height, width = self._pipeline.input_size
-            self._full = empty_frames((height, width, 3), self._backend.output_device)
-        self._backend.write_rgb(frame, self._full)
-        dst.copy_(apply_steps(self._full, self._pipeline))
+            full = self._full[dst.dtype] = empty_frames((height, width, 3), self._backend.output_device,
+                                                        dst.dtype)
+        self._backend.write_rgb(frame, full)
+        dst.copy_(apply_steps(full, self._pipeline))
 
 
 def apply_steps(picture: torch.Tensor, pipeline: TransformPipeline) -> torch.Tensor:
-    """`pipeline` applied to an `(H, W, 3)` uint8 picture with torch operations."""
+    """`pipeline` applied to an `(H, W, 3)` uint8 or float32 picture with torch operations."""
     for step in pipeline.steps:
         if isinstance(step, CropStep):
             picture = picture[step.top : step.top + step.height, step.left : step.left + step.width]
@@ -114,12 +116,13 @@ def apply_steps(picture: torch.Tensor, pipeline: TransformPipeline) -> torch.Ten
 
 
 def torch_resize(picture: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bilinear, antialiased resize of an `(H, W, 3)` uint8 picture (what
-    torchvision's `Resize` does to uint8 tensors)."""
+    """Bilinear, antialiased resize of an `(H, W, 3)` picture (what
+    torchvision's `Resize` does to uint8 tensors; float32 pictures in [0, 1]
+    are resized in float32 and stay in [0, 1], the weights being positive)."""
     if tuple(picture.shape[:2]) == (height, width):
         return picture
     nchw = picture.permute(2, 0, 1).unsqueeze(0)  # channels-last memory: no copy
-    if picture.device.type == "cpu":
+    if picture.is_floating_point() or picture.device.type == "cpu":
         resized = F.interpolate(nchw, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
     else:
         resized = F.interpolate(nchw.float(), size=(height, width), mode="bilinear", antialias=True,

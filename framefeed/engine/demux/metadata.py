@@ -76,6 +76,8 @@ class VideoStreamMetadata:
     end_stream_seconds: float | None = None
     num_frames: int | None = None
     average_fps: float | None = None
+    # What the stream carries (torchcodec 0.17's `StreamMetadata.media_type`): always "video" here.
+    media_type: str = "video"
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__}:"]

@@ -12,6 +12,7 @@ from typing import Any
 import av
 import torch
 
+from framefeed.engine.backends.cpu_fallback.float_output import FloatRgbWriter
 from framefeed.engine.backends.cpu_fallback.rgb import RgbConverter
 from framefeed.engine.packets import DISCARD_MARK
 from framefeed.errors import DecodingError, ffmpeg_reason
@@ -42,6 +43,8 @@ class CpuBackend:
         # Threads were set (`configure_decoder_threads`) before the codec opened.
         self._codec = codec_context
         self._converter = RgbConverter(rotation_quarter_turns)
+        self._turns = rotation_quarter_turns
+        self._float_writer: FloatRgbWriter | None = None  # made on the first float32 destination
         self._discarded: set[int] = set()  # pts of rebuilt discard packets not yet output
         self.frames_decoded = 0
 
@@ -99,5 +102,11 @@ class CpuBackend:
         return frame
 
     def write_rgb(self, frame: Any, dst: torch.Tensor) -> None:
-        """Convert `frame` to RGB into `dst`, a `(H, W, 3)` uint8 CPU view."""
+        """Convert `frame` to RGB into `dst`, a `(H, W, 3)` CPU view: uint8
+        (swscale rgb24), or float32 in [0, 1] (swscale rgb48 / 65535, see `float_output`)."""
+        if dst.dtype == torch.float32:
+            if self._float_writer is None:
+                self._float_writer = FloatRgbWriter(self._turns)
+            self._float_writer.write(frame, dst)
+            return
         self._converter.write(frame, dst)

@@ -71,8 +71,9 @@ class SurfaceConverter(Protocol):
         """An owned copy of those planes that survives later Decode calls."""
 
     def write(self, planes: Any, dst: torch.Tensor) -> None:
-        """Convert into `dst`, an `(H, W, 3)` uint8 view (after rotation and
-        the converter's transforms, if it was given any)."""
+        """Convert into `dst`, an `(H, W, 3)` uint8 or float32 (values in
+        [0, 1]) view (after rotation and the converter's transforms, if it
+        was given any)."""
 
 
 class NvdecFrame:
@@ -238,8 +239,8 @@ class NvdecBackend:
         return kept
 
     def write_rgb(self, frame: NvdecFrame, dst: torch.Tensor) -> None:
-        """Convert `frame` into `dst`, an `(H, W, 3)` uint8 view on the output
-        device (transformed by `applied_transforms` when set)."""
+        """Convert `frame` into `dst`, an `(H, W, 3)` uint8 or float32 view on
+        the output device (transformed by `applied_transforms` when set)."""
         planes = frame.owned if frame.owned is not None else self._planes(frame)
         self._converter.write(planes, dst)
 
@@ -353,7 +354,7 @@ class KernelLaunch(Protocol):
     on a GPU; the tests' host stand-in reads the same addresses on the CPU)."""
 
     def __call__(self, planes: SurfacePlanes, dst: torch.Tensor, *, stream: OwnedStream, surface: Any) -> None:
-        """Convert `planes` into `dst` (a uint8 `(H, W, 3)` view) on `stream`;
+        """Convert `planes` into `dst` (a uint8 or float32 `(H, W, 3)` view) on `stream`;
         `surface` is the converter (its coefficients, rotation and tables)."""
 
 
@@ -410,8 +411,8 @@ class CudaSurfaceConverter:
     def write(self, planes: SurfacePlanes | OwnedSurface, dst: torch.Tensor) -> None:
         if isinstance(planes, OwnedSurface):
             planes = planes.planes
-        if dst.device != self.device or dst.dtype != torch.uint8:
-            raise ValueError(f"destination must be uint8 on {self.device}, got {dst.dtype} on {dst.device}")
+        if dst.device != self.device or dst.dtype not in (torch.uint8, torch.float32):
+            raise ValueError(f"destination must be uint8 or float32 on {self.device}, got {dst.dtype} on {dst.device}")
         stream = self.stream
         consumer = int(stream.calls.current_stream(stream.device_index).cuda_stream)
         stream.follow(consumer)  # no-op inside `producing`: the slot was allocated on this stream

@@ -318,6 +318,69 @@ def reference_rgb(luma: torch.Tensor, cb: torch.Tensor, cr: torch.Tensor, spec: 
     return rgb.clamp_(0.0, 255.0).to(torch.uint8)  # in range, so the cast truncates
 
 
+INV_255 = float(np.float32(1.0 / 255.0))
+"""float32(1 / 255): float output is the 0-255 value, clamped, times this."""
+
+
+def reference_rgb_float(luma: torch.Tensor, cb: torch.Tensor, cr: torch.Tensor, spec: ColourSpec,
+                        *, sample_shift: int = 0) -> torch.Tensor:
+    """float32 RGB in [0, 1], `(H, W, 3)`, of one picture, the way the fused
+    kernel's float output (`output_dtype=torch.float32`) computes it.
+
+    Nothing is rounded to 8 bits: samples keep their precision (10 and 12
+    bits), and the float32 matrix of `coefficients()` (without its rounding
+    bias) gives the 0-255 value, clamped and scaled by `INV_255`, so the
+    nominal white of either range is 1.0 (as in torchcodec 0.17's CUDA
+    output). Chroma is sampled as swscale samples it for these inputs:
+    10/12-bit 4:2:0 (`swscale_generic_path`) filtered vertically with its
+    bicubic taps (`SWSCALE_CHROMA_TAPS`, rows clamped to the plane) and shared
+    by horizontal pairs; 8-bit 4:2:0 nearest (`x >> 1, y >> 1`); 4:4:4 as is.
+    Each step is one float32 operation in the kernel's order, so the two
+    agree exactly.
+
+    The CPU path's float32 (swscale's 16-bit RGB / 65535, torchcodec 0.17's
+    CPU values) scales slightly differently: limited-range white is
+    65283/65535 there, 8-bit 4:2:0 goes through 8 bits. The two stay within
+    about 3/255 (`tests/test_output_dtype.py`).
+
+    Arguments as `reference_rgb`.
+    """
+    height, width = luma.shape
+    c = spec.coefficients()
+
+    def f32(value: float) -> torch.Tensor:
+        return torch.tensor(value, dtype=torch.float32)
+
+    def samples(plane: torch.Tensor) -> torch.Tensor:
+        return (plane.to(torch.int32) >> sample_shift).to(torch.float32)
+
+    cols = torch.arange(width) >> spec.chroma_shift_x
+    if spec.swscale_generic_path:
+        rows, weights = swscale_chroma_rows(height, cb.shape[0])
+        weights = (weights.to(torch.float32) / 4096.0)[:, :, None]  # exact: integers over a power of two
+
+        def chroma(plane: torch.Tensor) -> torch.Tensor:
+            values = samples(plane)[:, cols]
+            total = torch.zeros((height, width), dtype=torch.float32)
+            for k in range(4):
+                total = total + weights[:, k] * values[rows[:, k]]
+            return total
+    else:
+        near_rows = torch.arange(height) >> spec.chroma_shift_y
+
+        def chroma(plane: torch.Tensor) -> torch.Tensor:
+            return samples(plane)[near_rows][:, cols]
+
+    y = (samples(luma) - f32(c.y_offset)) * f32(c.y_scale)
+    u = (chroma(cb) - f32(c.c_offset)) * f32(c.c_scale)
+    v = (chroma(cr) - f32(c.c_offset)) * f32(c.c_scale)
+    red = y + f32(c.r_from_cr) * v
+    green = y + f32(c.g_from_cb) * u + f32(c.g_from_cr) * v
+    blue = y + f32(c.b_from_cb) * u
+    rgb = torch.stack((red, green, blue), dim=-1).clamp_(0.0, 255.0)
+    return rgb * f32(INV_255)
+
+
 def swscale_chroma_rows(height: int, chroma_height: int) -> tuple[torch.Tensor, torch.Tensor]:
     """For each of `height` output rows, the 4 chroma rows swscale's vertical
     filter reads (clamped to the plane) and their 12-bit weights: `(height, 4)`

@@ -7,6 +7,9 @@ in swscale (see `colour`): float32 maths (the same operations in the same
 order as the torch reference, no fused multiply-adds) for 8-bit 4:2:0 and
 4:4:4 surfaces, and swscale's generic-scaler integer path (vertical bicubic
 chroma, 8-bit lookup-table arithmetic) for 10/12-bit 4:2:0 (P016) surfaces.
+For `output_dtype=torch.float32` the `*_rgbf_*` kernels write float32 in
+[0, 1] instead, from the samples at full precision (nothing is rounded to
+8 bits; `colour.reference_rgb_float`).
 
 The destination is addressed through a `DestinationWalk`: the element
 offset of the source pixel (0, 0) plus element steps per source row, source
@@ -207,6 +210,158 @@ extern "C" __global__ void yuv420_16bit_to_rgb_swscale_resampled(""" + _GENERIC_
 """
 )
 
+_FLOAT_OUT_ARGS = _ARGS.replace("unsigned char* __restrict__ dst", "float* __restrict__ dst")
+_FLOAT_OUT_RESAMPLED_ARGS = _RESAMPLED_ARGS.replace("unsigned char* __restrict__ dst", "float* __restrict__ dst")
+
+_FLOAT_OUT_PIXEL_INIT = """{luma, luma_pitch, cb, cr, chroma_pitch, chroma_step, chroma_shift_x, chroma_shift_y,
+        sample_shift, height, y_offset, y_scale, c_offset, c_scale, r_from_cr, g_from_cb, g_from_cr, b_from_cb}"""
+
+
+def _float_taps(name: str) -> str:
+    return ", ".join(f"{v}.0f / 4096.0f" for v in SWSCALE_CHROMA_TAPS[name])
+
+
+# float32 output in [0, 1] (`output_dtype=torch.float32`), `colour.reference_rgb_float`
+# operation for operation: samples at full precision, no rounding to 8 bits. These
+# kernels take the float path's arguments with a float destination; they add no
+# rounding bias (`bias` is unused).
+_FLOAT_OUTPUT_SOURCE = (
+    r"""
+__device__ __forceinline__ float to_unit(float v) {
+    return __fmul_rn(fminf(fmaxf(v, 0.0f), 255.0f), """ + f"{np.float32(1 / 255):.9e}f" + r""");
+}
+
+// One pixel as float32 RGB in [0, 1]. Filtered: 10/12-bit 4:2:0, chroma through
+// swscale's vertical bicubic taps (rows clamped) and shared by horizontal pairs;
+// otherwise the chroma sample at (x >> shift_x, y >> shift_y).
+template <typename Sample, bool Filtered>
+struct FloatOutputPixel {
+    const unsigned char* luma; long long luma_pitch;
+    const unsigned char* cb; const unsigned char* cr;
+    long long chroma_pitch, chroma_step;
+    int chroma_shift_x, chroma_shift_y, sample_shift, height;
+    float y_offset, y_scale, c_offset, c_scale, r_from_cr, g_from_cb, g_from_cr, b_from_cb;
+
+    __device__ __forceinline__ float chroma(const unsigned char* plane, int x, int y) const {
+        const long long column = (long long)(x >> chroma_shift_x) * chroma_step;
+        if (!Filtered) {
+            return (float)load_sample<Sample>(plane, (long long)(y >> chroma_shift_y) * chroma_pitch + column,
+                                              sample_shift);
+        }
+        const float even_taps[4] = {""" + _float_taps("even") + r"""};
+        const float odd_taps[4] = {""" + _float_taps("odd") + r"""};
+        const float row0_taps[4] = {""" + _float_taps("row0") + r"""};
+        const float row2_taps[4] = {""" + _float_taps("row2") + r"""};
+        const float* taps = (y & 1) ? odd_taps : (y == 0 ? row0_taps : (y == 2 ? row2_taps : even_taps));
+        const int first = (y >> 1) - ((y & 1) ? 1 : 2);
+        const int last_row = ((height + 1) >> 1) - 1;
+        float total = 0.0f;
+        for (int k = 0; k < 4; ++k) {
+            int row = first + k;
+            row = row < 0 ? 0 : (row > last_row ? last_row : row);
+            const float sample = (float)load_sample<Sample>(plane, (long long)row * chroma_pitch + column, sample_shift);
+            total = __fadd_rn(total, __fmul_rn(taps[k], sample));
+        }
+        return total;
+    }
+
+    __device__ __forceinline__ void operator()(int x, int y, float* rgb) const {
+        const int ys = load_sample<Sample>(luma, (long long)y * luma_pitch + (long long)x * (long long)sizeof(Sample), sample_shift);
+        const float yf = __fmul_rn(__fsub_rn((float)ys, y_offset), y_scale);
+        const float uf = __fmul_rn(__fsub_rn(chroma(cb, x, y), c_offset), c_scale);
+        const float vf = __fmul_rn(__fsub_rn(chroma(cr, x, y), c_offset), c_scale);
+        rgb[0] = to_unit(__fadd_rn(yf, __fmul_rn(r_from_cr, vf)));
+        rgb[1] = to_unit(__fadd_rn(__fadd_rn(yf, __fmul_rn(g_from_cb, uf)), __fmul_rn(g_from_cr, vf)));
+        rgb[2] = to_unit(__fadd_rn(yf, __fmul_rn(b_from_cb, uf)));
+    }
+};
+
+template <typename Sample, bool Filtered>
+__device__ __forceinline__ void yuv_to_rgbf(""" + _FLOAT_OUT_ARGS + r""")
+{
+    const int x = blockIdx.x * blockDim.x + threadIdx.x;
+    const int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= width || y >= height) return;
+    const FloatOutputPixel<Sample, Filtered> pixel = """ + _FLOAT_OUT_PIXEL_INIT + r""";
+    float rgb[3];
+    pixel(x, y, rgb);
+    const long long o = origin + (long long)y * step_row + (long long)x * step_col;
+    dst[o] = rgb[0];
+    dst[o + step_channel] = rgb[1];
+    dst[o + 2 * step_channel] = rgb[2];
+}
+
+// As `resample`, summing float pixels and storing the sums (no rounding: the
+// weights are positive, so values stay in [0, 1]).
+template <typename Pixel>
+__device__ __forceinline__ void resample_float(const Pixel& pixel, float* __restrict__ dst, long long origin,
+                                               long long step_row, long long step_col, long long step_channel,""" + _RESAMPLE_ARGS + r""")
+{
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    const int i = blockIdx.y * blockDim.y + threadIdx.y;
+    if (j >= out_width || i >= out_height) return;
+    const int row_first = rows_span[2 * i], row_count = rows_span[2 * i + 1];
+    const int col_first = cols_span[2 * j], col_count = cols_span[2 * j + 1];
+    const float* row_weights = rows_weights + (long long)i * rows_stride;
+    const float* col_weights = cols_weights + (long long)j * cols_stride;
+    float red = 0.0f, green = 0.0f, blue = 0.0f;
+    for (int ky = 0; ky < row_count; ++ky) {
+        const int pi = row_first + ky;
+        const int row_base = src_r0 + src_r_i * pi, col_base = src_c0 + src_c_i * pi;
+        float row_red = 0.0f, row_green = 0.0f, row_blue = 0.0f;
+        for (int kx = 0; kx < col_count; ++kx) {
+            const int pj = col_first + kx;
+            float rgb[3];
+            pixel(col_base + src_c_j * pj, row_base + src_r_j * pj, rgb);
+            const float w = col_weights[kx];
+            row_red = __fadd_rn(row_red, __fmul_rn(w, rgb[0]));
+            row_green = __fadd_rn(row_green, __fmul_rn(w, rgb[1]));
+            row_blue = __fadd_rn(row_blue, __fmul_rn(w, rgb[2]));
+        }
+        const float w = row_weights[ky];
+        red = __fadd_rn(red, __fmul_rn(w, row_red));
+        green = __fadd_rn(green, __fmul_rn(w, row_green));
+        blue = __fadd_rn(blue, __fmul_rn(w, row_blue));
+    }
+    const long long o = origin + (long long)i * step_row + (long long)j * step_col;
+    dst[o] = red;
+    dst[o + step_channel] = green;
+    dst[o + 2 * step_channel] = blue;
+}
+
+template <typename Sample, bool Filtered>
+__device__ __forceinline__ void yuv_to_rgbf_resampled(""" + _FLOAT_OUT_RESAMPLED_ARGS + r""")
+{
+    const FloatOutputPixel<Sample, Filtered> pixel = """ + _FLOAT_OUT_PIXEL_INIT + r""";
+    resample_float(pixel, dst, origin, step_row, step_col, step_channel, """ + _RESAMPLE_FORWARD + r""");
+}
+
+extern "C" __global__ void yuv_to_rgbf_8bit(""" + _FLOAT_OUT_ARGS + r""") {
+    yuv_to_rgbf<unsigned char, false>(""" + _FORWARD + r""");
+}
+
+extern "C" __global__ void yuv_to_rgbf_16bit(""" + _FLOAT_OUT_ARGS + r""") {
+    yuv_to_rgbf<unsigned short, false>(""" + _FORWARD + r""");
+}
+
+extern "C" __global__ void yuv420_16bit_to_rgbf_filtered(""" + _FLOAT_OUT_ARGS + r""") {
+    yuv_to_rgbf<unsigned short, true>(""" + _FORWARD + r""");
+}
+
+extern "C" __global__ void yuv_to_rgbf_8bit_resampled(""" + _FLOAT_OUT_RESAMPLED_ARGS + r""") {
+    yuv_to_rgbf_resampled<unsigned char, false>(""" + _RESAMPLED_FORWARD + r""");
+}
+
+extern "C" __global__ void yuv_to_rgbf_16bit_resampled(""" + _FLOAT_OUT_RESAMPLED_ARGS + r""") {
+    yuv_to_rgbf_resampled<unsigned short, false>(""" + _RESAMPLED_FORWARD + r""");
+}
+
+extern "C" __global__ void yuv420_16bit_to_rgbf_filtered_resampled(""" + _FLOAT_OUT_RESAMPLED_ARGS + r""") {
+    yuv_to_rgbf_resampled<unsigned short, true>(""" + _RESAMPLED_FORWARD + r""");
+}
+"""
+)
+
 KERNEL_SOURCE = (
     r"""
 // Values are in [0, 255] after the clamp, so the cast truncates like torch's.
@@ -327,6 +482,7 @@ extern "C" __global__ void yuv_to_rgb_16bit_resampled(""" + _RESAMPLED_ARGS + r"
 }
 """
     + _GENERIC_PATH_SOURCE
+    + _FLOAT_OUTPUT_SOURCE
 )
 
 _BLOCK = (32, 8, 1)
@@ -378,7 +534,10 @@ _compile_lock = threading.Lock()
 _kernels: dict[tuple[int, str], Any] = {}
 _KERNEL_NAMES = ("yuv_to_rgb_8bit", "yuv_to_rgb_16bit", "yuv420_16bit_to_rgb_swscale",
                  "yuv_to_rgb_8bit_resampled", "yuv_to_rgb_16bit_resampled",
-                 "yuv420_16bit_to_rgb_swscale_resampled")
+                 "yuv420_16bit_to_rgb_swscale_resampled",
+                 "yuv_to_rgbf_8bit", "yuv_to_rgbf_16bit", "yuv420_16bit_to_rgbf_filtered",
+                 "yuv_to_rgbf_8bit_resampled", "yuv_to_rgbf_16bit_resampled",
+                 "yuv420_16bit_to_rgbf_filtered_resampled")
 
 
 def _kernel(device_index: int, name: str) -> Any:
@@ -416,10 +575,17 @@ class _RawStream:
         self.ptr = handle
 
 
-def kernel_name(sample_bytes: int, coefficients: ConversionCoefficients, resampled: bool = False) -> str:
+def kernel_name(sample_bytes: int, coefficients: ConversionCoefficients, resampled: bool = False,
+                float_output: bool = False) -> str:
     """Which kernel converts surfaces with these samples and coefficients
-    (`resampled`: the one that also crops and resizes)."""
-    if coefficients.table is not None:
+    (`resampled`: the one that also crops and resizes; `float_output`: the
+    one writing float32 in [0, 1] instead of uint8)."""
+    if float_output:
+        if coefficients.table is not None:  # 10/12-bit 4:2:0: filtered chroma, as swscale reads it
+            name = "yuv420_16bit_to_rgbf_filtered"
+        else:
+            name = "yuv_to_rgbf_8bit" if sample_bytes == 1 else "yuv_to_rgbf_16bit"
+    elif coefficients.table is not None:
         name = "yuv420_16bit_to_rgb_swscale"
     else:
         name = "yuv_to_rgb_8bit" if sample_bytes == 1 else "yuv_to_rgb_16bit"
@@ -542,16 +708,18 @@ def launch_grid(width: int, height: int) -> tuple[tuple[int, int, int], tuple[in
 def launch_yuv_to_rgb(planes: SurfacePlanes, dst_address: int, walk: DestinationWalk,
                       coefficients: ConversionCoefficients, sample_shift: int, chroma_shift_x: int,
                       chroma_shift_y: int, device_index: int, stream_handle: int,
-                      tables: ResampleTables | None = None) -> None:
+                      tables: ResampleTables | None = None, float_output: bool = False) -> None:
     """Enqueue the conversion of one surface on the CUDA stream `stream_handle`
     (the decoder's own): one launch. `dst_address` is the device address of
-    the destination's first element (uint8). With `tables`, the launch also
-    crops and resizes (one thread per output pixel) and `walk` is the
-    output's own."""
+    the destination's first element: uint8, or float32 with `float_output`
+    (values in [0, 1], samples kept at full precision); `walk` counts
+    elements of that type. With `tables`, the launch also crops and resizes
+    (one thread per output pixel) and `walk` is the output's own."""
     import cupy
 
-    kernel = _kernel(device_index, kernel_name(planes.sample_bytes, coefficients, tables is not None))
-    if coefficients.table is not None:
+    kernel = _kernel(device_index, kernel_name(planes.sample_bytes, coefficients, tables is not None, float_output))
+    generic = coefficients.table is not None and not float_output
+    if generic:
         args = generic_path_arguments(planes, dst_address, walk, coefficients.table, sample_shift)
     else:
         args = kernel_arguments(planes, dst_address, walk, coefficients, sample_shift, chroma_shift_x,
@@ -560,7 +728,7 @@ def launch_yuv_to_rgb(planes: SurfacePlanes, dst_address: int, walk: Destination
         grid, block = launch_grid(planes.width, planes.height)
     else:
         grid, block = launch_grid(tables.out_width, tables.out_height)
-        args = resampled_arguments(args, tables, coefficients.table is not None)
+        args = resampled_arguments(args, tables, generic)
     with cupy.cuda.Device(device_index):
         kernel(grid, block, args, stream=_RawStream(stream_handle))
 
@@ -584,6 +752,9 @@ class CupyKernelLaunch:
     the decoder's stream."""
 
     def __call__(self, planes: SurfacePlanes, dst: Any, *, stream: Any, surface: Any) -> None:
+        import torch
+
         launch_yuv_to_rgb(planes, dst.data_ptr(), walk_for(surface, planes, dst), surface.coefficients,
                           surface.sample_shift, surface.spec.chroma_shift_x, surface.spec.chroma_shift_y,
-                          stream.device_index, stream.handle, surface.tables)
+                          stream.device_index, stream.handle, surface.tables,
+                          float_output=dst.dtype == torch.float32)

@@ -195,7 +195,8 @@ def reference_resampled(picture: torch.Tensor, resampling: Resampling) -> torch.
     """`resampling` applied to an upright (rotated) `(H, W, 3)` uint8 picture
     with the kernel's float32 operations in the kernel's order: for each output
     pixel, per row tap the column taps' weighted sum, then the row taps'
-    weighted sum of those, then `floor(v + 0.5)` clamped to [0, 255].
+    weighted sum of those, then `floor(v + 0.5)` clamped to [0, 255]. A
+    float32 picture (float output) gives the weighted sums themselves.
 
     Raises:
         ValueError: the picture is not `resampling.input_size`.
@@ -207,6 +208,8 @@ def reference_resampled(picture: torch.Tensor, resampling: Resampling) -> torch.
     values = picture.to(torch.float32)
     across = _weighted_sum(values, col_taps, dim=1)  # (H, w, 3)
     result = _weighted_sum(across, row_taps, dim=0)  # (h, w, 3)
+    if picture.dtype == torch.float32:
+        return result
     return result.add_(0.5).clamp_(0.0, 255.0).to(torch.uint8)  # in range: the cast truncates
 
 
