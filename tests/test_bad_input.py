@@ -107,6 +107,34 @@ def test_truncated_faststart_mp4_approximate_mode_refuses_missing_frames(faststa
         decoder[len(decoder) - 1]
 
 
+def test_approximate_indices_past_the_cut_never_get_a_neighbouring_frame(faststart_half):
+    """The header promises 200 frames; the file, cut in half, holds fewer (and,
+    with B-frames, not a prefix of them). Every index gives its own frame
+    (the complete file's frame at that index, pts and pixels) or an error that
+    names it: never the frame before (the last one there, or a neighbour of a
+    frame whose packet was cut)."""
+    whole, half = faststart_half
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        decoder = VideoDecoder(half, seek_mode="approximate")
+        complete = VideoDecoder(whole)
+        assert len(decoder) == len(complete)
+        answered, refused = [], []
+        for index in range(len(decoder)):
+            try:
+                frame = decoder.get_frame_at(index)
+            except DecodingError as error:
+                assert f"Frame {index} was not produced" in str(error) or "truncated" in str(error), (index, error)
+                refused.append(index)
+                continue
+            expected = complete.get_frame_at(index)
+            assert frame.pts_seconds == expected.pts_seconds, (index, frame.pts_seconds, expected.pts_seconds)
+            assert torch.equal(frame.data, expected.data), index
+            answered.append(index)
+    assert answered[:10] == list(range(10)) and refused[-1] == len(decoder) - 1
+    assert len(answered) < len(decoder) // 2 + 10
+
+
 @pytest.mark.parametrize("fraction", [0.3, 0.6])
 def test_cut_webm_without_index_opens_and_decodes_what_is_there(fraction, tmp_path):
     """A Matroska file cut short has no cues: even rewinding needs care."""

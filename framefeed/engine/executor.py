@@ -399,7 +399,7 @@ class DecodeSession:
         duration in seconds."""
         if target.pts is not None:
             return self._frame_with_pts(target), target.seconds, target.duration_seconds
-        chosen, following = self._frame_at_time(target.seconds)
+        chosen, following = self._frame_at_time(target.seconds, target.frame_index)
         pts_seconds = self.seconds(self.backend.pts_of(chosen))
         return chosen, pts_seconds, self._duration(chosen, following)
 
@@ -611,9 +611,11 @@ class DecodeSession:
             self._seek(earlier)
         raise DecodingError(f"{what} was not produced by the decoder; the stream may be corrupt or truncated")
 
-    def _frame_at_time(self, when: float) -> tuple[Any, Any]:
+    def _frame_at_time(self, when: float, index: int | None = None) -> tuple[Any, Any]:
         """Consume frames up to the one displayed at `when`; returns it (retained)
-        and the next frame (left pending; None at end of stream)."""
+        and the next frame (left pending; None at end of stream). `index`: the
+        frame index `when` stands for (approximate mode on a constant-rate
+        stream), so the last frame never answers for a later index."""
         backend = self.backend
         landings: list[int] = []
         when_pts = math.floor(when * self._tb_den / self._tb_num)
@@ -636,6 +638,7 @@ class DecodeSession:
             if chosen is not None:
                 if frame is None:
                     self._check_not_truncated(chosen, when)
+                self._check_in_cell(chosen, when, index, frame is None)
                 return chosen, frame
             # No frame at or before `when` came out. Decoding started from a
             # keyframe displayed at or before `when` whose own frame is missing:
@@ -692,6 +695,24 @@ class DecodeSession:
                 f"The video stream ends at {last_end:.6f} s, before the requested {when:.6f} s that its "
                 f"header promises (up to {promised_end:.6f} s): the file looks truncated"
             )
+
+    def _check_in_cell(self, chosen: Any, when: float, index: int | None, ended: bool) -> None:
+        """A time standing for frame `index` lies in the middle of that frame's
+        cell of the header's grid (approximate mode, constant rate): the frame
+        displayed there must start in the cell. An earlier one means frame
+        `index` is missing (damaged, or past the end of a cut file)."""
+        if index is None or not self._fps_hint:
+            return
+        pts = self.seconds(self.backend.pts_of(chosen))
+        cell_start = when - 0.5 / self._fps_hint
+        if pts >= cell_start - 0.01 / self._fps_hint:  # a hundredth of a frame for rounded timestamps
+            return
+        where = "the stream ends with it" if ended else "the frames after it do not start until later"
+        raise DecodingError(
+            f"Frame {index} was not produced by the decoder: the header's frame rate places it at {when:.6f} s, "
+            f"where the frame displayed is the one from {pts:.6f} s ({where}); the stream is truncated or damaged "
+            "there, or its header miscounts; seek_mode='exact' counts the frames there are"
+        )
 
     def _duration(self, frame: Any, following: Any) -> float:
         backend = self.backend

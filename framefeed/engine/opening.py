@@ -92,7 +92,7 @@ def _checked_against_packets(demuxer: Demuxer, metadata: VideoStreamMetadata,
     timing = check_header_timing(demuxer, timeline.rate, timeline.begin, metadata.num_frames, timeline.variable_rate,
                                  span)
     if timing is None:
-        return metadata, timeline
+        return _counted_by_duration(metadata, timeline)
     begin = float(timing.start_pts * demuxer.time_base)
     duration = timing.num_frames / float(timing.rate)
     warn_user(
@@ -104,6 +104,22 @@ def _checked_against_packets(demuxer: Demuxer, metadata: VideoStreamMetadata,
                                    begin_stream_seconds=begin, duration_seconds=duration,
                                    end_stream_seconds=begin + duration)
     return metadata, timeline.with_rate(metadata, timing.rate, timing.start_pts, timing.constant_rate)
+
+
+def _counted_by_duration(metadata: VideoStreamMetadata,
+                         timeline: ApproximateTimeline) -> tuple[VideoStreamMetadata, ApproximateTimeline]:
+    """On a constant-rate stream, a frame count larger than the header's own
+    duration holds gives way to the duration's count: MP4 counts every sample,
+    also those an edit list discards, so indices past the presented frames
+    would have no frame."""
+    rate, duration, count = timeline.rate, metadata.duration_seconds, metadata.num_frames
+    if timeline.variable_rate or not rate or not duration or not count:
+        return metadata, timeline
+    held = round(duration * float(rate))
+    if not 1 <= held < count:
+        return metadata, timeline
+    metadata = dataclasses.replace(metadata, num_frames=held)
+    return metadata, timeline.with_metadata(metadata)
 
 
 def stream_rotation(demuxer: Demuxer) -> float | None:

@@ -35,7 +35,9 @@ class Target:
             in seconds. Time targets: the requested time.
         pts: the frame's pts in stream time base when the frame index knows it
             (exact mode); None means "the frame displayed at `seconds`".
-        frame_index: position in the frame index (exact mode only).
+        frame_index: position in the frame index (exact mode); in approximate
+            mode on a constant-rate stream, the index a time target stands for
+            (the executor then never answers it with an earlier frame).
         slots: output positions this frame fills.
         duration_seconds: the frame's duration from the frame index (exact
             targets); time targets learn it by decoding.
@@ -163,13 +165,16 @@ def exact_targets(frame_indices: Iterable[int], pts: list[int], pts_seconds: lis
     return sorted(by_index.values(), key=lambda t: t.seconds)
 
 
-def time_targets(seconds: Iterable[float]) -> list[Target]:
-    """Targets "frame displayed at t", merged by time, sorted."""
+def time_targets(seconds: Iterable[float], indices: Iterable[int] | None = None) -> list[Target]:
+    """Targets "frame displayed at t", merged by time, sorted; `indices`, when
+    given, are the frame indices the times stand for (`Target.frame_index`)."""
     by_time: dict[float, Target] = {}
+    positions = iter(indices) if indices is not None else None
     for slot, when in enumerate(seconds):
+        index = next(positions) if positions is not None else None
         target = by_time.get(when)
         if target is None:
-            target = by_time[when] = Target(when)
+            target = by_time[when] = Target(when, frame_index=index)
         target.slots.append(slot)
     return sorted(by_time.values(), key=lambda t: t.seconds)
 

@@ -11,6 +11,7 @@ demuxer, so a timeline and the plans it makes can cross a process boundary.
 
 from __future__ import annotations
 
+import copy
 import math
 from fractions import Fraction
 from typing import Any
@@ -129,6 +130,12 @@ class ApproximateTimeline:
         return ApproximateTimeline(metadata, self.time_base, rate, rate, self._keyframe_timestamps, start_pts,
                                    variable_rate=not constant_rate)
 
+    def with_metadata(self, metadata: VideoStreamMetadata) -> ApproximateTimeline:
+        """This timeline for `metadata` (the same grid, another frame count)."""
+        other = copy.copy(self)
+        other.metadata = metadata
+        return other
+
     @classmethod
     def from_stream(cls, metadata: VideoStreamMetadata, stream: Any) -> ApproximateTimeline:
         """Read what the timeline needs from an open PyAV stream into plain values."""
@@ -152,7 +159,9 @@ class ApproximateTimeline:
                 f"time base {self.time_base}): in seek_mode='approximate' frame indices are estimates. "
                 "Use seek_mode='exact' for exact indices; time-based methods stay exact."
             )
-        return time_targets(self.index_to_seconds(i) for i in indices)
+        times = [self.index_to_seconds(i) for i in indices]
+        # On a constant-rate stream index i is exact, so the stream must reach its time.
+        return time_targets(times, None if self.variable_rate else indices)
 
     def targets_for_times(self, seconds: list[float]) -> list[Target]:
         return time_targets(seconds)
