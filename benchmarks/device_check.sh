@@ -12,16 +12,17 @@
 #  limit  step            what
 #   25 s  (prelude)       carried wheels installed, versions printed
 #   40 s  inputs          benchmarks/gpu_inputs.py: every input below encoded at once, all cores
-#   35 s  doctor          framefeed doctor --json: GPU, driver, NVDEC caps, clock, parity, roofline probe
-#   25 s  probe           benchmarks/gpu_probe.py: 14 threads on owned / torch-pool / legacy streams,
+#   31 s  doctor          framefeed doctor --json: GPU, driver, NVDEC caps, clock, parity, roofline probe
+#   32 s  probe           benchmarks/gpu_probe.py: 14 threads on owned / torch-pool / legacy streams,
 #                         PacketData's attributes and `discardable`, the CAI stream field,
-#                         CuPy's from_external lifetime, 1080 -> 1088 reuse (now and as before)
+#                         CuPy's from_external lifetime, 1080 -> 1088 reuse (now and as before),
+#                         frame sizes changing mid-stream (shrinking, growing past the decoder's bucket)
 #   45 s  pytest_nvdec    cuda tests of the NVDEC backend and fused kernel
 #   30 s  pytest_corpus   cuda tests of the corpus frames
 #   35 s  pytest_modes    cuda tests of the pool, service, loader, shipping
 #                         (pytest: -v so each result is printed as it comes, -rfE, 45 s per test;
 #                         FRAMEFEED_REQUIRE_CUDA=1 turns skips into failures)
-#   45 s  throughput      benchmarks/gpu_throughput.py: 1/7/14/21 threads, H.264 and HEVC, framefeed
+#   42 s  throughput      benchmarks/gpu_throughput.py: 1/7/14/21 threads, H.264 and HEVC, framefeed
 #                         and PyNvVideoCodec's SimpleDecoder, cells of >= 1 s, NVML utilisation
 #   25 s  pool            benchmarks/pool_throughput.py --mode gpu: sessions 1, 7, 21
 #   20 s  resize          benchmarks/gpu_resize.py: fused 224x224 at 7 threads
@@ -87,9 +88,9 @@ export PYTHONPATH="${FRAMEFEED_SITE:-/tmp/framefeed-site}:$PWD${PYTHONPATH:+:$PY
 
 step inputs 40 python3 benchmarks/gpu_inputs.py --frames 240 --pool-files 8 --pool-codecs h264 \
   --service-files 4 --service-frames 150
-step doctor 35 bash -c 'python3 -m framefeed.cli doctor --json --parity-seconds 15 --probe-seconds 6 \
+step doctor 31 bash -c 'python3 -m framefeed.cli doctor --json --parity-seconds 12 --probe-seconds 6 \
   >"$0/doctor.json"; rc=$?; cat "$0/doctor.json"; exit $rc' "$OUT"
-step probe 25 python3 benchmarks/gpu_probe.py --output "$OUT/probe.json" --seconds-per-mode 4
+step probe 32 python3 benchmarks/gpu_probe.py --output "$OUT/probe.json" --seconds-per-mode 3
 PYTEST=(python3 -m pytest -v -rfE -p no:cacheprovider --timeout 45 -m cuda)
 export FRAMEFEED_REQUIRE_CUDA=1
 step pytest_nvdec 45 "${PYTEST[@]}" tests/test_gpu_cuda.py tests/test_gpu_cuda_resampling.py
@@ -98,7 +99,7 @@ step pytest_modes 35 "${PYTEST[@]}" tests/test_pool_cuda.py tests/test_serve_cud
   tests/test_shipping.py
 unset FRAMEFEED_REQUIRE_CUDA
 cat "$WORK"/pytest_*.log >"$OUT/pytest.log" 2>/dev/null
-step throughput 45 python3 benchmarks/gpu_throughput.py --threads 1,7,14,21 --frames 240 --runs 1 \
+step throughput 42 python3 benchmarks/gpu_throughput.py --threads 1,7,14,21 --frames 240 --runs 1 \
   --min-seconds 1 --methods framefeed,simple --cpu-processes 0 --timeout 20 --output "$OUT/throughput.json"
 step pool 25 python3 benchmarks/pool_throughput.py --mode gpu --files 8 --codecs h264 --workloads clips \
   --counts 1,7,21 --cell-timeout 15

@@ -14,6 +14,11 @@
 5. 1080 -> 1088 reuse: HEVC 1920x1080 coded as 1080 rows, then 1088, on
    framefeed's default owner (one decoder, frames within 2 of the CPU), and
    in a child process the way framefeed did it before (no maximum size).
+6. a frame size that changes mid-stream (issue 20), in a child process: VP9
+   320x240 -> 160x120 (inside the decoder's size bucket) and H.264/MPEG-TS
+   160x120 -> 320x240 (past it: the binding's parser callback must
+   reconfigure beyond its maximum). Records whether framefeed raises
+   FrameSizeChangedError / DecodingError, or the process dies.
 
 Each part prints one line and the JSON (`--output`) is rewritten after
 every part, so a probe cut short keeps what it found. Without a GPU it says
@@ -54,11 +59,30 @@ def reuse_clips() -> list[Path]:
     return paths
 
 
+def size_change_clips() -> list[Path]:
+    """Streams whose frame size changes mid-stream (`framefeed.samples.encode_size_changes`)."""
+    from framefeed.samples import encode_size_changes
+
+    made = []
+    for name, codec, options, parts in [
+        ("vp9_shrinks.webm", "libvpx-vp9", {"deadline": "realtime", "cpu-used": "8", "g": "3"},
+         [(320, 240, 6), (160, 120, 6), (320, 240, 6)]),
+        ("h264_grows.ts", "libx264", {"x264-params": "keyint=3:bframes=0"},
+         [(160, 120, 6), (320, 240, 6), (160, 120, 6)]),
+    ]:
+        path = CACHE / name
+        if not path.exists():
+            encode_size_changes(path, codec, parts, options)
+        made.append(path)
+    return made
+
+
 def prepare() -> None:
     from framefeed.doctor import probe_clip_path
 
     probe_clip_path()
     reuse_clips()
+    size_change_clips()
 
 
 # -- 1. streams -----------------------------------------------------------------------------------
@@ -257,6 +281,20 @@ for path in sys.argv[1:]:
 """
 
 
+SIZE_CHANGE = """
+import sys
+from framefeed import VideoDecoder
+from framefeed.errors import DecodingError
+decoder = VideoDecoder(sys.argv[1], device="cuda:0")
+print("fallback:", decoder.cpu_fallback.is_fallback, flush=True)
+try:
+    decoder.get_frames_in_range(0, len(decoder))
+    print("no error: frames of another size were returned", flush=True)
+except DecodingError as error:
+    print(type(error).__name__ + ":", str(error)[:200], flush=True)
+"""
+
+
 def child(code: str, *args: str, timeout: float = 20) -> dict[str, Any]:
     try:
         done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
@@ -326,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     part("from_external", lambda: child(FROM_EXTERNAL))
     part("reuse_1080_1088", reuse_now)
     part("reuse_1080_1088_before", lambda: child(OLD_REUSE, *(str(p) for p in reuse_clips())))
+    for path in size_change_clips():
+        part(f"size_change_{path.stem}", lambda path=path: child(SIZE_CHANGE, str(path)))
     return 0
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from framefeed.errors import DecodingError
+from framefeed.errors import FrameSizeChangedError
 
 _SIXTEEN_BIT = ("P016", "YUV444_16Bit")
 
@@ -95,7 +95,7 @@ def planes_of_decoded_frame(frame: Any, surface_format: str, width: int, height:
     """The planes of a PyNvVideoCodec `DecodedFrame` (NATIVE output).
 
     Raises:
-        DecodingError: the picture's size is not the stream's.
+        FrameSizeChangedError: the picture's size is not the stream's.
     """
     sample = 2 if surface_format in _SIXTEEN_BIT else 1
     views = frame.cuda() if hasattr(frame, "cuda") else None
@@ -115,10 +115,11 @@ def planes_of_decoded_frame(frame: Any, surface_format: str, width: int, height:
     if pitch < cols * sample:
         pitch *= sample  # strides given in samples rather than bytes
     if cols != width or rows not in (height, surface_rows(surface_format, height)):
-        raise DecodingError(
-            f"NVDEC returned a {cols}x{rows} {surface_format} plane for a {width}x{height} stream; "
-            "the stream's size or format changed mid-stream"
-        )
+        # As the CPU backend refuses a frame of another size (nothing is read or written).
+        raise FrameSizeChangedError(
+            f"NVDEC returned a {cols}x{rows} {surface_format} plane for a {width}x{height} stream: "
+            "the frame size changes mid-stream, which framefeed does not decode (nothing was written "
+            "for this frame)", (cols, rows), (width, height))
     return surface_layout(surface_format, address, pitch, width, height)
 
 
