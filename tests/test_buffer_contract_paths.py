@@ -14,7 +14,7 @@ iteration, batches with duplicates, index ranges, frames by time (exact and
 approximate mode), Resize / CenterCrop / RandomCrop, packet bundles decoded
 by the executor, NVDEC's backend on the emulated decoder (8-bit formats), Ray's CPU decode stage, `DecodePool`, `ClipLoader`; and,
 pixels only (their buffers live in other processes): `ClipLoader` workers
-and the service over shared memory. Ground truth: the ffmpeg command line's
+and the service's slots in its shared-memory slab. Ground truth: the ffmpeg command line's
 `-pix_fmt rgb24` decode of the same file; transforms applied to it with
 torch (crops by slicing, resizes by `interpolate`, as the README specifies).
 """
@@ -229,6 +229,34 @@ def test_every_path_stays_inside_guarded_buffers_and_equals_ffmpeg(videos):
     nvdec = pix_fmt in ("yuv420p", "yuv444p")  # NVDEC's 8-bit formats on Hopper
     failures = run_in_child(lambda: _all_paths(paths, refs, nvdec), timeout_s=600)
     assert not failures, f"{len(failures)} mismatches, first: {failures[:6]}"
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """One CPU server over shared memory for every format's videos."""
+    pytest.importorskip("grpc", reason="framefeed[serve] not installed")
+    from framefeed.client import connect
+    from framefeed.serve.launch import ServerProcess
+
+    tmp = tmp_path_factory.mktemp("serve")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    args = ["--device", "cpu", "--allow-root", str(corpus.cache_dir()), "--sessions", "2",
+            "--memory-budget", "128MiB", "--socket", str(tmp / "serve.sock")]
+    with ServerProcess(args, env=env) as server, connect(server.address, timeout=120) as client:
+        yield client
+
+
+def test_service_slots_over_shared_memory_hold_every_pixel(videos, service):
+    """Frames decoded by a server into its shared-memory slab, read by the client."""
+    _, paths, refs = videos
+    assert service.transport == "shm"
+    failures: list[str] = []
+    for path, ref in zip(paths, refs, strict=True):
+        batch = service.submit(str(path), indices=[2, 0, 2], dimension_order="NHWC").result()
+        _check(failures, f"{path.stem} service", batch.data, ref[[2, 0, 2]])
+        batch.release()
+    assert not failures, failures[:6]
 
 
 def test_loader_workers_write_every_pixel(videos):
