@@ -178,6 +178,7 @@ class ServiceClient:
         self._pid = os.getpid()
         self._closed = False
         self._said_goodbye = False
+        self._goodbye_lock = threading.Lock()
         self._auth_socket: Any = None
         self._expected_uid = os.geteuid() if server_uid is None else int(server_uid)
         options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
@@ -665,17 +666,22 @@ class ServiceClient:
                 pass
 
     def _goodbye(self) -> None:
-        if self._said_goodbye:
-            return
-        self._said_goodbye = True
-        at_exit = getattr(self, "_at_exit", None)
-        if at_exit is not None:
-            at_exit.cancel()
-        try:
-            self._call("Goodbye", {"session": self._session}, 2.0)
-        except Exception:
-            pass  # the server is gone: nothing to return
-        self._close_auth_socket()
+        # Held for the whole call: the release thread and an exit hook can both get
+        # here, and the one that comes second must not close the channel and the
+        # authentication socket under the first one's Goodbye (the server would
+        # see the socket close first and log a dead client).
+        with self._goodbye_lock:
+            if self._said_goodbye:
+                return
+            self._said_goodbye = True
+            at_exit = getattr(self, "_at_exit", None)
+            if at_exit is not None:
+                at_exit.cancel()
+            try:
+                self._call("Goodbye", {"session": self._session}, 2.0)
+            except Exception:
+                pass  # the server is gone: nothing to return
+            self._close_auth_socket()
 
     def _close_auth_socket(self) -> None:
         sock, self._auth_socket = self._auth_socket, None
