@@ -10,6 +10,7 @@ import re
 import shlex
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,7 @@ def test_every_entry_point_accepts_its_arguments(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), FRAMEFEED_CACHE=str(tmp_path), PYTHONUNBUFFERED="1")
     env.pop("FRAMEFEED_REQUIRE_CUDA", None)
     replacements = {'"$OUT/probe.json"': str(tmp_path / "probe.json")}
+    commands = []
     for name, _, command in steps():
         command = [replacements.get(part, part).replace("$OUT", str(tmp_path)).replace("$WORK", str(tmp_path))
                    for part in command]
@@ -60,7 +62,12 @@ def test_every_entry_point_accepts_its_arguments(tmp_path):
             command = [sys.executable, *pytest_line[1:], "--collect-only", "-q", *command[1:]]
         if name == "inputs":
             command += ["--only", "none"]  # parse, start no job
-        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        commands.append((name, command))
+    # Independent processes that mostly wait for imports: all at once.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        runs = list(pool.map(lambda item: subprocess.run(item[1], cwd=REPO, env=env, capture_output=True,
+                                                         text=True, timeout=300), commands))
+    for (name, _), done in zip(commands, runs, strict=True):
         text = done.stdout + done.stderr
         assert "unrecognized arguments" not in text and "invalid" not in text.lower().split("usage")[0], (name, text)
         assert "error: argument" not in text, (name, text)
