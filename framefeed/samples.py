@@ -66,7 +66,7 @@ def encode_video(path: str | os.PathLike, spec: VideoSpec) -> Path:
     """Encode `spec` to `path` (written atomically) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # per process: concurrent makers
     time_base = spec.time_base or Fraction(1, spec.fps)
     with _scheduling_kept(), av.open(str(partial), "w", format=spec.container_format or _format_for(path)) as container:
         stream = container.add_stream(spec.codec, rate=spec.fps, options=dict(spec.codec_options))
@@ -128,7 +128,7 @@ def loop_remux(source: str | os.PathLike, destination: str | os.PathLike, times:
     """Concatenate `times` copies of `source`'s video stream into `destination`
     without re-encoding (like `ffmpeg -stream_loop N -c copy`)."""
     destination = Path(destination)
-    partial = destination.with_name(destination.name + ".partial")
+    partial = destination.with_name(f"{destination.name}.{os.getpid()}.partial")
     with av.open(str(source)) as src, av.open(str(partial), "w", format=_format_for(destination)) as dst:
         in_stream = src.streams.video[0]
         out_stream = dst.add_stream_from_template(in_stream)
@@ -170,7 +170,7 @@ def encode_size_changes(path: str | os.PathLike, codec: str, parts: Sequence[tup
     FFmpeg's probe sees). Frame i has pts i at `1 / fps`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # per process: concurrent makers
     time_base = Fraction(1, fps)
     options = dict(codec_options or {})
     with _scheduling_kept(), av.open(str(partial), "w", format=_format_for(path)) as container:

@@ -103,7 +103,7 @@ def _remux(source: str, *, shift_frames: int = 0, zero_durations: bool = False) 
 
     def make(path: Path) -> None:
         src_path = BY_NAME[source].path
-        partial = path.with_name(path.name + ".partial")
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # per process: concurrent makers
         fmt = {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".mp4": "mp4", ".ts": "mpegts"}[path.suffix]
         with av.open(str(src_path)) as src, av.open(str(partial), "w", format=fmt) as dst:
             in_stream = src.streams.video[0]
@@ -125,7 +125,7 @@ def _remux(source: str, *, shift_frames: int = 0, zero_durations: bool = False) 
 
 def _audio_first(path: Path) -> None:
     """AAC as stream 0, H.264 (B-frames) as stream 1, audio interleaved first."""
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # per process: concurrent makers
     spec = VideoSpec(num_frames=50, codec_options=x264_options(25))
     from framefeed.samples import synthetic_frames
 

@@ -50,7 +50,7 @@ def _faststart(source: Callable[[Path], None]) -> Callable[[Path], None]:
     def make(path: Path) -> None:
         plain = path.with_name(path.stem + "-plain.mp4")
         source(plain)
-        partial = path.with_name(path.name + ".partial")
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # per process: concurrent makers
         with av.open(str(plain)) as src, av.open(str(partial), "w", format="mp4",
                                                  options={"movflags": "faststart"}) as dst:
             out = dst.add_stream_from_template(src.streams.video[0])
