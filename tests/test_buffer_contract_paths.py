@@ -235,7 +235,7 @@ def test_every_path_stays_inside_guarded_buffers_and_equals_ffmpeg(videos):
         with av.open(str(path)) as container:
             assert next(container.decode(video=0)).format.name in DECODED.get(pix_fmt, (pix_fmt,)), path.name
     nvdec = pix_fmt in ("yuv420p", "yuv444p")  # NVDEC's 8-bit formats on Hopper
-    failures = run_in_child(lambda: _all_paths(paths, refs, nvdec), timeout_s=600)
+    failures = run_in_child(lambda: _all_paths(paths, refs, nvdec), timeout_s=300)
     assert not failures, f"{len(failures)} mismatches, first: {failures[:6]}"
     failures = _pool_path(paths, refs)
     assert not failures, f"{len(failures)} mismatches, first: {failures[:6]}"

@@ -24,6 +24,7 @@ import mmap
 import os
 import pickle
 import signal
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -87,6 +88,7 @@ def run_in_child(function: Callable[[], Any], timeout_s: float = 300.0) -> Any:
     if pid == 0:  # the child: report, then leave without running parent cleanups
         os.close(read_end)
         faulthandler.disable()  # a fault is the parent's to report, as a failed check
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # the parent asks for stacks before a kill
         try:
             try:
                 payload = pickle.dumps(("ok", function()))
@@ -122,9 +124,11 @@ def _read_with_timeout(stream: Any, pid: int, timeout_s: float) -> bytes:
     while True:
         ready, _, _ = select.select([fd], [], [], timeout_s)
         if not ready:
+            os.kill(pid, signal.SIGUSR1)  # its threads' stacks to stderr, for the report
+            time.sleep(1.0)
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            raise ChildCrashed(f"the child did not finish within {timeout_s} s")
+            raise ChildCrashed(f"the child did not finish within {timeout_s} s (its stacks are on stderr)")
         chunk = os.read(fd, 1 << 20)
         if not chunk:
             return b"".join(chunks)
