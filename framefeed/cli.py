@@ -401,10 +401,9 @@ def _user_clip(clip_module: Any, video: str) -> Any:
     with reading(video, strict=True):
         if os.path.isdir(video):
             raise IsADirectoryError(21, "Is a directory", video)
-        clip = clip_module.Clip.from_file(video)
-        with VideoDecoder(video) as decoder:
+        with VideoDecoder(video) as decoder:  # first: it names what is wrong with the file
             decoder.get_frames_at(sorted({0, len(decoder) - 1}))
-    return clip
+        return clip_module.Clip.from_file(video)
 
 
 def _dependency_error(message: str) -> int:

@@ -4,11 +4,13 @@ and the cause, exit status 2, no traceback unless `--debug` asks for it."""
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from framefeed.samples import VideoSpec, encode_video, x264_options
@@ -22,7 +24,8 @@ def framefeed(*args: str, cache: Path, timeout: int = 300) -> subprocess.Complet
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
-    """Bad inputs: random bytes, an MP4 cut in half (its header, written last,
+    """Bad inputs: random bytes (seeded: a few random 4 KiB blocks probe as a
+    subtitle stream), an audio-only file, an MP4 cut in half (its header, written last,
     is lost), the same file with its header first cut in half (the header
     survives, half the frames do not), a directory, a missing path."""
     root = tmp_path_factory.mktemp("bad-inputs")
@@ -39,12 +42,19 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     assert data.find(b"moov") > data.find(b"mdat") and early.find(b"moov") < early.find(b"mdat")
     paths = {
         "garbage": root / "garbage.mp4",
+        "no_video": root / "no_video.mkv",
         "truncated": root / "truncated.mp4",
         "truncated_after_header": root / "truncated_after_header.mp4",
         "directory": root / "directory.mp4",
         "missing": root / "missing.mp4",
     }
-    paths["garbage"].write_bytes(os.urandom(4096))
+    paths["garbage"].write_bytes(random.Random(0).randbytes(4096))
+    with av.open(str(paths["no_video"]), "w") as out:
+        audio = out.add_stream("pcm_s16le", rate=8000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), dtype=np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*audio.encode(frame), *audio.encode(None)]:
+            out.mux(packet)
     paths["truncated"].write_bytes(data[: len(data) // 2])
     paths["truncated_after_header"].write_bytes(early[: len(early) // 2])
     paths["directory"].mkdir()
@@ -53,6 +63,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 
 CAUSES = {
     "garbage": "Invalid data found when processing input",
+    "no_video": "No video stream",
     "truncated": "Invalid data found when processing input",
     "truncated_after_header": "truncated file",
     "directory": "it is a directory",
@@ -69,7 +80,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, command: str, pat
     assert "Traceback" not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("kind", ["garbage", "truncated", "directory", "missing"])
+@pytest.mark.parametrize("kind", ["garbage", "no_video", "truncated", "directory", "missing"])
 def test_info_bad_input_is_one_line_and_exit_2(inputs, kind, tmp_path):
     result = framefeed("info", str(inputs[kind]), cache=tmp_path)
     assert_one_line_error(result, "info", inputs[kind], CAUSES[kind])
@@ -87,7 +98,7 @@ def test_info_describes_a_file_truncated_after_its_header_with_one_line_warnings
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("kind", ["garbage", "truncated", "truncated_after_header", "directory", "missing"])
+@pytest.mark.parametrize("kind", ["garbage", "no_video", "truncated", "truncated_after_header", "directory", "missing"])
 def test_bench_bad_input_is_one_line_and_exit_2(inputs, kind, tmp_path):
     """A damaged file is refused before any timing: its figures would time its damage."""
     result = framefeed("bench", "--runs", "1", "--no-progress", str(inputs[kind]), cache=tmp_path)

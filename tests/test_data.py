@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import re
 import warnings
 
@@ -56,7 +57,7 @@ def videos(tmp_path_factory):
     made["other_size"] = encode_video(root / "other_size.mp4", VideoSpec(width=80, height=64, num_frames=20,
                                                                          codec_options=x264_options(12)))
     garbage = root / "garbage.mp4"
-    garbage.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(20000))
+    garbage.write_bytes(b"\x00\x00\x00\x18ftypmp42" + random.Random(0).randbytes(20000))
     made["garbage"] = garbage
     made["truncated"] = _truncated(root)
     return {name: str(path) for name, path in made.items()}

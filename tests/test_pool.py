@@ -198,7 +198,7 @@ def test_map_yields_in_order_with_bounded_lookahead():
 
 def test_map_raises_or_returns_a_failed_request(tmp_path):
     garbage = tmp_path / "garbage.mp4"
-    garbage.write_bytes(os.urandom(4096))
+    garbage.write_bytes(random.Random(0).randbytes(4096))
     items = [path_of("vp9.webm"), str(garbage), path_of("hevc_cra.mp4")]
     with DecodePool("cpu", sessions=2) as pool:
         results = list(pool.map(items, return_exceptions=True))
@@ -234,7 +234,7 @@ def truncated(tmp_path_factory):
 
 def test_a_corrupt_file_among_good_ones_fails_alone(tmp_path, truncated):
     garbage = tmp_path / "garbage.mp4"
-    garbage.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(20000))
+    garbage.write_bytes(b"\x00\x00\x00\x18ftypmp42" + random.Random(0).randbytes(20000))
     good = [path_of(n) for n in ("h264_bframes_long_gop.mp4", "hevc_cra.mp4", "vp9.webm")]
     bad = [
         (DecodeRequest(str(garbage), indices=[0]), lambda: VideoDecoder(str(garbage))),
@@ -441,7 +441,7 @@ SAMPLER_CALLS = [
 @pytest.mark.parametrize("mode", ["exact", "approximate"])
 def test_seeded_samplers_over_a_pool_equal_seeded_samplers_over_decoders(sampler, kwargs, mode, tmp_path):
     garbage = tmp_path / "garbage.mkv"
-    garbage.write_bytes(os.urandom(3000))
+    garbage.write_bytes(random.Random(0).randbytes(3000))
     names = ["h264_bframes_long_gop.mp4", "vp9.webm", "rotated_90.mp4", "hevc_cra.mp4", "vfr.mkv"]
     sources = [path_of(n) for n in names[:2]] + [str(garbage)] + [path_of(n) for n in names[2:]]
 

@@ -14,6 +14,7 @@ costs Ray task start-ups on a small machine.
 from __future__ import annotations
 
 import os
+import random
 import threading
 import warnings
 
@@ -49,7 +50,7 @@ def tree(tmp_path_factory):
     (root / "videos" / "cats" / "notes.txt").write_text("not a video")
     bad = root / "bad"
     bad.mkdir()
-    (bad / "garbage.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(20000))
+    (bad / "garbage.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + random.Random(0).randbytes(20000))
     _truncated(bad, root / "whole.mp4")
     return root
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import stat
 import subprocess
@@ -363,7 +364,7 @@ def test_request_errors_are_replies_and_the_connection_stays_usable(server, clie
         link.symlink_to(outside)
     corrupt = server.root / "corrupt.mp4"  # the first third of a video, then garbage (its index is gone)
     data = Path(good).read_bytes()
-    corrupt.write_bytes(data[:len(data) // 3] + os.urandom(len(data) - len(data) // 3))
+    corrupt.write_bytes(data[:len(data) // 3] + random.Random(0).randbytes(len(data) - len(data) // 3))
 
     def still_serving():
         assert client.submit(good, indices=[1]).result().data.shape == (1, 3, 240, 320)
