@@ -57,3 +57,17 @@ def pytest_runtest_setup(item):
         pytest.fail(f"FRAMEFEED_REQUIRE_CUDA=1 but {reason}", pytrace=False)
     if reason:
         pytest.skip(f"needs a CUDA GPU with NVDEC: {reason}")
+
+
+# The longest files, started first: the README's command runs the suite on two
+# xdist workers, one file per worker at a time (`--dist loadfile`), and a file of
+# minutes queued last (the image build) would leave one worker idle at the end.
+LONGEST_FILES_FIRST = ("test_docker.py", "test_fuzz.py", "test_cli_bench.py", "test_corpus_frames.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        name = item.path.name
+        return LONGEST_FILES_FIRST.index(name) if name in LONGEST_FILES_FIRST else len(LONGEST_FILES_FIRST)
+
+    items.sort(key=rank)  # stable: order within a file, and among the rest, is kept

@@ -3,7 +3,8 @@ pixel, on encoded videos of awkward sizes in every pixel format.
 
 Videos: every width 1-17 (each residue of swscale's 16-pixel blocks, odd and
 even) and 30, 34, 62, 98, 130, 200, 328, 426, 854 (plus 426x240, 854x480 and
-30x2), in yuv420p, yuvj420p, yuv422p, yuv444p and 10-bit 4:2:0 (H.264, or
+30x2), and the rest of widths 18-64 (every residue mod 64) spread over the
+formats in turn, in yuv420p, yuvj420p, yuv422p, yuv444p and 10-bit 4:2:0 (H.264, or
 VP9, MJPEG and FFV1 for the odd widths x264 refuses), gray and packed RGB
 (FFV1, PNG) and planar RGB (H.264 gbrp). The converter itself
 is swept over every width 1-130 in `test_buffer_contract.py`.
@@ -79,6 +80,11 @@ DECODED = {"packed rgb": ("bgr0", "rgb24")}
 _CONTAINER = {"png": ".mov"}
 WIDTHS = [*range(1, 18), 30, 34, 62, 98, 130, 200, 328, 426, 854]
 SIZES = [(width, 34) for width in WIDTHS] + [(426, 240), (854, 480), (30, 2)]
+# The other residues mod 64 (widths 18-64; 64 bytes is the widest SIMD store and,
+# at height 34, every slot offset's residue mod 64 recurs within them), each in
+# one format, the formats taking turns: every path sees every residue.
+ROTATED_WIDTHS = {pix_fmt: [w for w in range(18, 65) if w not in WIDTHS and w % len(SOURCES) == turn]
+                  for turn, pix_fmt in enumerate(SOURCES)}
 FRAMES = 5
 PLAIN_MEMORY = "FRAMEFEED_TEST_PLAIN_FRAME_MEMORY"
 
@@ -86,7 +92,7 @@ PLAIN_MEMORY = "FRAMEFEED_TEST_PLAIN_FRAME_MEMORY"
 def _videos(pix_fmt: str) -> list[tuple[Path, tuple[int, int]]]:
     folder = corpus.cache_dir() / "buffer-contract"
     videos = []
-    for width, height in SIZES:
+    for width, height in SIZES + [(width, 34) for width in ROTATED_WIDTHS[pix_fmt]]:
         stem = folder / f"{pix_fmt.replace(' ', '_')}_{width}x{height}"
         made = [stem.with_suffix(suffix) for suffix in (".mkv", ".mov") if stem.with_suffix(suffix).exists()]
         path = made[0] if made else None
