@@ -45,6 +45,7 @@ from framefeed.data._resume import (
     rank_state,
 )
 from framefeed.engine.backends.devices import resolve_device, worker_start_method
+from framefeed.fork_safety import parent_garbage_kept_from_children
 
 
 class ClipLoader:
@@ -190,7 +191,11 @@ class ClipLoader:
         self._cursor = cursor
         forward_epoch(self.sampler, cursor.epoch)
         self._batches.begin(cursor.epoch, order, cursor.position)
-        batches = iter(self._loader)  # workers start here, before any pool thread exists
+        if self._loader.num_workers > 0:  # workers start here, before any pool thread exists
+            with parent_garbage_kept_from_children():  # forked ones must not finalize our objects
+                batches = iter(self._loader)
+        else:
+            batches = iter(self._loader)
         if not self._ships:
             return self._decoded(batches, cursor)
         return self._decoded_by_pool(batches, self._ensure_pool(), cursor)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from framefeed.engine.frame_memory import cpu_frame_allocator
+from framefeed.fork_safety import parent_garbage_kept_from_children
 
 PAGE = mmap.PAGESIZE
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -84,7 +85,8 @@ def run_in_child(function: Callable[[], Any], timeout_s: float = 300.0) -> Any:
     re-raised here. A child killed by a signal (a guard-page fault) raises
     `ChildCrashed` naming the signal."""
     read_end, write_end = os.pipe()
-    pid = os.fork()
+    with parent_garbage_kept_from_children():
+        pid = os.fork()
     if pid == 0:  # the child: report, then leave without running parent cleanups
         os.close(read_end)
         faulthandler.disable()  # a fault is the parent's to report, as a failed check
