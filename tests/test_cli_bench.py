@@ -32,13 +32,15 @@ def cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def default_run(cache, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench-out") / "results.json"
-    result = bench(*SHORT, "--json", str(out), cache=cache)
-    return result, out
+    """The default suite once, with --json and --plot (several tests read it)."""
+    folder = tmp_path_factory.mktemp("bench-out")
+    out, plot = folder / "results.json", folder / "bench.png"
+    result = bench(*SHORT, "--json", str(out), "--plot", str(plot), cache=cache)
+    return result, out, plot
 
 
 def test_default_suite_runs_on_generated_clips(default_run, cache):
-    result, out = default_run
+    result, out, _ = default_run
     assert result.returncode == 0, result.stderr[-2000:]
     document = json.loads(out.read_text())
     jsonschema.validate(document, SCHEMA)
@@ -58,29 +60,28 @@ def test_default_suite_runs_on_generated_clips(default_run, cache):
     assert "framefeed bench" in result.stdout and "time vs framefeed" in result.stdout
 
 
-def test_missing_peer_is_skipped_with_a_note(cache, tmp_path):
+def test_missing_peer_is_skipped_with_a_note(cache, tmp_path, default_run):
+    video = next((cache / "bench-v4").glob("h264_640x360_bframes.mp4"))  # one clip is enough
     shim = tmp_path / "shim" / "torchcodec"
     shim.mkdir(parents=True)
     (shim / "__init__.py").write_text("raise ImportError('torchcodec is broken on purpose')\n")
     path = os.pathsep.join([str(tmp_path / "shim"), os.environ.get("PYTHONPATH", "")])
-    result = bench(*SHORT, "--workload", "create_approximate", cache=cache, extra_env={"PYTHONPATH": path})
+    result = bench(*SHORT, "--workload", "create_approximate", str(video), cache=cache,
+                   extra_env={"PYTHONPATH": path})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "skipped torchcodec (cpu): torchcodec.decoders not importable" in result.stdout
 
 
-def test_plot_writes_a_png(cache, tmp_path, default_run):
-    plot = tmp_path / "bench.png"
-    result = bench(*SHORT, "--workload", "random_access", "--plot", str(plot), cache=cache)
+def test_plot_writes_a_png(default_run):
+    result, _, plot = default_run
     assert result.returncode == 0, result.stderr[-2000:]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_user_video_argument(cache, tmp_path, default_run):
-    video = next((cache / "bench-v4").glob("h264_640x360_bframes.mp4"))
-    out = tmp_path / "one.json"
-    result = bench(*SHORT, "--workload", "sequential", "--json", str(out), str(video), cache=cache)
+def test_user_video_argument(stand_in_run):
+    """A video named on the command line is the run's only clip."""
+    result, document, video = stand_in_run
     assert result.returncode == 0, result.stderr[-2000:]
-    document = json.loads(out.read_text())
     assert [c["name"] for c in document["clips"]] == [video.name]
 
 
@@ -93,17 +94,24 @@ def with_tests_on_path(**extra: str) -> dict:
     return {"PYTHONPATH": os.pathsep.join(p for p in [tests, os.environ.get("PYTHONPATH", "")] if p), **extra}
 
 
-def test_crashing_aborting_and_hanging_peers_cost_only_their_rows(cache, tmp_path, default_run):
-    """Stand-in peers (loaded through FRAMEFEED_BENCH_CONTENDERS) abort, segfault,
-    hang and raise: the run completes, framefeed is measured, and the table and
-    JSON mark each peer's rows with what happened."""
+@pytest.fixture(scope="module")
+def stand_in_run(cache, tmp_path_factory, default_run):
+    """framefeed and the stand-in peers on one video named on the command line
+    (one of the default clips): the process result, its JSON and the video."""
     video = next((cache / "bench-v4").glob("h264_640x360_bframes.mp4"))
-    out = tmp_path / "failing.json"
+    out = tmp_path_factory.mktemp("stand-ins") / "failing.json"
     result = bench(*SHORT, "--workload", "create_approximate", "--workload", "sequential", "--timeout", "3",
                    "--peers", ",".join(["framefeed", *STAND_INS]), "--json", str(out), str(video), cache=cache,
                    extra_env=with_tests_on_path(FRAMEFEED_BENCH_CONTENDERS="stand_in_peers"))
+    return result, json.loads(out.read_text()) if out.exists() else None, video
+
+
+def test_crashing_aborting_and_hanging_peers_cost_only_their_rows(stand_in_run):
+    """Stand-in peers (loaded through FRAMEFEED_BENCH_CONTENDERS) abort, segfault,
+    hang and raise: the run completes, framefeed is measured, and the table and
+    JSON mark each peer's rows with what happened."""
+    result, document, _ = stand_in_run
     assert result.returncode == 0, result.stderr[-2000:]
-    document = json.loads(out.read_text())
     jsonschema.validate(document, SCHEMA)
     rows = {(r["library"], r["workload"]): r for r in document["results"]}
     for workload in ("create_approximate", "sequential"):
