@@ -397,10 +397,7 @@ class VideoDecoder:
             shape = (self._height, self._width, 3)
             if device.type == "cpu":
                 # Reused frame memory: see framefeed.engine.host_frames for why.
-                # (Its uint8 bytes, seen as float32 for float frames.)
-                itemsize = dtype.itemsize
-                hwc = take_frame_tensor((*shape[:2], 3 * itemsize)).view(dtype) if itemsize > 1 \
-                    else take_frame_tensor(shape)
+                hwc = take_frame_tensor(shape, dtype)
             else:
                 hwc = empty_frames(shape, device, dtype)
             pts_seconds, duration = self._session.decode_one(target, hwc)

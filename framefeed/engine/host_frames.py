@@ -57,10 +57,10 @@ class _FramePool:
         self._free_bytes = 0
         self._leases: dict[int, weakref.ref] = {}
 
-    def take(self, shape: tuple[int, ...]) -> torch.Tensor:
-        nbytes = math.prod(shape)
+    def take(self, shape: tuple[int, ...], dtype: torch.dtype = torch.uint8) -> torch.Tensor:
+        nbytes = math.prod(shape) * dtype.itemsize
         if nbytes == 0 or cpu_allocator_overridden():
-            return empty_frames(shape)
+            return empty_frames(shape, dtype=dtype)
         with self._lock:
             free = self._free.get(nbytes)
             if free:
@@ -77,7 +77,7 @@ class _FramePool:
         released = weakref.ref(lease, lambda _, key=key, mapping=mapping: self._give_back(key, mapping))
         with self._lock:
             self._leases[key] = released
-        return torch.from_numpy(lease).view(shape)
+        return torch.from_numpy(lease).view(dtype).view(shape)  # a page-aligned mapping: any dtype fits
 
     def _give_back(self, key: int, mapping: np.ndarray) -> None:
         with self._lock:
@@ -107,10 +107,11 @@ def _reset_after_fork() -> None:
 os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def take_frame_tensor(shape: tuple[int, ...]) -> torch.Tensor:
-    """A contiguous uint8 CPU tensor of `shape` with unspecified contents,
-    from reused memory when a frame of the same byte size was dropped."""
-    return _pool.take(shape)
+def take_frame_tensor(shape: tuple[int, ...], dtype: torch.dtype = torch.uint8) -> torch.Tensor:
+    """A contiguous CPU tensor of `shape` and `dtype` (uint8 frames, or float32)
+    with unspecified contents, from reused memory when a frame of the same byte
+    size was dropped."""
+    return _pool.take(shape, dtype)
 
 
 def pool_free_bytes() -> int:
