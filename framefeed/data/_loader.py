@@ -22,6 +22,7 @@ loader walks the epoch's order from there without fetching what lies before
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sized
 from concurrent.futures import Future
@@ -191,10 +192,8 @@ class ClipLoader:
         self._cursor = cursor
         forward_epoch(self.sampler, cursor.epoch)
         self._batches.begin(cursor.epoch, order, cursor.position)
-        if self._loader.num_workers > 0:  # workers start here, before any pool thread exists
-            with parent_garbage_kept_from_children():  # forked ones must not finalize our objects
-                batches = iter(self._loader)
-        else:
+        # Workers start here, before any pool thread exists; forked ones must not finalize our objects.
+        with parent_garbage_kept_from_children() if self._loader.num_workers else contextlib.nullcontext():
             batches = iter(self._loader)
         if not self._ships:
             return self._decoded(batches, cursor)

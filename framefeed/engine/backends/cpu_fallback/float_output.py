@@ -29,9 +29,9 @@ from framefeed.engine.backends.cpu_fallback.rgb import (
     _P4,
     _SWS_BICUBIC,
     _libs,
+    check_frame_size,
     padded_rgb_picture,
 )
-from framefeed.errors import FrameSizeChangedError
 
 RGB48_MAX = 65535.0
 """What a 16-bit sample is divided by (in float32) to give [0, 1]."""
@@ -89,7 +89,7 @@ class FloatRgbWriter:
         """
         if dst.dtype != torch.float32 or dst.device.type != "cpu":
             raise ValueError(f"destination must be a float32 CPU tensor, got {dst.dtype} on {dst.device}")
-        _check_size(frame, dst, self.turns)
+        check_frame_size(frame, dst, self.turns)
         rgb48 = self._scale_to_rgb48(frame).numpy()
         if self.turns:
             rgb48 = np.rot90(rgb48, self.turns, axes=(0, 1))
@@ -196,16 +196,3 @@ def _swscale_full_range(pixel_format: str, color_range: int | None) -> bool:
     if not color_range and (pixel_format.startswith(("gray", "ya"))):
         return True
     return is_full_range(pixel_format, color_range)
-
-
-def _check_size(frame: Any, dst: torch.Tensor, turns: int) -> None:
-    width, height = frame.width, frame.height
-    if turns % 2:
-        width, height = height, width
-    if dst.shape[0] != height or dst.shape[1] != width:
-        raise FrameSizeChangedError(
-            f"the frame with pts {frame.pts} decoded at {width}x{height}, but this stream's frames are "
-            f"{dst.shape[1]}x{dst.shape[0]}: its frame size changes mid-stream, which framefeed does not "
-            "decode (nothing was written for this frame)",
-            (width, height), (int(dst.shape[1]), int(dst.shape[0])),
-        )

@@ -129,6 +129,21 @@ def padded_rgb_picture(height: int, width: int) -> torch.Tensor:
     return lines[:, : width * 3].view(height, width, 3)
 
 
+def check_frame_size(frame: Any, dst: torch.Tensor, turns: int) -> None:
+    """Raise `FrameSizeChangedError` unless `frame`, turned `turns` quarter
+    turns, is `dst`'s `(H, W)`: a converter writes nothing for such a frame."""
+    width, height = frame.width, frame.height
+    if turns % 2:
+        width, height = height, width
+    if dst.shape[0] != height or dst.shape[1] != width:
+        raise FrameSizeChangedError(
+            f"it decoded at {width}x{height}, but this stream's frames are {dst.shape[1]}x{dst.shape[0]}: "
+            "the frame size changes mid-stream, which framefeed does not decode (nothing was written "
+            f"for this frame, pts {frame.pts})",
+            (width, height), (int(dst.shape[1]), int(dst.shape[0])),
+        )
+
+
 class RgbConverter:
     """Converts decoded `av.VideoFrame`s to RGB24 into `(H, W, 3)` uint8 views.
 
@@ -159,7 +174,7 @@ class RgbConverter:
             FrameSizeChangedError: the frame (after rotation) is not `H x W`;
                 `dst` is left untouched.
         """
-        self._check_size(frame, dst)
+        check_frame_size(frame, dst, self.turns)
         if self._libs is None:
             array = frame.to_ndarray(format="rgb24", interpolation="BICUBIC")
             upright = torch.from_numpy(np.ascontiguousarray(array))
@@ -172,18 +187,6 @@ class RgbConverter:
         if self.turns:
             upright = torch.rot90(upright, self.turns, dims=(0, 1))
         dst.copy_(upright)
-
-    def _check_size(self, frame: Any, dst: torch.Tensor) -> None:
-        width, height = frame.width, frame.height
-        if self.turns % 2:
-            width, height = height, width
-        if dst.shape[0] != height or dst.shape[1] != width:
-            raise FrameSizeChangedError(
-                f"it decoded at {width}x{height}, but this stream's frames are {dst.shape[1]}x{dst.shape[0]}: "
-                "the frame size changes mid-stream, which framefeed does not decode (nothing was written "
-                f"for this frame, pts {frame.pts})",
-                (width, height), (int(dst.shape[1]), int(dst.shape[0])),
-            )
 
     def _padded_picture(self, height: int, width: int) -> torch.Tensor:
         if self._padded is None or tuple(self._padded.shape[:2]) != (height, width):
