@@ -709,8 +709,9 @@ class HostKernelLaunch:
         surface_tensor = torch.from_numpy(pixels.astype(np.int32))
         y, cb, cr = native_planes(surface_tensor, surface.surface_format, planes.height, planes.width)
         convert = reference_rgb_float if dst.dtype == torch.float32 else reference_rgb  # output_dtype
-        rgb = torch.rot90(convert(y, cb, cr, surface.spec, sample_shift=surface.sample_shift), surface.turns,
-                          dims=(0, 1))
+        rgb = convert(y, cb, cr, surface.spec, sample_shift=surface.sample_shift)
+        if surface.turns:
+            rgb = torch.rot90(rgb, surface.turns, dims=(0, 1))
         if surface.resampling is not None:
             rgb = reference_resampled(rgb.contiguous(), surface.resampling)
         dst.copy_(rgb)

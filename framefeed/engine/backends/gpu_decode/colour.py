@@ -29,6 +29,7 @@ two paths, and so do we:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -282,7 +283,8 @@ def native_planes(surface: torch.Tensor, surface_format: str, height: int, width
 
 def reference_rgb(luma: torch.Tensor, cb: torch.Tensor, cr: torch.Tensor, spec: ColourSpec,
                   *, sample_shift: int = 0) -> torch.Tensor:
-    """RGB uint8 `(H, W, 3)` of one picture, the way the fused kernel computes it.
+    """RGB uint8 `(H, W, 3)` of one picture, the way the fused kernel computes it
+    (a view of three channel planes: `.contiguous()` gives the packed layout).
 
     Args:
         luma: `(H, W)` integer samples.
@@ -298,24 +300,65 @@ def reference_rgb(luma: torch.Tensor, cb: torch.Tensor, cr: torch.Tensor, spec: 
     if spec.swscale_generic_path:
         return _reference_rgb_generic_path(luma, cb, cr, spec, sample_shift)
     height, width = luma.shape
-    rows = torch.arange(height) >> spec.chroma_shift_y
-    cols = torch.arange(width) >> spec.chroma_shift_x
-    c = spec.coefficients()
+    k = _float32_constants(spec)
+    y = (_samples(luma, sample_shift) - k.y_offset) * k.y_scale
+    # Each chroma sample's steps are the same float32 operations whichever
+    # luma sample they meet, so they run once per chroma sample, broadcast.
+    u = (_samples(cb, sample_shift) - k.c_offset) * k.c_scale
+    v = (_samples(cr, sample_shift) - k.c_offset) * k.c_scale
+    y, u, v = _chroma_blocks(y, u, v, spec)
+    rgb = torch.empty((3, height, width), dtype=torch.float32)
+    torch.add(y, k.r_from_cr * v, out=rgb[0])
+    torch.add(y + k.g_from_cb * u, k.g_from_cr * v, out=rgb[1])
+    torch.add(y, k.b_from_cb * u, out=rgb[2])
+    rgb.add_(k.bias).clamp_(0.0, 255.0)
+    # In range, so the cast truncates. Channel planes viewed as (H, W, 3).
+    return rgb.to(torch.uint8).permute(1, 2, 0)
 
-    def samples(plane: torch.Tensor) -> torch.Tensor:
-        return (plane.to(torch.int32) >> sample_shift).to(torch.float32)
 
-    def f32(value: float) -> torch.Tensor:
-        return torch.tensor(value, dtype=torch.float32)
+def _chroma_blocks(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, spec: ColourSpec
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Luma and chroma at luma size: each chroma sample where it meets the
+    luma samples at `(y >> chroma_shift_y, x >> chroma_shift_x)`."""
+    height, width = y.shape
+    sy, sx = 1 << spec.chroma_shift_y, 1 << spec.chroma_shift_x
+    if sy == sx == 1:
+        return y, u[:height, :width], v[:height, :width]
 
-    y = (samples(luma) - f32(c.y_offset)) * f32(c.y_scale)
-    u = (samples(cb)[rows][:, cols] - f32(c.c_offset)) * f32(c.c_scale)
-    v = (samples(cr)[rows][:, cols] - f32(c.c_offset)) * f32(c.c_scale)
-    red = y + f32(c.r_from_cr) * v
-    green = y + f32(c.g_from_cb) * u + f32(c.g_from_cr) * v
-    blue = y + f32(c.b_from_cb) * u
-    rgb = torch.stack((red, green, blue), dim=-1) + f32(c.bias)
-    return rgb.clamp_(0.0, 255.0).to(torch.uint8)  # in range, so the cast truncates
+    def spread(plane: torch.Tensor) -> torch.Tensor:
+        # Nearest-neighbour by an integer factor reads source x * factor // factor,
+        # i.e. `x >> shift`: a copy, no arithmetic.
+        spread = torch.nn.functional.interpolate(plane[None, None], scale_factor=(sy, sx), mode="nearest")
+        return spread[0, 0, :height, :width]
+
+    return y, spread(u), spread(v)
+
+
+@dataclass(frozen=True)
+class _Float32Constants:
+    """`ConversionCoefficients` as 0-dim float32 tensors (operands of the reference maths)."""
+
+    y_offset: torch.Tensor
+    y_scale: torch.Tensor
+    c_offset: torch.Tensor
+    c_scale: torch.Tensor
+    r_from_cr: torch.Tensor
+    g_from_cb: torch.Tensor
+    g_from_cr: torch.Tensor
+    b_from_cb: torch.Tensor
+    bias: torch.Tensor
+
+
+@functools.lru_cache(maxsize=64)
+def _float32_constants(spec: ColourSpec) -> _Float32Constants:
+    return _Float32Constants(*(torch.tensor(value, dtype=torch.float32) for value in spec.coefficients().as_tuple()))
+
+
+def _samples(plane: torch.Tensor, sample_shift: int) -> torch.Tensor:
+    """Stored samples as float32 at the spec's bit depth."""
+    if sample_shift:
+        plane = plane.to(torch.int32) >> sample_shift
+    return plane.to(torch.float32)  # exact: integers below 2**24
 
 
 INV_255 = float(np.float32(1.0 / 255.0))
