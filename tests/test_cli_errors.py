@@ -1,5 +1,10 @@
 """Bad input on every `framefeed` command: one line on stderr naming the file
-and the cause, exit status 2, no traceback unless `--debug` asks for it."""
+and the cause, exit status 2, no traceback unless `--debug` asks for it.
+
+Most cases call `framefeed.cli.main`, what the console script runs, in this
+process, with stdout and stderr captured at the file descriptors (FFmpeg's own
+log lines count too); a few run the command as its own process, each command
+at least once, for the exit status and the whole of stderr."""
 
 from __future__ import annotations
 
@@ -17,9 +22,29 @@ from framefeed.samples import VideoSpec, encode_video, x264_options
 
 
 def framefeed(*args: str, cache: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`framefeed ARGS` as its own process."""
     env = dict(os.environ, FRAMEFEED_CACHE=str(cache))
     return subprocess.run([sys.executable, "-m", "framefeed.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+@pytest.fixture
+def framefeed_here(capfd, monkeypatch):
+    """`framefeed ARGS` by `framefeed.cli.main` in this process (a process
+    start costs seconds: torch's import); its exit status, stdout and stderr."""
+    from framefeed.cli import main
+
+    def run(*args: str, cache: Path) -> subprocess.CompletedProcess:
+        monkeypatch.setenv("FRAMEFEED_CACHE", str(cache))
+        capfd.readouterr()
+        try:
+            status = main(list(args))
+        except SystemExit as stop:  # argparse's own exits
+            status = stop.code
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(["framefeed", *args], status, out, err)
+
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +106,15 @@ def assert_one_line_error(result: subprocess.CompletedProcess, command: str, pat
 
 
 @pytest.mark.parametrize("kind", ["garbage", "no_video", "truncated", "directory", "missing"])
-def test_info_bad_input_is_one_line_and_exit_2(inputs, kind, tmp_path):
-    result = framefeed("info", str(inputs[kind]), cache=tmp_path)
+def test_info_bad_input_is_one_line_and_exit_2(inputs, kind, tmp_path, framefeed_here):
+    result = framefeed_here("info", str(inputs[kind]), cache=tmp_path)
     assert_one_line_error(result, "info", inputs[kind], CAUSES[kind])
 
 
 def test_info_describes_a_file_truncated_after_its_header_with_one_line_warnings(inputs, tmp_path):
     """What survives is described (as ffprobe does), each problem one warning line naming the file."""
     path = inputs["truncated_after_header"]
-    result = framefeed("info", str(path), cache=tmp_path)
+    result = framefeed("info", str(path), cache=tmp_path)  # its own process: warnings as a user sees them
     assert result.returncode == 0, result.stderr
     assert "decoded frames" in result.stdout
     warnings = result.stderr.strip().splitlines()
@@ -99,19 +124,19 @@ def test_info_describes_a_file_truncated_after_its_header_with_one_line_warnings
 
 
 @pytest.mark.parametrize("kind", ["garbage", "no_video", "truncated", "truncated_after_header", "directory", "missing"])
-def test_bench_bad_input_is_one_line_and_exit_2(inputs, kind, tmp_path):
+def test_bench_bad_input_is_one_line_and_exit_2(inputs, kind, tmp_path, framefeed_here):
     """A damaged file is refused before any timing: its figures would time its damage."""
-    result = framefeed("bench", "--runs", "1", "--no-progress", str(inputs[kind]), cache=tmp_path)
+    result = framefeed_here("bench", "--runs", "1", "--no-progress", str(inputs[kind]), cache=tmp_path)
     assert_one_line_error(result, "bench", inputs[kind], CAUSES[kind])
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 @pytest.mark.parametrize("command", ["info", "bench"])
-def test_an_unreadable_file_is_one_line_and_exit_2(inputs, command, tmp_path):
+def test_an_unreadable_file_is_one_line_and_exit_2(inputs, command, tmp_path, framefeed_here):
     path = tmp_path / "unreadable.mp4"
     path.write_bytes(b"\0" * 64)
     path.chmod(0)
-    result = framefeed(command, str(path), cache=tmp_path)
+    result = framefeed_here(command, str(path), cache=tmp_path)
     assert_one_line_error(result, command, path, "Permission denied")
 
 
