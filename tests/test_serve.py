@@ -107,6 +107,43 @@ def test_slab_allocator_first_fit_and_merging():
     assert not slab.fits_at_all(65 * 4096)
 
 
+def test_lease_book_gives_room_in_order_of_arrival_not_of_reserving():
+    """Requests are planned in threads, so they reach `reserve` in any order:
+    the one that arrived first still gets room first."""
+    import asyncio
+
+    from framefeed.serve._auth import Peer
+    from framefeed.serve._leases import LeaseBook
+
+    page = 4096
+
+    async def scenario():
+        book = LeaseBook(lease_timeout=10, client_bytes=8 * page, client_leases=100)
+        slab = SlabAllocator(2 * page, alignment=page)
+        holder, client = (book.open_session(Peer("unix", pid, 0, 0)) for pid in (1, 2))
+        full = [await book.reserve(holder, None, slab, page, 1) for _ in range(2)]
+        for lease in full:
+            assert book.grant(lease)
+        first, second, third = book.arrival(), book.arrival(), book.arrival()
+        # Their planning finishes in the order third, first, second.
+        waiting = {place: asyncio.ensure_future(book.reserve(client, None, slab, page, 5, place))
+                   for place in (third, first, second)}
+        await asyncio.sleep(0.01)
+        assert book.waiting == 3
+        granted = []
+        for lease in full:
+            book.release(holder, [lease.id])
+            await asyncio.sleep(0.01)
+            done = [place for place, future in waiting.items() if future.done() and place not in granted]
+            assert len(done) == 1, done
+            granted += done
+            book.grant(waiting[done[0]].result())
+        assert granted == [first, second] and not waiting[third].done()
+        waiting[third].cancel()
+
+    asyncio.run(scenario())
+
+
 def test_lease_book_shares_fair_order_and_no_overtaking():
     """Per-client shares, room to the client holding least, and a request
     that does not fit blocks those behind it (it is not starved)."""

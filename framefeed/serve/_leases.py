@@ -13,7 +13,10 @@ are decoded, so frames never wait in memory for room. Fair share:
   slots (leased and reserved together); a request beyond that waits for
   the session's own releases and never blocks other sessions;
 - requests waiting for room are served in order of how much their session
-  holds (least first), then of arrival. A request that does not fit blocks
+  holds (least first), then of arrival at the server (`arrival`, taken
+  before the request is planned: planning runs in threads and finishes in
+  any order, which had given a client's waiting requests room out of the
+  order they came in). A request that does not fit blocks
   those behind it on the same slab (no overtaking), so a large request is
   not starved by a stream of small ones.
 A request that finds no room within its timeout fails with `ServiceBusyError`.
@@ -165,11 +168,16 @@ class LeaseBook:
                 f"this request's frames take {nbytes} bytes, more than one client may hold "
                 f"({self.client_bytes} bytes, --client-memory): ask for fewer or smaller frames per request")
 
-    async def reserve(self, session: Session, slab: Any, allocator: Any, nbytes: int, timeout: float) -> Lease:
+    def arrival(self) -> int:
+        """A request's place in the queue for room, taken when it arrives."""
+        return next(self._order)
+
+    async def reserve(self, session: Session, slab: Any, allocator: Any, nbytes: int, timeout: float,
+                      place: int | None = None) -> Lease:
         """Room for `nbytes` of frames in `slab`, waiting up to `timeout`
-        seconds in the fair queue (see the module docstring). The lease is
-        not yet the session's: `grant` it once its frames are in, or
-        `abandon` it.
+        seconds in the fair queue (see the module docstring) at `place` (from
+        `arrival`; default: a new place now). The lease is not yet the
+        session's: `grant` it once its frames are in, or `abandon` it.
 
         Raises:
             ServiceError: `check_size` refuses it, or the session ended.
@@ -179,7 +187,8 @@ class LeaseBook:
         if session.ended:
             raise ServiceError("the session ended")
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(next(self._order), session, slab, allocator, nbytes, allocator.rounded(nbytes),
+        waiter = _Waiter(self.arrival() if place is None else place, session, slab, allocator, nbytes,
+                         allocator.rounded(nbytes),
                          loop.create_future())
         self._waiters.append(waiter)
         self._dispatch()

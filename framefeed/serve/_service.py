@@ -371,20 +371,23 @@ class DecodeService:
         timeout = min(float(message.get("timeout", self.config.request_timeout)), self.config.request_timeout)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        place = self.book.arrival()  # before any await: the order requests came in
         request = _request_from(message)
         opened = _open_allowed(self.roots, message["source"], request)
         context.renames.append((opened.source, opened.requested))
         session.requests += 1
         self.in_flight += 1
         try:
-            return await self._decode(session, state, transport, opened, request, deadline, timeout, context)
+            return await self._decode(session, state, transport, opened, request, deadline, timeout, context,
+                                      place)
         finally:
             session.requests -= 1
             self.in_flight -= 1
             self.maybe_trim()
 
     async def _decode(self, session: Session, state: DeviceState, transport: str, opened: OpenedFile,
-                      request: Any, deadline: float, timeout: float, context: CallContext) -> dict[str, Any]:
+                      request: Any, deadline: float, timeout: float, context: CallContext,
+                      place: int) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         sink = context.warnings
         video = None
@@ -401,7 +404,8 @@ class DecodeService:
                 room = max(self.book.client_bytes - session.held_bytes, 1)
                 nbytes = min(nbytes, room, allocator.size)
             if nbytes:
-                lease = await self.book.reserve(session, slab, allocator, nbytes, max(deadline - loop.time(), 0.0))
+                lease = await self.book.reserve(session, slab, allocator, nbytes, max(deadline - loop.time(), 0.0),
+                                                place)
             await loop.run_in_executor(self._plan_threads, functools.partial(_ship, work, video, request, sink))
         except BaseException:
             if lease is not None:
@@ -413,7 +417,8 @@ class DecodeService:
             opened.close()
         try:
             batch = await self._run(state, work, request, opened.requested, deadline, timeout, sink)
-            reply = await self._deliver(session, state, transport, slab, allocator, batch, lease, deadline, context)
+            reply = await self._deliver(session, state, transport, slab, allocator, batch, lease, deadline, context,
+                                        place)
             lease = None  # granted, or freed when the reply has gone
         finally:
             if lease is not None:
@@ -466,7 +471,8 @@ class DecodeService:
             _warnings.unwatch(work.bundle)
 
     async def _deliver(self, session: Session, state: DeviceState, transport: str, slab: Any, allocator: Any,
-                       batch: Any, lease: Lease | None, deadline: float, context: CallContext) -> dict[str, Any]:
+                       batch: Any, lease: Lease | None, deadline: float, context: CallContext,
+                       place: int) -> dict[str, Any]:
         """Where the client finds the frames: the reserved slot, or (inline) the bytes themselves."""
         loop = asyncio.get_running_loop()
         data = batch.data
@@ -480,7 +486,8 @@ class DecodeService:
             self.book.abandon(lease)
             lease = None
         if lease is None and nbytes:
-            lease = await self.book.reserve(session, slab, allocator, nbytes, max(deadline - loop.time(), 0.0))
+            lease = await self.book.reserve(session, slab, allocator, nbytes, max(deadline - loop.time(), 0.0),
+                                            place)
         try:
             if transport == "inline":
                 dense, strides = await loop.run_in_executor(self._work_threads, _dense_on_host, data)
