@@ -303,10 +303,9 @@ def reference_rgb(luma: torch.Tensor, cb: torch.Tensor, cr: torch.Tensor, spec: 
     k = _float32_constants(spec)
     y = (_samples(luma, sample_shift) - k.y_offset) * k.y_scale
     # Each chroma sample's steps are the same float32 operations whichever
-    # luma sample they meet, so they run once per chroma sample, broadcast.
-    u = (_samples(cb, sample_shift) - k.c_offset) * k.c_scale
-    v = (_samples(cr, sample_shift) - k.c_offset) * k.c_scale
-    y, u, v = _chroma_blocks(y, u, v, spec)
+    # luma sample they meet, so they run once per chroma sample, then spread.
+    u = _at_luma_size((_samples(cb, sample_shift) - k.c_offset) * k.c_scale, spec, height, width)
+    v = _at_luma_size((_samples(cr, sample_shift) - k.c_offset) * k.c_scale, spec, height, width)
     rgb = torch.empty((3, height, width), dtype=torch.float32)
     torch.add(y, k.r_from_cr * v, out=rgb[0])
     torch.add(y + k.g_from_cb * u, k.g_from_cr * v, out=rgb[1])
@@ -316,42 +315,25 @@ def reference_rgb(luma: torch.Tensor, cb: torch.Tensor, cr: torch.Tensor, spec: 
     return rgb.to(torch.uint8).permute(1, 2, 0)
 
 
-def _chroma_blocks(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, spec: ColourSpec
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Luma and chroma at luma size: each chroma sample where it meets the
-    luma samples at `(y >> chroma_shift_y, x >> chroma_shift_x)`."""
-    height, width = y.shape
+def _at_luma_size(plane: torch.Tensor, spec: ColourSpec, height: int, width: int) -> torch.Tensor:
+    """`(height, width)`: at each luma sample, the chroma sample at
+    `(y >> chroma_shift_y, x >> chroma_shift_x)`."""
     sy, sx = 1 << spec.chroma_shift_y, 1 << spec.chroma_shift_x
     if sy == sx == 1:
-        return y, u[:height, :width], v[:height, :width]
-
-    def spread(plane: torch.Tensor) -> torch.Tensor:
-        # Nearest-neighbour by an integer factor reads source x * factor // factor,
-        # i.e. `x >> shift`: a copy, no arithmetic.
-        spread = torch.nn.functional.interpolate(plane[None, None], scale_factor=(sy, sx), mode="nearest")
-        return spread[0, 0, :height, :width]
-
-    return y, spread(u), spread(v)
-
-
-@dataclass(frozen=True)
-class _Float32Constants:
-    """`ConversionCoefficients` as 0-dim float32 tensors (operands of the reference maths)."""
-
-    y_offset: torch.Tensor
-    y_scale: torch.Tensor
-    c_offset: torch.Tensor
-    c_scale: torch.Tensor
-    r_from_cr: torch.Tensor
-    g_from_cb: torch.Tensor
-    g_from_cr: torch.Tensor
-    b_from_cb: torch.Tensor
-    bias: torch.Tensor
+        return plane[:height, :width]
+    # Nearest-neighbour by an integer factor reads source `x * factor // factor`,
+    # i.e. `x >> shift`: a copy, no arithmetic.
+    spread = torch.nn.functional.interpolate(plane[None, None], scale_factor=(sy, sx), mode="nearest")
+    return spread[0, 0, :height, :width]
 
 
 @functools.lru_cache(maxsize=64)
-def _float32_constants(spec: ColourSpec) -> _Float32Constants:
-    return _Float32Constants(*(torch.tensor(value, dtype=torch.float32) for value in spec.coefficients().as_tuple()))
+def _float32_constants(spec: ColourSpec) -> ConversionCoefficients:
+    """`spec.coefficients()` with each constant a 0-dim float32 tensor (the
+    operands of the reference maths: every step a float32 operation)."""
+    c = spec.coefficients()
+    return ConversionCoefficients(*(torch.tensor(value, dtype=torch.float32) for value in c.as_tuple()),
+                                  table=c.table)
 
 
 def _samples(plane: torch.Tensor, sample_shift: int) -> torch.Tensor:
@@ -389,39 +371,34 @@ def reference_rgb_float(luma: torch.Tensor, cb: torch.Tensor, cr: torch.Tensor, 
     Arguments as `reference_rgb`.
     """
     height, width = luma.shape
-    c = spec.coefficients()
-
-    def f32(value: float) -> torch.Tensor:
-        return torch.tensor(value, dtype=torch.float32)
+    k = _float32_constants(spec)
 
     def samples(plane: torch.Tensor) -> torch.Tensor:
-        return (plane.to(torch.int32) >> sample_shift).to(torch.float32)
+        return _samples(plane, sample_shift)
 
-    cols = torch.arange(width) >> spec.chroma_shift_x
     if spec.swscale_generic_path:
+        cols = torch.arange(width) >> spec.chroma_shift_x
         rows, weights = swscale_chroma_rows(height, cb.shape[0])
         weights = (weights.to(torch.float32) / 4096.0)[:, :, None]  # exact: integers over a power of two
 
         def chroma(plane: torch.Tensor) -> torch.Tensor:
             values = samples(plane)[:, cols]
             total = torch.zeros((height, width), dtype=torch.float32)
-            for k in range(4):
-                total = total + weights[:, k] * values[rows[:, k]]
+            for tap in range(4):
+                total = total + weights[:, tap] * values[rows[:, tap]]
             return total
     else:
-        near_rows = torch.arange(height) >> spec.chroma_shift_y
-
         def chroma(plane: torch.Tensor) -> torch.Tensor:
-            return samples(plane)[near_rows][:, cols]
+            return _at_luma_size(samples(plane), spec, height, width)
 
-    y = (samples(luma) - f32(c.y_offset)) * f32(c.y_scale)
-    u = (chroma(cb) - f32(c.c_offset)) * f32(c.c_scale)
-    v = (chroma(cr) - f32(c.c_offset)) * f32(c.c_scale)
-    red = y + f32(c.r_from_cr) * v
-    green = y + f32(c.g_from_cb) * u + f32(c.g_from_cr) * v
-    blue = y + f32(c.b_from_cb) * u
+    y = (samples(luma) - k.y_offset) * k.y_scale
+    u = (chroma(cb) - k.c_offset) * k.c_scale
+    v = (chroma(cr) - k.c_offset) * k.c_scale
+    red = y + k.r_from_cr * v
+    green = y + k.g_from_cb * u + k.g_from_cr * v
+    blue = y + k.b_from_cb * u
     rgb = torch.stack((red, green, blue), dim=-1).clamp_(0.0, 255.0)
-    return rgb * f32(INV_255)
+    return rgb * torch.tensor(INV_255, dtype=torch.float32)
 
 
 def swscale_chroma_rows(height: int, chroma_height: int) -> tuple[torch.Tensor, torch.Tensor]:
